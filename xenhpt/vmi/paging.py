@@ -1,0 +1,118 @@
+"""x86-64 4-level paging: guest-virtual to guest-physical, in Python.
+
+Used by every backend (live or snapshot), so it only needs a way to read
+guest-physical memory. Kernel data is reached through the kernel page tables;
+with KPTI the CR3 seen while a user task runs holds the *user* PGD, which maps
+only the entry trampoline, and the kernel PGD is the 8 KiB-aligned pair
+(user PGD with bit 12 cleared) — see :func:`kernel_dtb`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+
+from ..errors import MemoryReadError
+
+PAGE_SIZE = 0x1000
+PAGE_MASK = ~(PAGE_SIZE - 1)
+# Bits 12..51 of a table entry or CR3 are the physical frame.
+_FRAME = 0x000F_FFFF_FFFF_F000
+_PRESENT = 1 << 0
+_PAGE_SIZE_BIT = 1 << 7
+# CR3 low 12 bits are the PCID (with CR4.PCIDE) or PWT/PCD; bit 63 is "no flush" on writes.
+_CR3_FRAME = _FRAME
+_KPTI_USER_BIT = 1 << 12
+
+ReadPhysical = Callable[[int, int], bytes]
+
+
+def dtb_from_cr3(cr3: int) -> int:
+    """The physical address of the top-level table that ``cr3`` points to."""
+    return cr3 & _CR3_FRAME
+
+
+def kernel_dtb(cr3: int) -> int:
+    """The kernel half of a KPTI PGD pair (identity for a kernel without KPTI).
+
+    Linux allocates the two PGDs as one 8 KiB block, kernel first; the user one
+    has bit 12 set. Clearing it on a non-KPTI PGD that happens to sit on an odd
+    page would be wrong, so callers try :func:`dtb_from_cr3` first.
+    """
+    return dtb_from_cr3(cr3) & ~_KPTI_USER_BIT
+
+
+def canonical(address: int) -> int:
+    """Sign-extend a 48-bit virtual address (accepts negative Python ints too)."""
+    address &= 0xFFFF_FFFF_FFFF_FFFF
+    if address & (1 << 47):
+        return address | 0xFFFF_0000_0000_0000
+    return address & 0x0000_FFFF_FFFF_FFFF
+
+
+class PageWalker:
+    """Translate virtual addresses with a small cache of resolved pages.
+
+    The cache maps (dtb, virtual page) to (physical page base, page size). It is
+    only valid while the guest's page tables do not change: live backends call
+    :meth:`flush` whenever the guest has run.
+    """
+
+    def __init__(self, read_physical: ReadPhysical, cache_size: int = 4096) -> None:
+        self._read_physical = read_physical
+        self._cache: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def flush(self) -> None:
+        self._cache.clear()
+
+    def _entry(self, table: int, index: int) -> int:
+        raw = self._read_physical(table + index * 8, 8)
+        return struct.unpack("<Q", raw)[0]
+
+    def translate(self, dtb: int, address: int) -> int:
+        """Physical address of ``address`` in the tables at ``dtb``; MemoryReadError if unmapped."""
+        address = canonical(address)
+        dtb = dtb_from_cr3(dtb)
+        key = (dtb, address & PAGE_MASK & 0xFFFF_FFFF_FFFF_FFFF)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            base, size = hit
+            return base + (address & (size - 1))
+        base, size = self._walk(dtb, address)
+        self._cache[key] = (base, size)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return base + (address & (size - 1))
+
+    def _walk(self, dtb: int, address: int) -> tuple[int, int]:
+        table = dtb
+        # (shift of this level's index, page size if this level maps a large page)
+        for level, shift in enumerate((39, 30, 21, 12)):
+            try:
+                entry = self._entry(table, (address >> shift) & 0x1FF)
+            except MemoryReadError:
+                raise MemoryReadError(address, "page table outside guest memory") from None
+            if not entry & _PRESENT:
+                raise MemoryReadError(address, "virtual address not mapped")
+            if shift == 12:
+                return entry & _FRAME, PAGE_SIZE
+            if level > 0 and entry & _PAGE_SIZE_BIT:
+                size = 1 << shift
+                # A 1 GiB / 2 MiB frame is aligned to its size; PAT bit 12 is not address.
+                return entry & _FRAME & ~(size - 1), size
+            table = entry & _FRAME
+        raise AssertionError("unreachable")
+
+    def read(self, dtb: int, address: int, size: int) -> bytes:
+        """Read ``size`` bytes that may cross page boundaries."""
+        address = canonical(address)
+        out = bytearray()
+        while size > 0:
+            chunk = min(size, PAGE_SIZE - (address & (PAGE_SIZE - 1)))
+            out += self._read_physical(self.translate(dtb, address), chunk)
+            address = canonical(address + chunk)
+            size -= chunk
+        return bytes(out)

@@ -1,0 +1,297 @@
+"""A live QEMU guest through its gdbstub: the lab's backend.
+
+Registers, pause/resume and breakpoints go through the GDB remote protocol.
+Physical memory comes either through the same socket (``Qqemu.PhyMemMode``,
+about 3 MB/s) or, when QEMU was started with a shared ``memory-backend-file``
+as the lab does, straight from that file mapped into our address space
+(reads cost a memcpy; see docs/performance.md for the measurement).
+"""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+from ..errors import MemoryReadError, TargetGone, XenhptError
+from .gdbremote import MAX_READ, GdbError, GdbRemote
+from .paging import PageWalker
+from .target import Trap
+
+# QEMU's x86_64 'g' packet, in register-number order: (name, size in bytes).
+_G_LAYOUT = (
+    [(name, 8) for name in (
+        "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip")]
+    + [("eflags", 4)]
+    + [(seg, 4) for seg in ("cs", "ss", "ds", "es", "fs", "gs")]
+    + [(name, 8) for name in (
+        "fs_base", "gs_base", "k_gs_base", "cr0", "cr2", "cr3", "cr4", "cr8", "efer")]
+)
+REGISTER_NUMBER = {name: number for number, (name, _) in enumerate(_G_LAYOUT)}
+_REGISTER_SIZE = dict(_G_LAYOUT)
+
+
+class GdbPhysicalMemory:
+    """Guest-physical reads over the gdbstub (slow, but works for any QEMU)."""
+
+    def __init__(self, remote: GdbRemote, size: int) -> None:
+        self._remote = remote
+        self._size = size
+        remote.checked("Qqemu.PhyMemMode:1")
+
+    @property
+    def physical_size(self) -> int:
+        return self._size
+
+    def read_physical(self, address: int, size: int) -> bytes:
+        out = bytearray()
+        while size > 0:
+            chunk = min(size, MAX_READ)
+            try:
+                reply = self._remote.checked(f"m{address:x},{chunk:x}")
+            except GdbError:
+                raise MemoryReadError(address, "guest-physical address not readable") from None
+            out += bytes.fromhex(reply.decode())
+            address += chunk
+            size -= chunk
+        return bytes(out)
+
+
+class MappedRam:
+    """Guest RAM from QEMU's shared memory-backend-file (flat below 4 GiB)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            with open(path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise XenhptError(f"cannot map guest RAM file {path}: {exc}") from None
+        self._size = len(self._map)
+
+    @property
+    def physical_size(self) -> int:
+        return self._size
+
+    def read_physical(self, address: int, size: int) -> bytes:
+        if address < 0 or address + size > self._size:
+            raise MemoryReadError(address, "guest-physical address beyond RAM")
+        return self._map[address : address + size]
+
+    def close(self) -> None:
+        self._map.close()
+
+
+class QemuTarget:
+    """:class:`~xenhpt.vmi.target.Target` over QEMU's gdbstub."""
+
+    live = True
+
+    def __init__(self, host: str, port: int, ram_file: Path | None = None,
+                 memory_size: int | None = None) -> None:
+        self.remote = GdbRemote(host, port)
+        self.description = f"qemu:{host}:{port}"
+        self._threads = self._list_threads()
+        self._breakpoints: set[int] = set()
+        self._registers: dict[int, dict[str, int]] = {}
+        self._selected: int | None = None
+        # The vCPU that stopped on a breakpoint must step over it before running on.
+        self._stopped_at: Trap | None = None
+        # A breakpoint hit found while stepping over another one, not yet reported.
+        self._pending: Trap | None = None
+        self._closed = False
+        if ram_file is not None:
+            self._memory: MappedRam | GdbPhysicalMemory = MappedRam(ram_file)
+        else:
+            self._memory = GdbPhysicalMemory(self.remote, memory_size or (1 << 32))
+        self.paging = PageWalker(self.read_physical)
+        # QEMU stopped the VM when we connected: let it run until someone asks.
+        self.resume()
+
+    # -- memory ----------------------------------------------------------------------------
+
+    @property
+    def physical_size(self) -> int:
+        return self._memory.physical_size
+
+    def read_physical(self, address: int, size: int) -> bytes:
+        return self._memory.read_physical(address, size)
+
+    def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
+        return self.paging.read(dtb, address, size)
+
+    # -- vCPUs -----------------------------------------------------------------------------
+
+    def _list_threads(self) -> list[int]:
+        threads: list[int] = []
+        reply = self.remote.command("qfThreadInfo")
+        while reply.startswith(b"m"):
+            threads += [int(t, 16) for t in reply[1:].decode().split(",") if t]
+            reply = self.remote.command("qsThreadInfo")
+        return threads or [1]
+
+    @property
+    def vcpu_count(self) -> int:
+        return len(self._threads)
+
+    def _select(self, vcpu: int) -> None:
+        if self._selected != vcpu:
+            self.remote.checked(f"Hg{self._threads[vcpu]:x}")
+            self._selected = vcpu
+
+    def registers(self, vcpu: int) -> dict[str, int]:
+        self._require_stopped()
+        cached = self._registers.get(vcpu)
+        if cached is not None:
+            return cached
+        self._select(vcpu)
+        raw = bytes.fromhex(self.remote.checked("g").decode())
+        values: dict[str, int] = {}
+        offset = 0
+        for name, size in _G_LAYOUT:
+            values[name] = int.from_bytes(raw[offset : offset + size], "little")
+            offset += size
+        self._registers[vcpu] = values
+        return values
+
+    def write_register(self, vcpu: int, name: str, value: int) -> None:
+        self._require_stopped()
+        self._select(vcpu)
+        size = _REGISTER_SIZE[name]
+        data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little").hex()
+        self.remote.checked(f"P{REGISTER_NUMBER[name]:x}={data}")
+        self._registers.pop(vcpu, None)
+
+    # -- run control -----------------------------------------------------------------------
+
+    def _require_stopped(self) -> None:
+        if self.remote.running:
+            raise XenhptError("internal: the guest must be paused to read its vCPUs")
+
+    def pause(self) -> None:
+        if not self.remote.running:
+            return
+        self.remote.send_interrupt()
+        reply = self._wait_stop(timeout=self.remote.timeout)
+        if reply is None:
+            raise TargetGone("the guest did not stop when asked (QEMU hung?)")
+        # Interrupting can land right on a breakpoint; remember it so resume steps over.
+        self._note_stop(reply)
+
+    def resume(self) -> None:
+        if self.remote.running or self._pending is not None:
+            return
+        self._pending = self._step_over_breakpoint()
+        if self._pending is not None:
+            return
+        self._invalidate()
+        self.remote.send("c")
+        self.remote.running = True
+
+    def _invalidate(self) -> None:
+        self._registers.clear()
+        self._selected = None
+        self.paging.flush()
+
+    def _step_over_breakpoint(self) -> Trap | None:
+        """Step the stopped vCPU off its breakpoint; return a new hit if the step made one."""
+        trap = self._stopped_at
+        self._stopped_at = None
+        if trap is None or trap.pc not in self._breakpoints:
+            return None
+        # QEMU would report the same PC forever: lift the breakpoint, step only this vCPU
+        # (the others stay stopped, so none can slip past the lifted breakpoint), put it back.
+        self.remote.checked(f"z0,{trap.pc:x},1")
+        self._invalidate()
+        self.remote.send(f"vCont;s:{self._threads[trap.vcpu]:x}")
+        self.remote.running = True
+        reply = self._wait_stop(timeout=self.remote.timeout)
+        if reply is None:
+            raise TargetGone("single-step over a breakpoint never finished")
+        self.remote.checked(f"Z0,{trap.pc:x},1")
+        stepped = self._trap_from(reply)
+        if stepped.pc in self._breakpoints:
+            # The stepped instruction jumped onto another breakpoint: that is a real hit.
+            self._stopped_at = stepped
+            return stepped
+        return None
+
+    def _wait_stop(self, timeout: float | None) -> bytes | None:
+        while True:
+            reply = self.remote.receive(timeout)
+            if reply is None:
+                return None
+            if reply[:1] in (b"W", b"X"):
+                self.remote.running = False
+                raise TargetGone("the guest powered off or QEMU quit")
+            if reply[:1] in (b"T", b"S"):
+                self.remote.running = False
+                self._invalidate()
+                return reply
+            # 'O' console output or stray replies while running: ignore.
+
+    def _trap_from(self, reply: bytes) -> Trap:
+        thread = self._threads[0]
+        for part in reply[3:].split(b";"):
+            if part.startswith(b"thread:"):
+                thread = int(part[7:].split(b".")[-1], 16)
+        vcpu = self._threads.index(thread) if thread in self._threads else 0
+        pc = self.registers(vcpu)["rip"]
+        return Trap(vcpu=vcpu, pc=pc, reason="breakpoint" if pc in self._breakpoints else "stop")
+
+    def _note_stop(self, reply: bytes) -> Trap:
+        trap = self._trap_from(reply)
+        self._stopped_at = trap
+        return trap
+
+    def wait_for_trap(self, timeout: float | None) -> Trap | None:
+        if not self.remote.running:
+            self.resume()
+        if self._pending is not None:
+            trap, self._pending = self._pending, None
+            return trap
+        reply = self._wait_stop(timeout)
+        if reply is None:
+            return None
+        return self._note_stop(reply)
+
+    # -- breakpoints -----------------------------------------------------------------------
+
+    def insert_breakpoint(self, address: int) -> None:
+        was_running = self.remote.running
+        self.pause()
+        self.remote.checked(f"Z0,{address:x},1")
+        self._breakpoints.add(address)
+        if was_running:
+            self.resume()
+
+    def remove_breakpoint(self, address: int) -> None:
+        was_running = self.remote.running
+        self.pause()
+        if address in self._breakpoints:
+            self.remote.checked(f"z0,{address:x},1")
+            self._breakpoints.discard(address)
+        if was_running:
+            self.resume()
+
+    @property
+    def breakpoints(self) -> frozenset[int]:
+        return frozenset(self._breakpoints)
+
+    def close(self) -> None:
+        """Remove our breakpoints and detach; QEMU resumes the VM on detach."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.pause()
+            for address in list(self._breakpoints):
+                self.remote.checked(f"z0,{address:x},1")
+            self._breakpoints.clear()
+            self.remote.send("D")
+            self.remote.receive(timeout=2.0)
+        except (TargetGone, TimeoutError, OSError):
+            pass
+        finally:
+            self.remote.close()
+            if isinstance(self._memory, MappedRam):
+                self._memory.close()
