@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import LabError
 from .initramfs import build_initramfs
-from .kernel import ensure_kernel
+from .kernel import GuestKernel, ensure_kernel
 from .paths import cache_dir, run_dir
 from .qmp import Qmp
 
@@ -54,7 +54,8 @@ class LabState:
         except FileNotFoundError:
             raise LabError("the lab is not running: start it with 'xenhpt lab up'") from None
         except (ValueError, TypeError) as exc:
-            raise LabError(f"lab state {path} is unreadable ({exc}); run 'xenhpt lab down'") from None
+            raise LabError(f"lab state {path} is unreadable ({exc}); "
+                           "run 'xenhpt lab down'") from None
 
     def alive(self) -> bool:
         return _qemu_alive(self.pid)
@@ -90,9 +91,25 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:]) or "(no console output)"
 
 
+@dataclass(frozen=True)
+class Prepared:
+    kernel: GuestKernel
+    initramfs: Path
+
+
+def prepare() -> Prepared:
+    """Everything a boot needs, fetched or built once and cached."""
+    kernel = ensure_kernel()
+    return Prepared(kernel, build_initramfs(cache_dir() / "initramfs"))
+
+
 def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "tcg",
-       timeout: float = 120.0, directory: Path | None = None) -> LabState:
-    """Boot the lab guest and wait for its ready marker; nothing stays running on failure."""
+       timeout: float = 120.0, directory: Path | None = None,
+       extra_append: str = "") -> LabState:
+    """Boot the lab guest and wait for its ready marker; nothing stays running on failure.
+
+    ``extra_append`` adds kernel command-line words (tests use it to break the boot).
+    """
     directory = directory or run_dir()
     if (directory / "state.json").exists():
         try:
@@ -106,8 +123,8 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
     qemu = shutil.which(QEMU)
     if qemu is None:
         raise LabError(f"{QEMU} not found: install the Debian package qemu-system-x86")
-    kernel = ensure_kernel()
-    initramfs = build_initramfs(cache_dir() / "initramfs")
+    prepared = prepare()
+    kernel, initramfs = prepared.kernel, prepared.initramfs
     directory.mkdir(parents=True, exist_ok=True)
     console = directory / "console.log"
     exec_socket = directory / "exec.sock"
@@ -117,9 +134,11 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
     # without a gdbstub round trip per read.
     ram_file = Path("/dev/shm") / f"xenhpt-lab-{uuid.uuid4().hex[:8]}.ram"
     gdb_port, qmp_port = _free_port(), _free_port()
-    append = "console=ttyS0 panic=-1 quiet " + ("kaslr" if kaslr else "nokaslr")
+    append = f"console=ttyS0 panic=-1 quiet {'kaslr' if kaslr else 'nokaslr'} {extra_append}"
     cmd = [
-        qemu, "-machine", "pc,memory-backend=ram", "-accel", accel, "-cpu", "max",
+        qemu, "-machine", "pc,memory-backend=ram", "-accel", accel,
+        # No LA57: like common cloud CPU models, and Volatility 3 cannot walk 5-level tables.
+        "-cpu", "max,la57=off",
         "-smp", str(smp), "-m", f"{memory_mib}M",
         "-object", f"memory-backend-file,id=ram,size={memory_mib}M,mem-path={ram_file},share=on",
         "-kernel", str(kernel.image), "-initrd", str(initramfs), "-append", append,
@@ -146,7 +165,8 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
         if READY_MARKER in text:
             return state
         if not _qemu_alive(pid) or time.monotonic() > deadline:
-            reason = "QEMU exited" if not _qemu_alive(pid) else f"no ready marker in {timeout:.0f} s"
+            reason = ("QEMU exited" if not _qemu_alive(pid)
+                      else f"no ready marker in {timeout:.0f} s")
             down(directory)
             raise LabError(f"lab guest did not boot ({reason}); last console lines:\n"
                            + _tail(console))
@@ -200,7 +220,7 @@ def exec_in_guest(command: str, timeout: float = 60.0, directory: Path | None = 
             s.settimeout(timeout)
             try:
                 s.connect(state.exec_socket)
-                s.sendall(f"{request_id} {payload}\n".encode())
+                s.sendall(f"\n{request_id} {len(payload)} {payload}\n".encode())
                 return _read_reply(s, request_id, timeout)
             except TimeoutError:
                 raise LabError(f"guest did not finish {command[:40]!r} in {timeout:.0f} s "

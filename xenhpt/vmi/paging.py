@@ -43,12 +43,22 @@ def kernel_dtb(cr3: int) -> int:
     return dtb_from_cr3(cr3) & ~_KPTI_USER_BIT
 
 
-def canonical(address: int) -> int:
-    """Sign-extend a 48-bit virtual address (accepts negative Python ints too)."""
+CR4_LA57 = 1 << 12
+
+
+def levels_from_cr4(cr4: int) -> int:
+    """4-level paging, or 5-level when the guest set CR4.LA57."""
+    return 5 if cr4 & CR4_LA57 else 4
+
+
+def canonical(address: int, levels: int = 4) -> int:
+    """Sign-extend a 48-bit (57-bit with 5 levels) address; accepts negative ints too."""
+    bits = 48 if levels == 4 else 57
     address &= 0xFFFF_FFFF_FFFF_FFFF
-    if address & (1 << 47):
-        return address | 0xFFFF_0000_0000_0000
-    return address & 0x0000_FFFF_FFFF_FFFF
+    low = (1 << bits) - 1
+    if address & (1 << (bits - 1)):
+        return address | (0xFFFF_FFFF_FFFF_FFFF & ~low)
+    return address & low
 
 
 class PageWalker:
@@ -59,8 +69,10 @@ class PageWalker:
     :meth:`flush` whenever the guest has run.
     """
 
-    def __init__(self, read_physical: ReadPhysical, cache_size: int = 4096) -> None:
+    def __init__(self, read_physical: ReadPhysical, cache_size: int = 4096,
+                 levels: int = 4) -> None:
         self._read_physical = read_physical
+        self.levels = levels
         self._cache: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()
         self._cache_size = cache_size
 
@@ -73,9 +85,9 @@ class PageWalker:
 
     def translate(self, dtb: int, address: int) -> int:
         """Physical address of ``address`` in the tables at ``dtb``; MemoryReadError if unmapped."""
-        address = canonical(address)
+        address = canonical(address, self.levels)
         dtb = dtb_from_cr3(dtb)
-        key = (dtb, address & PAGE_MASK & 0xFFFF_FFFF_FFFF_FFFF)
+        key = (dtb, address & PAGE_MASK)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -89,8 +101,8 @@ class PageWalker:
 
     def _walk(self, dtb: int, address: int) -> tuple[int, int]:
         table = dtb
-        # (shift of this level's index, page size if this level maps a large page)
-        for level, shift in enumerate((39, 30, 21, 12)):
+        shifts = (48, 39, 30, 21, 12) if self.levels == 5 else (39, 30, 21, 12)
+        for shift in shifts:
             try:
                 entry = self._entry(table, (address >> shift) & 0x1FF)
             except MemoryReadError:
@@ -99,7 +111,8 @@ class PageWalker:
                 raise MemoryReadError(address, "virtual address not mapped")
             if shift == 12:
                 return entry & _FRAME, PAGE_SIZE
-            if level > 0 and entry & _PAGE_SIZE_BIT:
+            # Large pages exist only at the 1 GiB and 2 MiB levels.
+            if shift in (30, 21) and entry & _PAGE_SIZE_BIT:
                 size = 1 << shift
                 # A 1 GiB / 2 MiB frame is aligned to its size; PAT bit 12 is not address.
                 return entry & _FRAME & ~(size - 1), size
@@ -108,11 +121,11 @@ class PageWalker:
 
     def read(self, dtb: int, address: int, size: int) -> bytes:
         """Read ``size`` bytes that may cross page boundaries."""
-        address = canonical(address)
+        address = canonical(address, self.levels)
         out = bytearray()
         while size > 0:
             chunk = min(size, PAGE_SIZE - (address & (PAGE_SIZE - 1)))
             out += self._read_physical(self.translate(dtb, address), chunk)
-            address = canonical(address + chunk)
+            address = canonical(address + chunk, self.levels)
             size -= chunk
         return bytes(out)

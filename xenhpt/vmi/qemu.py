@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import MemoryReadError, TargetGone, XenhptError
 from .gdbremote import MAX_READ, GdbError, GdbRemote
-from .paging import PageWalker
+from .paging import PageWalker, levels_from_cr4
 from .target import Trap
 
 # QEMU's x86_64 'g' packet, in register-number order: (name, size in bytes).
@@ -104,7 +104,8 @@ class QemuTarget:
         else:
             self._memory = GdbPhysicalMemory(self.remote, memory_size or (1 << 32))
         self.paging = PageWalker(self.read_physical)
-        # QEMU stopped the VM when we connected: let it run until someone asks.
+        # QEMU stopped the VM when we connected: a good moment to learn the paging mode.
+        self.paging.levels = levels_from_cr4(self.registers(0)["cr4"])
         self.resume()
 
     # -- memory ----------------------------------------------------------------------------
@@ -114,6 +115,13 @@ class QemuTarget:
         return self._memory.physical_size
 
     def read_physical(self, address: int, size: int) -> bytes:
+        if self.remote.running and isinstance(self._memory, GdbPhysicalMemory):
+            # The stub answers memory packets only while the VM is stopped.
+            self.pause()
+            try:
+                return self._memory.read_physical(address, size)
+            finally:
+                self.resume()
         return self._memory.read_physical(address, size)
 
     def read_virtual(self, dtb: int, address: int, size: int) -> bytes:

@@ -1,0 +1,59 @@
+"""Shared fixtures: a real lab guest per test session, in a run directory of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xenhpt.lab import machine
+
+XENHPT = str(Path(sys.executable).with_name("xenhpt"))
+
+
+@pytest.fixture(scope="session")
+def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory private to this test session; xenhpt finds it via XENHPT_LAB_DIR."""
+    directory = tmp_path_factory.mktemp("lab")
+    os.environ["XENHPT_LAB_DIR"] = str(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def lab(lab_dir: Path) -> Iterator[machine.LabState]:
+    """The default lab guest (1 vCPU, nokaslr), booted once for the session."""
+    state = machine.up(directory=lab_dir)
+    try:
+        yield state
+    finally:
+        machine.down(lab_dir)
+
+
+def run_xenhpt(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real command line, as a user would."""
+    done = subprocess.run([XENHPT, *args], capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"xenhpt {' '.join(args)} failed ({done.returncode}):\n"
+                             f"{done.stdout}\n{done.stderr}")
+    return done
+
+
+def guest(command: str, timeout: float = 60) -> str:
+    """stdout of a shell command run inside the lab guest (asserts it succeeded)."""
+    result = machine.exec_in_guest(command, timeout=timeout)
+    assert result.status == 0, f"guest command {command!r} failed: {result.stderr}"
+    return result.stdout
+
+
+def kallsyms(name: str) -> int:
+    """A kernel symbol's address from the guest's own /proc/kallsyms (tests only)."""
+    out = guest(f"grep -w {name} /proc/kallsyms")
+    for line in out.splitlines():
+        address, _, symbol = line.split()[:3]
+        if symbol == name:
+            return int(address, 16)
+    raise AssertionError(f"{name} not in /proc/kallsyms")

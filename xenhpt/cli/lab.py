@@ -1,0 +1,87 @@
+"""``xenhpt lab ...``: the built-in test guest (a harness; tracing never depends on it)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..lab import machine
+
+
+@click.group()
+def lab() -> None:
+    """Boot, use and stop the built-in lab guest (Debian kernel under QEMU).
+
+    \b
+    Example:
+      xenhpt lab up --smp 2 && xenhpt lab exec -- uname -r && xenhpt lab down
+    """
+
+
+@lab.command()
+@click.option("--quiet", is_flag=True, help="Print nothing when everything is cached.")
+def prepare(quiet: bool) -> None:
+    """Fetch the guest kernel and build the initramfs (cached; done by 'lab up' too)."""
+    prepared = machine.prepare()
+    if not quiet:
+        click.echo(f"kernel {prepared.kernel.image}\ninitramfs {prepared.initramfs}")
+
+
+@lab.command()
+@click.option("--smp", default=1, show_default=True, help="Number of vCPUs.")
+@click.option("--memory", "memory_mib", default=512, show_default=True, help="RAM in MiB.")
+@click.option("--kaslr", is_flag=True, help="Boot with KASLR on (default: nokaslr).")
+@click.option("--accel", type=click.Choice(["tcg", "kvm"]), default="tcg", show_default=True,
+              help="QEMU accelerator (this machine's /dev/kvm cannot boot a stock kernel).")
+def up(smp: int, memory_mib: int, kaslr: bool, accel: str) -> None:
+    """Boot the lab guest and wait until it is ready."""
+    started = time.monotonic()
+    state = machine.up(smp=smp, memory_mib=memory_mib, kaslr=kaslr, accel=accel)
+    click.echo(f"lab up: {state.release}, {smp} vCPU, {memory_mib} MiB, "
+               f"gdbstub 127.0.0.1:{state.gdb_port}, ready in {time.monotonic() - started:.1f} s")
+
+
+@lab.command()
+def down() -> None:
+    """Stop the lab guest's QEMU."""
+    click.echo("lab down" if machine.down() else "lab was not running")
+
+
+@lab.command()
+def status() -> None:
+    """Say whether the lab guest runs, and where."""
+    try:
+        state = machine.LabState.load()
+    except machine.LabError:
+        click.echo("lab: not running")
+        return
+    if not state.alive():
+        click.echo("lab: not running (stale state; 'xenhpt lab down' cleans it)")
+        return
+    click.echo(f"lab: running, QEMU pid {state.pid}, {state.release}, {state.smp} vCPU, "
+               f"{state.memory_mib} MiB, kaslr={'on' if state.kaslr else 'off'}\n"
+               f"  gdbstub 127.0.0.1:{state.gdb_port}  qmp 127.0.0.1:{state.qmp_port}\n"
+               f"  kernel {state.kernel_image}\n  console {state.console_log}")
+
+
+@lab.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait.")
+def exec_(command: tuple[str, ...], timeout: float) -> None:
+    """Run a shell command in the guest; its stdout, stderr and exit status are ours."""
+    result = machine.exec_in_guest(" ".join(command), timeout=timeout)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    sys.exit(result.status)
+
+
+@lab.command()
+@click.argument("file", type=click.Path(path_type=Path))
+def snapshot(file: Path) -> None:
+    """Save guest memory to FILE: .raw (flat physical) or .elf (QEMU dump)."""
+    started = time.monotonic()
+    path = machine.snapshot(file)
+    click.echo(f"{path}: {path.stat().st_size >> 20} MiB in {time.monotonic() - started:.1f} s")

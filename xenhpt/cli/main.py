@@ -1,0 +1,58 @@
+"""The ``xenhpt`` command line: parses targets and options, wires the layers, nothing else."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import XenhptError
+from .info import info
+from .lab import lab
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="xenhpt")
+def cli() -> None:
+    """System calls and processes of a Linux VM, seen from the hypervisor.
+
+    \b
+    Examples:
+      xenhpt lab up                 boot the built-in test guest
+      xenhpt info lab               what kernel runs there, read from outside
+      xenhpt ps guest.raw           processes in a memory snapshot
+    """
+
+
+cli.add_command(lab)
+cli.add_command(info)
+
+
+def run(command: click.Command, args: list[str] | None = None) -> None:
+    """Run a click command; user errors become one line on stderr and exit status 1."""
+    try:
+        command.main(args=args, prog_name=None, standalone_mode=False)
+    except XenhptError as exc:
+        click.echo(f"xenhpt: error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("xenhpt: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("xenhpt: interrupted", err=True)
+        sys.exit(130)
+
+
+def main() -> None:
+    run(cli)
+
+
+def process_trace_main() -> None:
+    from .process import process_trace
+
+    run(process_trace)

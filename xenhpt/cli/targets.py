@@ -1,0 +1,36 @@
+"""Turn a TARGET argument into a backend: ``lab``, ``qemu:HOST:PORT``, ``xen:NAME``, a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import TargetUnreachable, XenhptError
+from ..lab.machine import LabState
+from ..vmi.qemu import QemuTarget
+from ..vmi.target import Target
+
+TARGET_HELP = "lab | qemu:HOST:PORT | xen:NAME|DOMID | a snapshot file (.raw, .elf, ...)"
+
+
+def open_target(spec: str) -> Target:
+    """Open what ``spec`` names; raises a one-line XenhptError when it cannot."""
+    if spec == "lab":
+        state = LabState.load()
+        if not state.alive():
+            raise TargetUnreachable("the lab's QEMU is not running: 'xenhpt lab up'")
+        target = QemuTarget("127.0.0.1", state.gdb_port, ram_file=Path(state.ram_file))
+        target.description = f"lab (qemu:127.0.0.1:{state.gdb_port})"
+        return target
+    if spec.startswith("qemu:"):
+        host, _, port = spec[5:].rpartition(":")
+        if not host or not port.isdigit():
+            raise XenhptError(f"bad target {spec!r}: expected qemu:HOST:PORT")
+        return QemuTarget(host, int(port))
+    if spec.startswith("xen:"):
+        raise XenhptError("xen: targets need the LibVMI backend, which is not built yet")
+    path = Path(spec)
+    if path.exists():
+        from ..vmi.snapshot import open_snapshot
+
+        return open_snapshot(path)
+    raise XenhptError(f"unknown target {spec!r}: expected {TARGET_HELP}")
