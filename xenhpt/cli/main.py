@@ -9,6 +9,8 @@ import click
 from ..errors import XenhptError
 from .info import info
 from .lab import lab
+from .process import process_trace, ps, pstree
+from .profile import profile
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,8 +26,8 @@ def cli() -> None:
     """
 
 
-cli.add_command(lab)
-cli.add_command(info)
+for command in (lab, info, ps, pstree, process_trace, profile):
+    cli.add_command(command)
 
 
 def run(command: click.Command, args: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import LabError
+from ..profile import build_profile, write_profile
 from .initramfs import build_initramfs
 from .kernel import GuestKernel, ensure_kernel
 from .paths import cache_dir, run_dir
@@ -95,12 +96,22 @@ def _tail(path: Path, lines: int = 15) -> str:
 class Prepared:
     kernel: GuestKernel
     initramfs: Path
+    profile: Path
+
+
+def profile_path(release: str) -> Path:
+    """Where the lab keeps its kernel's profile: in xenhpt's default profile search path."""
+    return cache_dir() / "profiles" / f"{release}.json"
 
 
 def prepare() -> Prepared:
-    """Everything a boot needs, fetched or built once and cached."""
+    """Everything a boot needs, fetched or built once and cached: kernel, initramfs, and
+    the kernel's profile (built from the image's own BTF and kallsyms)."""
     kernel = ensure_kernel()
-    return Prepared(kernel, build_initramfs(cache_dir() / "initramfs"))
+    profile = profile_path(kernel.release)
+    if not profile.exists():
+        write_profile(build_profile(kernel=kernel.image, btf=None, system_map=None), profile)
+    return Prepared(kernel, build_initramfs(cache_dir() / "initramfs"), profile)
 
 
 def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "tcg",

@@ -39,13 +39,9 @@ def _scan_order(size: int) -> Iterator[tuple[int, int]]:
         yield base, min(_CHUNK, start - base)
 
 
-def find_banner(memory: PhysicalMemory, progress: Progress | None = None,
-                expected: bytes | None = None) -> Banner | None:
-    """First well-formed banner in physical memory (or the exact ``expected`` one).
-
-    The kernel's own ``linux_banner`` string comes first in memory order from its
-    load address; copies elsewhere (dmesg buffer, page cache) come later.
-    """
+def _occurrences(memory: PhysicalMemory, needle: bytes,
+                 progress: Progress | None) -> Iterator[tuple[int, bytes]]:
+    """(physical address, bytes from there) of each ``needle``, kernel load area first."""
     size = memory.physical_size
     done = 0
     for base, length in _scan_order(size):
@@ -54,14 +50,45 @@ def find_banner(memory: PhysicalMemory, progress: Progress | None = None,
             data = memory.read_physical(base, min(length + _MAX_BANNER, size - base))
         except MemoryReadError:
             data = b""
-        pos = data.find(expected or BANNER_PREFIX)
+        pos = data.find(needle)
         while 0 <= pos < length:
-            match = _BANNER_RE.match(data, pos)
-            if match:
-                text = match.group(0).rstrip(b"\n").decode("ascii", "replace")
-                return Banner(text, match.group(1).decode("ascii", "replace"), base + pos)
-            pos = data.find(expected or BANNER_PREFIX, pos + 1)
+            yield base + pos, data[pos : pos + _MAX_BANNER]
+            pos = data.find(needle, pos + 1)
         done += length
         if progress:
             progress(done, size)
-    return None
+
+
+def _parse(address: int, data: bytes) -> Banner | None:
+    match = _BANNER_RE.match(data)
+    if not match:
+        return None
+    text = match.group(0).rstrip(b"\n").decode("ascii", "replace")
+    return Banner(text, match.group(1).decode("ascii", "replace"), address)
+
+
+def iter_banners(memory: PhysicalMemory, progress: Progress | None = None) -> Iterator[Banner]:
+    """Every well-formed banner, kernel load area first.
+
+    There is more than one even in the kernel image: since 6.1 ``init/version.o`` keeps a
+    weak ``linux_banner`` with an empty build number ("# SMP") beside the real one from
+    ``version-timestamp.o`` ("#1 SMP"); copies in the log buffer or page cache follow.
+    """
+    for address, data in _occurrences(memory, BANNER_PREFIX, progress):
+        banner = _parse(address, data)
+        if banner is not None:
+            yield banner
+
+
+def find_banner(memory: PhysicalMemory, progress: Progress | None = None) -> Banner | None:
+    """The first well-formed banner in physical memory (enough to name the release)."""
+    return next(iter_banners(memory, progress), None)
+
+
+def find_banners(memory: PhysicalMemory, exact: bytes,
+                 progress: Progress | None = None) -> Iterator[Banner]:
+    """Every occurrence of the ``exact`` banner text (callers validate which is the kernel's)."""
+    for address, data in _occurrences(memory, exact, progress):
+        banner = _parse(address, data + b"\n")
+        if banner is not None:
+            yield banner

@@ -70,9 +70,12 @@ class PageWalker:
     """
 
     def __init__(self, read_physical: ReadPhysical, cache_size: int = 4096,
-                 levels: int = 4) -> None:
+                 levels: int | None = 4) -> None:
+        """``levels=None``: the paging mode is not known (a raw file has no CR4); walk
+        4-level, and let whoever learns better (the kernel locator) set ``levels``."""
         self._read_physical = read_physical
-        self.levels = levels
+        self.levels = levels or 4
+        self.levels_known = levels is not None
         self._cache: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()
         self._cache_size = cache_size
 

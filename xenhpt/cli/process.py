@@ -1,0 +1,105 @@
+"""``xenhpt ps``, ``xenhpt pstree`` and ``process_trace``: the guest's processes, from outside."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from ..linux.kernel import Kernel
+from ..linux.process_tree import ProcessTree
+from ..linux.tasks import TaskReader, Walk
+from ..output import processes as render
+from ..output.escape import escape_text
+from .targets import TARGET_HELP, open_target
+
+profile_option = click.option(
+    "--profile", "profile_path", type=click.Path(path_type=Path, dir_okay=False),
+    help="ISF profile to use instead of the one matching the guest's banner.")
+
+
+def scan_progress(done: int, total: int) -> None:
+    """Progress of a long memory scan, only when a person watches stderr."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\rscanning guest memory {done >> 20}/{total >> 20} MiB\033[K")
+        if done >= total:
+            sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+@contextmanager
+def kernel_of(target_spec: str, profile_path: Path | None) -> Iterator[Kernel]:
+    """Open TARGET and its kernel; a live guest is paused while we read its lists."""
+    target = open_target(target_spec)
+    try:
+        if target.live:
+            target.pause()
+        yield Kernel.open(target, profile_path, progress=scan_progress)
+    finally:
+        target.close()
+
+
+def report_problems(walk: Walk) -> None:
+    for problem in walk.problems:
+        click.echo(f"xenhpt: warning: {problem}", err=True)
+
+
+def read_processes(kernel: Kernel, threads: bool = False) -> Walk:
+    reader = TaskReader(kernel)
+    walk = reader.processes(include_swapper=True)
+    if threads:
+        leaders, walk.tasks = walk.tasks, []
+        for leader in leaders:
+            walk.tasks += reader.threads(leader, walk) if leader.pid else [leader]
+    return walk
+
+
+@click.command()
+@click.argument("target", metavar="TARGET")
+@click.option("--threads", is_flag=True, help="One row per thread (adds TID).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per task.")
+@profile_option
+def ps(target: str, threads: bool, as_json: bool, profile_path: Path | None) -> None:
+    """List the processes of TARGET: PID, PPID, UID, task address, name.
+
+    TARGET is """ + TARGET_HELP + """
+
+    \b
+    Examples:
+      xenhpt ps lab --threads
+      xenhpt ps guest.raw --json --profile profiles/6.1.0-56-cloud-amd64.json
+    """
+    with kernel_of(target, profile_path) as kernel:
+        walk = read_processes(kernel, threads)
+    tasks = [t for t in walk.tasks if t.pid != 0]  # the idle task is not a process
+    click.echo(render.ps_json(tasks) if as_json else render.ps_table(tasks, threads), nl=False)
+    report_problems(walk)
+
+
+@click.command()
+@click.argument("target", metavar="TARGET")
+@click.option("--json", "as_json", is_flag=True, help="The tree as nested JSON.")
+@profile_option
+def pstree(target: str, as_json: bool, profile_path: Path | None) -> None:
+    """Draw the process tree of TARGET, pstree -p style (name(pid))."""
+    with kernel_of(target, profile_path) as kernel:
+        walk = read_processes(kernel)
+    tree = ProcessTree.from_tasks(walk.tasks)
+    click.echo(render.pstree_json(tree) if as_json else render.pstree_text(tree), nl=False)
+    report_problems(walk)
+
+
+@click.command(name="process_trace")
+@click.argument("target", metavar="TARGET")
+@profile_option
+def process_trace(target: str, profile_path: Path | None) -> None:
+    """Dump the process tree of TARGET as the Xen HPT tool does: root first, then each task
+    with its task address, parent address, pid, name and child count."""
+    with kernel_of(target, profile_path) as kernel:
+        walk = read_processes(kernel)
+        click.echo(f"# {escape_text(kernel.banner)}")
+    click.echo(render.process_trace_text(ProcessTree.from_tasks(walk.tasks)), nl=False)
+    report_problems(walk)

@@ -1,0 +1,112 @@
+"""Which task is running on a vCPU: the strategies of DESIGN.md, chosen from the profile.
+
+1. **per-CPU ``current_task``** (Linux 4.9 .. 6.1, and again in later kernels) or
+   **``pcpu_hot.current_task``** (6.2 on): read at per-CPU base + symbol offset. The
+   per-CPU base is in GS: ``gs_base`` inside the kernel after ``swapgs``, but
+   ``k_gs_base`` in user mode *and* at the first instruction of ``entry_SYSCALL_64``
+   (before ``swapgs``). We take whichever of the two is a kernel address, and fall
+   back to ``__per_cpu_offset[vcpu]``.
+2. **ESP masking** (kernels < 4.9, thread_info at the bottom of the kernel stack):
+   ``(rsp & ~(THREAD_SIZE-1))->task``. Only meaningful when ``rsp`` is a kernel stack
+   pointer (inside a kernel function, not at the very first entry instruction).
+   THREAD_SIZE is not in BTF/DWARF, so 16 and 8 KiB are tried and the candidate is
+   accepted only if the task's own ``stack`` field points back at that stack base.
+3. **CR3 match**: the task whose ``mm->pgd`` is the page table in CR3 (last resort:
+   it names the process, not the thread, and not a kernel thread).
+"""
+
+from __future__ import annotations
+
+from ..errors import MemoryReadError, ProfileError
+from ..vmi.paging import dtb_from_cr3, kernel_dtb
+from .kernel import Kernel
+from .tasks import TaskReader
+
+KERNEL_HALF = 1 << 63
+THREAD_SIZES = (0x4000, 0x2000)
+
+
+def _is_kernel_address(value: int) -> bool:
+    return bool(value & KERNEL_HALF)
+
+
+class CurrentTask:
+    """Resolves the running task of a vCPU from its registers."""
+
+    def __init__(self, kernel: Kernel, reader: TaskReader | None = None) -> None:
+        self.kernel = kernel
+        self.reader = reader or TaskReader(kernel)
+        profile = kernel.profile
+        self.percpu_offset: int | None = None
+        if profile.has_symbol("pcpu_hot") and profile.has_field("pcpu_hot", "current_task"):
+            self.percpu_offset = (profile.symbol("pcpu_hot")
+                                  + profile.offset("pcpu_hot", "current_task"))
+            self.strategy = "pcpu_hot.current_task"
+        elif profile.has_symbol("current_task"):
+            self.percpu_offset = profile.symbol("current_task")
+            self.strategy = "per-CPU current_task"
+        elif profile.has_field("thread_info", "task"):
+            self.strategy = "ESP masking"
+        else:
+            self.strategy = "CR3 match"
+        self._stack_field = (profile.offset("task_struct", "stack")
+                             if profile.has_field("task_struct", "stack") else None)
+
+    def address(self, vcpu: int, registers: dict[str, int]) -> int | None:
+        """The ``task_struct`` address running on ``vcpu``, or None if it cannot be told."""
+        if self.percpu_offset is not None:
+            found = self._from_percpu(vcpu, registers)
+            if found is not None:
+                return found
+        if self.strategy == "ESP masking":
+            found = self._from_stack(registers["rsp"])
+            if found is not None:
+                return found
+        return self._from_cr3(registers["cr3"])
+
+    def _from_percpu(self, vcpu: int, registers: dict[str, int]) -> int | None:
+        assert self.percpu_offset is not None
+        bases = [b for b in (registers.get("gs_base", 0), registers.get("k_gs_base", 0))
+                 if _is_kernel_address(b)]
+        if not bases and self.kernel.has_symbol("__per_cpu_offset"):
+            try:
+                bases.append(self.kernel.u64(self.kernel.symbol("__per_cpu_offset") + 8 * vcpu))
+            except MemoryReadError:
+                pass
+        for base in bases:
+            try:
+                task = self.kernel.u64(base + self.percpu_offset)
+            except MemoryReadError:
+                continue
+            if _is_kernel_address(task):
+                return task
+        return None
+
+    def _from_stack(self, rsp: int) -> int | None:
+        if not _is_kernel_address(rsp):
+            return None
+        task_offset = self.kernel.profile.offset("thread_info", "task")
+        for size in THREAD_SIZES:
+            base = rsp & ~(size - 1)
+            try:
+                task = self.kernel.u64(base + task_offset)
+                if not _is_kernel_address(task):
+                    continue
+                # Accept only if the task agrees that this is its stack.
+                if (self._stack_field is None
+                        or self.kernel.u64(task + self._stack_field) == base):
+                    return task
+            except MemoryReadError:
+                continue
+        return None
+
+    def _from_cr3(self, cr3: int) -> int | None:
+        wanted = {dtb_from_cr3(cr3), kernel_dtb(cr3)}
+        try:
+            walk = self.reader.processes()
+        except (MemoryReadError, ProfileError):
+            return None
+        for task in walk.tasks:
+            if task.pgd and task.pgd in wanted:
+                return task.address
+        return None

@@ -1,0 +1,170 @@
+"""A guest's Linux kernel: its profile, its KASLR slide, and typed reads of its memory.
+
+This is the entry point of the ``linux`` layer: open a :class:`Kernel` on any
+:class:`~xenhpt.vmi.target.Target` (live or snapshot) and read kernel objects
+through it. Nothing here knows which backend is underneath.
+
+How the slide is found without any vCPU register (so snapshots work too): the
+profile's banner is searched in physical memory; ``init_top_pgt`` lies a fixed
+distance from ``linux_banner`` in the same physically contiguous image, which
+gives the kernel page tables; the virtual slide is then the 2 MiB-aligned shift
+for which those tables map ``linux_banner`` onto the banner we found.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import MemoryReadError, ProfileError
+from ..profile import Profile, find_profile
+from ..vmi.paging import PageWalker
+from ..vmi.target import Target
+from .banner import Banner, find_banner, find_banners, iter_banners
+
+# Virtual KASLR moves the kernel image in 2 MiB steps within 1 GiB.
+KASLR_ALIGN = 0x20_0000
+KASLR_RANGE = 0x4000_0000
+# Distinct banner texts tried against the profile index (copies of one text count once).
+MAX_BANNERS = 32
+
+Progress = Callable[[int, int], None]
+
+
+def profile_hint(release: str) -> str:
+    """The command that builds a profile for ``release``, for error messages."""
+    return (f"xenhpt profile build --kernel /boot/vmlinuz-{release} "
+            f"-o ~/.cache/xenhpt/profiles/{release}.json")
+
+
+@dataclass(frozen=True)
+class KernelLayout:
+    slide: int  # added to every profile symbol address
+    dtb: int  # physical address of the kernel's top page table (init_top_pgt)
+    banner: Banner
+    levels: int = 4  # paging levels the kernel tables use
+
+
+class Kernel:
+    """Typed access to a guest kernel's memory through its profile."""
+
+    def __init__(self, target: Target, profile: Profile, layout: KernelLayout) -> None:
+        self.target = target
+        self.profile = profile
+        self.layout = layout
+        self.slide = layout.slide
+        self.dtb = layout.dtb
+        # The target's walker (flushed when a live guest runs), in the mode locate() found.
+        self.paging = getattr(target, "paging", None) or PageWalker(target.read_physical)
+        self.paging.levels = layout.levels
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, target: Target, profile_path: Path | None = None,
+             progress: Progress | None = None) -> Kernel:
+        """Find the banner, pick (or check) the profile, find the slide."""
+        if profile_path is not None:
+            profile = Profile.load(profile_path)
+            layout = locate(target, profile, progress)
+            if layout is None:
+                found = find_banner(target, progress)
+                seen = found.text if found else "no Linux banner at all"
+                raise ProfileError(f"profile {profile_path.name} does not match this guest "
+                                   f"(guest: {seen})")
+            return cls(target, profile, layout)
+        first: Banner | None = None
+        tried: set[str] = set()
+        for banner in iter_banners(target, progress):
+            first = first or banner
+            if banner.text in tried or len(tried) >= MAX_BANNERS:
+                continue
+            tried.add(banner.text)
+            path = find_profile(banner.text)
+            if path is None:
+                continue
+            profile = Profile.load(path)
+            layout = locate(target, profile, progress)
+            if layout is not None:
+                return cls(target, profile, layout)
+        if first is None:
+            raise ProfileError("no Linux kernel banner in guest memory: not a Linux guest, "
+                               "or the snapshot is empty/corrupt")
+        raise ProfileError(f"no profile matches {first.text!r}; build one with: "
+                           + profile_hint(first.release))
+
+    # -- symbols and memory --------------------------------------------------------------
+
+    def symbol(self, name: str) -> int:
+        address = self.profile.symbol(name)
+        if address is None:
+            raise ProfileError(f"profile {self.profile.path.name} has no symbol {name}")
+        return (address + self.slide) & 0xFFFF_FFFF_FFFF_FFFF
+
+    def has_symbol(self, name: str) -> bool:
+        return self.profile.has_symbol(name)
+
+    @property
+    def banner(self) -> str:
+        """The banner at the profile's ``linux_banner``: the one the kernel really uses."""
+        return self.layout.banner.text
+
+    def read(self, address: int, size: int) -> bytes:
+        return self.paging.read(self.dtb, address, size)
+
+    def u64(self, address: int) -> int:
+        return struct.unpack("<Q", self.read(address, 8))[0]
+
+    def u32(self, address: int) -> int:
+        return struct.unpack("<I", self.read(address, 4))[0]
+
+    def physical(self, address: int) -> int:
+        return self.paging.translate(self.dtb, address)
+
+    def cstring(self, address: int, limit: int = 4096) -> bytes:
+        """A NUL-terminated string of at most ``limit`` bytes (guest-controlled: bounded)."""
+        out = bytearray()
+        while len(out) < limit:
+            chunk = self.read(address + len(out), min(256, limit - len(out),
+                                                      0x1000 - ((address + len(out)) & 0xFFF)))
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                return bytes(out + chunk[:nul])
+            out += chunk
+        return bytes(out)
+
+
+def locate(target: Target, profile: Profile, progress: Progress | None = None,
+           ) -> KernelLayout | None:
+    """Slide and kernel page tables for ``profile`` in ``target``, or None if it does not fit."""
+    banner_va = profile.symbol("linux_banner")
+    pgt_va = profile.symbol("init_top_pgt")
+    expected = profile.banner
+    if banner_va is None or pgt_va is None or not expected:
+        raise ProfileError(f"profile {profile.path.name} lacks linux_banner/init_top_pgt")
+    # The paging mode comes from CR4 where the target knows it; a raw file does not, so both.
+    paging = getattr(target, "paging", None)
+    known = paging.levels if paging is not None and paging.levels_known else None
+    walkers = [PageWalker(target.read_physical, levels=n) for n in ((known,) if known else (4, 5))]
+    needle = expected.rstrip("\n\0").encode()
+    for banner in find_banners(target, needle, progress):
+        dtb = banner.physical_address + (pgt_va - banner_va)
+        if not 0 <= dtb < target.physical_size:
+            continue
+        for walker in walkers:
+            slide = _find_slide(walker, dtb, banner_va, banner.physical_address)
+            if slide is not None:
+                return KernelLayout(slide, dtb, banner, walker.levels)
+    return None
+
+
+def _find_slide(walker: PageWalker, dtb: int, banner_va: int, banner_pa: int) -> int | None:
+    for slide in range(0, KASLR_RANGE, KASLR_ALIGN):
+        try:
+            if walker.translate(dtb, banner_va + slide) == banner_pa:
+                return slide
+        except MemoryReadError:
+            continue
+    return None

@@ -1,0 +1,295 @@
+"""A Linux kernel image as a profile source: bzImage or vmlinux ELF → sections and memory.
+
+Distributions ship ``/boot/vmlinuz-*``: an x86 boot sector + setup code followed by a
+compressed payload (LZ4, gzip, xz, zstd, ...) that decompresses to the real ``vmlinux`` ELF.
+That ELF is stripped, but it still carries what a profile needs: the ``.BTF`` section (every
+type) and the kallsyms tables (every symbol) inside ``.rodata``. This module only turns the
+file into ELF bytes and answers "what bytes are at this section / virtual address".
+
+Files are user input: every header field is bounds-checked and problems raise
+``ProfileError`` with one line, never an ``IndexError`` or ``struct.error``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import shutil
+import struct
+import subprocess
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from xenhpt.errors import ProfileError
+
+# A vmlinux is 30-100 MB; anything far above is not a kernel and must not eat all memory.
+MAX_IMAGE_BYTES = 1 << 30
+MAX_VMLINUX_BYTES = 512 << 20
+
+BTF_MAGIC = b"\x9f\xeb"  # 0xeB9F little-endian; the only byte order we support (x86)
+ELF_MAGIC = b"\x7fELF"
+
+# The x86 boot protocol header ("HdrS" at 0x202); payload_offset/length exist since 2.08.
+_SETUP_SECTS = 0x1F1
+_HDRS = 0x202
+_VERSION = 0x206
+_PAYLOAD = 0x248
+
+_LZ4_LEGACY_MAGIC = 0x184C2102
+_LZ4_LEGACY_BLOCK = 8 << 20  # every legacy block decompresses to at most 8 MiB
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    name: str
+    addr: int
+    offset: int
+    size: int
+    nobits: bool  # SHT_NOBITS (.bss): occupies memory but no file bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    vaddr: int
+    offset: int
+    filesz: int
+
+
+def read_file(path: Path, limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """Read a whole input file, refusing missing, unreadable or absurdly large ones."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise ProfileError(f"{path}: {size} bytes is too large for a kernel image/BTF file")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _lz4_legacy(payload: bytes, where: str) -> bytes:
+    # The kernel's LZ4 is the "legacy" frame: magic, then [u32 size][block]... and, for the
+    # decompressor stub, the uncompressed length as a trailing u32 (too short to be a block).
+    try:
+        import lz4.block
+    except ImportError:  # pragma: no cover - lz4 is a declared dependency
+        raise ProfileError(f"{where}: LZ4 payload needs the 'lz4' Python package") from None
+    out = bytearray()
+    pos = 4
+    while pos + 4 <= len(payload):
+        (n,) = struct.unpack_from("<I", payload, pos)
+        if n == _LZ4_LEGACY_MAGIC:  # concatenated legacy streams
+            pos += 4
+            continue
+        if pos + 4 + n > len(payload):
+            break  # trailing length word (or garbage) after the last block
+        try:
+            out += lz4.block.decompress(
+                payload[pos + 4 : pos + 4 + n], uncompressed_size=_LZ4_LEGACY_BLOCK
+            )
+        except lz4.block.LZ4BlockError as exc:
+            raise ProfileError(
+                f"{where}: corrupt LZ4 block at payload offset {pos}: {exc}"
+            ) from None
+        if len(out) > MAX_VMLINUX_BYTES:
+            raise ProfileError(
+                f"{where}: LZ4 payload decompresses beyond {MAX_VMLINUX_BYTES} bytes"
+            )
+        pos += 4 + n
+    return bytes(out)
+
+
+def _stream(decomp: object, payload: bytes, where: str, what: str) -> bytes:
+    # zlib/lzma/bz2 decompressor objects share decompress(data, max_length); bounding the
+    # output keeps a decompression bomb from exhausting memory.
+    try:
+        out = decomp.decompress(payload, MAX_VMLINUX_BYTES + 1)  # type: ignore[attr-defined]
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+        raise ProfileError(f"{where}: corrupt {what} payload: {exc}") from None
+    if len(out) > MAX_VMLINUX_BYTES:
+        raise ProfileError(f"{where}: {what} payload decompresses beyond {MAX_VMLINUX_BYTES} bytes")
+    return out
+
+
+def _zstd(payload: bytes, where: str) -> bytes:
+    try:
+        import zstandard  # optional: not a dependency, Debian's default kernels are LZ4/xz
+    except ImportError:
+        zstandard = None
+    if zstandard is not None:
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(payload)
+            return reader.read(MAX_VMLINUX_BYTES)
+        except zstandard.ZstdError as exc:
+            raise ProfileError(f"{where}: corrupt zstd payload: {exc}") from None
+    tool = shutil.which("zstd")
+    if tool is None:
+        raise ProfileError(f"{where}: zstd payload needs the 'zstandard' package or zstd(1)")
+    with tempfile.NamedTemporaryFile(suffix=".zst") as tmp:
+        tmp.write(payload)
+        tmp.flush()
+        # zstd(1) stops with an error at the size word the kernel appends; the output is
+        # complete by then. Read at most the bound, so a bomb cannot fill memory.
+        with subprocess.Popen(
+            [tool, "-dc", tmp.name], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        ) as proc:
+            assert proc.stdout is not None
+            out = proc.stdout.read(MAX_VMLINUX_BYTES)
+            proc.kill()
+    if not out.startswith(ELF_MAGIC):
+        raise ProfileError(f"{where}: zstd could not decompress the payload")
+    return out
+
+
+def decompress_payload(payload: bytes, where: str = "kernel image") -> bytes:
+    """Decompress a bzImage payload, choosing the codec by its magic bytes."""
+    if payload.startswith(b"\x02\x21\x4c\x18"):
+        return _lz4_legacy(payload, where)
+    if payload.startswith(b"\x1f\x8b"):
+        return _stream(zlib.decompressobj(16 + zlib.MAX_WBITS), payload, where, "gzip")
+    if payload.startswith(b"\xfd7zXZ\x00"):
+        return _stream(lzma.LZMADecompressor(lzma.FORMAT_XZ), payload, where, "xz")
+    if payload.startswith(b"\x5d\x00\x00"):
+        return _stream(lzma.LZMADecompressor(lzma.FORMAT_ALONE), payload, where, "lzma")
+    if payload.startswith(b"BZh"):
+        return _stream(bz2.BZ2Decompressor(), payload, where, "bzip2")
+    if payload.startswith(b"\x28\xb5\x2f\xfd"):
+        return _zstd(payload, where)
+    if payload.startswith(ELF_MAGIC):  # CONFIG_KERNEL_UNCOMPRESSED
+        return payload
+    raise ProfileError(f"{where}: unsupported compressed payload (magic {payload[:4].hex()})")
+
+
+def extract_vmlinux(data: bytes, where: str = "kernel image") -> bytes:
+    """Return the vmlinux ELF bytes of a bzImage, or ``data`` itself if it is already ELF."""
+    if data.startswith(ELF_MAGIC):
+        return data
+    if len(data) < 0x250 or data[_HDRS : _HDRS + 4] != b"HdrS":
+        raise ProfileError(f"{where}: neither an ELF vmlinux nor an x86 bzImage")
+    (version,) = struct.unpack_from("<H", data, _VERSION)
+    if version < 0x208:
+        raise ProfileError(f"{where}: boot protocol {version:#x} too old (no payload_offset)")
+    setup_sects = data[_SETUP_SECTS] or 4  # 0 means 4, for historical reasons
+    offset, length = struct.unpack_from("<II", data, _PAYLOAD)
+    start = (setup_sects + 1) * 512 + offset
+    if length == 0 or start + length > len(data):
+        raise ProfileError(f"{where}: bzImage payload lies outside the file (truncated image?)")
+    vmlinux = decompress_payload(data[start : start + length], where)
+    if not vmlinux.startswith(ELF_MAGIC):
+        raise ProfileError(f"{where}: decompressed payload is not an ELF vmlinux")
+    return vmlinux
+
+
+class KernelImage:
+    """A decompressed vmlinux ELF: its sections, its loadable segments and a config if found.
+
+    Load with :meth:`open`; ``elf`` holds the ELF bytes. Addresses are link-time virtual
+    addresses (no KASLR slide), as in System.map and kallsyms.
+    """
+
+    def __init__(self, path: Path, elf: bytes, config: dict[str, str] | None = None) -> None:
+        self.path = path
+        self.elf = elf
+        self.config = config
+        self.sections: dict[str, Section] = {}
+        self.segments: list[Segment] = []
+        self._parse_elf()
+
+    @classmethod
+    def open(cls, path: Path | str) -> KernelImage:
+        """Load a bzImage (``vmlinuz-*``) or a vmlinux ELF file."""
+        path = Path(path)
+        elf = extract_vmlinux(read_file(path), str(path))
+        return cls(path, elf, read_config_beside(path))
+
+    # -- ELF ------------------------------------------------------------------------------
+    def _parse_elf(self) -> None:
+        d = self.elf
+        where = str(self.path)
+        if len(d) < 64 or d[4] != 2 or d[5] != 1:
+            raise ProfileError(f"{where}: only little-endian 64-bit ELF kernels are supported")
+        phoff, shoff = struct.unpack_from("<QQ", d, 0x20)
+        phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", d, 0x36)
+        if phnum and (phentsize < 56 or phoff + phnum * phentsize > len(d)):
+            raise ProfileError(f"{where}: ELF program headers lie outside the file")
+        if shnum and (shentsize < 64 or shoff + shnum * shentsize > len(d)):
+            raise ProfileError(f"{where}: ELF section headers lie outside the file")
+        for i in range(phnum):
+            p_type, _flags, off, vaddr, _paddr, filesz = struct.unpack_from(
+                "<IIQQQQ", d, phoff + i * phentsize
+            )
+            if p_type == 1 and off + filesz <= len(d):  # PT_LOAD
+                self.segments.append(Segment(vaddr, off, filesz))
+        raw = []
+        for i in range(shnum):
+            raw.append(struct.unpack_from("<IIQQQQ", d, shoff + i * shentsize))
+        if not raw or shstrndx >= len(raw):
+            return  # no section table: segments still map addresses
+        _n, _t, _f, _a, stroff, strsize = raw[shstrndx]
+        strtab = d[stroff : stroff + strsize]
+        for name_off, sh_type, _flags, addr, off, size in raw:
+            end = strtab.find(b"\0", name_off)
+            name = strtab[name_off:end].decode("ascii", "replace") if end >= 0 else ""
+            nobits = sh_type == 8
+            if not nobits and off + size > len(d):
+                raise ProfileError(f"{where}: ELF section {name!r} lies outside the file")
+            self.sections.setdefault(name, Section(name, addr, off, size, nobits))
+
+    def section_data(self, name: str) -> bytes | None:
+        """The file bytes of section ``name`` (e.g. ``.BTF``), or None if absent."""
+        sec = self.sections.get(name)
+        if sec is None or sec.nobits:
+            return None
+        return self.elf[sec.offset : sec.offset + sec.size]
+
+    def vaddr_to_offset(self, vaddr: int) -> int | None:
+        """File offset holding virtual address ``vaddr``, or None if no segment has it."""
+        for seg in self.segments:
+            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
+                return seg.offset + (vaddr - seg.vaddr)
+        return None
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        """``size`` bytes at ``vaddr``; ProfileError if they are not all in the file."""
+        off = self.vaddr_to_offset(vaddr)
+        end = self.vaddr_to_offset(vaddr + size - 1) if size else off
+        if off is None or end is None or end != off + size - 1:
+            raise ProfileError(f"{self.path}: address {vaddr:#x}+{size} is not in the image")
+        return self.elf[off : off + size]
+
+    def read_cstring(self, vaddr: int, limit: int = 4096) -> bytes:
+        """The NUL-terminated bytes at ``vaddr`` (without the NUL), at most ``limit`` long."""
+        off = self.vaddr_to_offset(vaddr)
+        if off is None:
+            raise ProfileError(f"{self.path}: address {vaddr:#x} is not in the image")
+        end = self.elf.find(b"\0", off, off + limit)
+        if end < 0:
+            raise ProfileError(f"{self.path}: no NUL within {limit} bytes of {vaddr:#x}")
+        return self.elf[off:end]
+
+
+def read_config_beside(image: Path) -> dict[str, str] | None:
+    """Parse ``config-<version>`` next to ``vmlinuz-<version>``/``vmlinux-<version>``.
+
+    Only a hint (kallsyms can detect its encoding without it); None if there is none.
+    """
+    name = image.name
+    for prefix in ("vmlinuz-", "vmlinux-"):
+        if name.startswith(prefix):
+            candidate = image.with_name("config-" + name[len(prefix) :])
+            break
+    else:
+        candidate = image.with_name("config")
+    try:
+        if not candidate.is_file() or candidate.stat().st_size > 16 << 20:
+            return None
+        text = candidate.read_text(errors="replace")
+    except OSError:
+        return None
+    config: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            key, _, value = line.partition("=")
+            config[key] = value
+    return config
