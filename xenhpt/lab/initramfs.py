@@ -7,13 +7,18 @@ the kernel unpacks it faster than a gzip one under TCG.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from ..errors import LabError
 
 GUEST_FILES = Path(__file__).with_name("guest")
+GUEST_SOURCES = GUEST_FILES / "src"
 BUSYBOX = Path("/bin/busybox")
+# strace runs inside the guest for the cross-check: Debian's binary and its libraries.
+STRACE = Path("/usr/bin/strace")
 
 
 class CpioWriter:
@@ -48,8 +53,34 @@ class CpioWriter:
 
 
 def _guest_inputs() -> list[Path]:
-    files = [BUSYBOX] + sorted(p for p in GUEST_FILES.iterdir() if p.is_file())
-    return files
+    files = [BUSYBOX, STRACE] + sorted(p for p in GUEST_FILES.iterdir() if p.is_file())
+    return files + sorted(GUEST_SOURCES.glob("*.c"))
+
+
+def _compile_programs(out_dir: Path) -> dict[str, bytes]:
+    """The guest's test programs, built from source here (32-bit static for mech32)."""
+    if shutil.which("gcc") is None:
+        raise LabError("gcc not found: install the Debian packages gcc and gcc-multilib")
+    programs = {}
+    build = out_dir / "programs"
+    build.mkdir(parents=True, exist_ok=True)
+    for source in sorted(GUEST_SOURCES.glob("*.c")):
+        binary = build / source.stem
+        bits = "-m32" if source.stem.endswith("32") else "-m64"
+        done = subprocess.run(["gcc", bits, "-static", "-O1", "-o", str(binary), str(source)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            hint = " (install gcc-multilib)" if bits == "-m32" else ""
+            raise LabError(f"cannot build {source.name}{hint}: "
+                           f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        programs[source.stem] = binary.read_bytes()
+    return programs
+
+
+def _shared_libraries(binary: Path) -> list[Path]:
+    """The dynamic loader and libraries ``binary`` needs (from ldd, as on the host)."""
+    done = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
+    return [Path(p) for p in re.findall(r"(/\S+\.so[.\d]*)", done.stdout)]
 
 
 def build_initramfs(out_dir: Path) -> Path:
@@ -71,6 +102,19 @@ def build_initramfs(out_dir: Path) -> Path:
     cpio.file("init", (GUEST_FILES / "init").read_bytes(), executable=True)
     cpio.file("etc/inittab", (GUEST_FILES / "inittab").read_bytes())
     cpio.file("sbin/xenhpt-agent", (GUEST_FILES / "xenhpt-agent").read_bytes(), executable=True)
+    cpio.directory("opt/xenhpt/bin")
+    for name, body in _compile_programs(out_dir).items():
+        cpio.file(f"opt/xenhpt/bin/{name}", body, executable=True)
+    if not STRACE.exists():
+        raise LabError("/usr/bin/strace not found: install the Debian package strace")
+    cpio.file("usr/bin/strace", STRACE.read_bytes(), executable=True)
+    made = set()
+    for library in _shared_libraries(STRACE):
+        for parent in reversed(library.parents[:-1]):
+            if str(parent) not in made:
+                cpio.directory(str(parent).lstrip("/"))
+                made.add(str(parent))
+        cpio.file(str(library).lstrip("/"), library.resolve().read_bytes(), executable=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("initramfs-*.cpio"):
         stale.unlink()
