@@ -1,0 +1,160 @@
+"""current_task() strategies on synthetic kernel memory (no guest needed).
+
+The ESP-masking case is laid out like a Linux 3.2 x86_64 kernel: thread_info at the
+bottom of an 8 KiB kernel stack, ``thread_info.task`` at offset 0, no per-CPU
+``current_task`` symbol in the profile.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from xenhpt.errors import MemoryReadError
+from xenhpt.linux.banner import Banner
+from xenhpt.linux.current import CurrentTask
+from xenhpt.linux.kernel import Kernel, KernelLayout
+from xenhpt.profile.isf import Profile
+
+
+def _field(offset: int, kind: str = "base", name: str = "long unsigned int") -> dict:
+    return {"offset": offset, "type": {"kind": kind, "name": name}}
+
+
+def _profile(symbols: dict[str, int]) -> Profile:
+    ptr = {"kind": "pointer", "subtype": {"kind": "struct", "name": "task_struct"}}
+    task_fields = {
+        "state": _field(0x0, name="long int"), "stack": {"offset": 0x8, "type": ptr},
+        "flags": _field(0x14, name="unsigned int"), "tasks": _field(0x100, "struct", "list_head"),
+        "mm": {"offset": 0x130, "type": ptr}, "pid": _field(0x150, name="int"),
+        "tgid": _field(0x154, name="int"), "real_parent": {"offset": 0x158, "type": ptr},
+        "children": _field(0x168, "struct", "list_head"),
+        "sibling": _field(0x178, "struct", "list_head"),
+        "thread_group": _field(0x198, "struct", "list_head"),
+        "start_time": _field(0x200), "cred": {"offset": 0x260, "type": ptr},
+        "comm": {"offset": 0x270, "type": {"kind": "array", "count": 16,
+                                           "subtype": {"kind": "base", "name": "char"}}},
+    }
+    content = {
+        "symbols": symbols,
+        "user_types": {
+            "task_struct": {"kind": "struct", "size": 0x600, "fields": task_fields},
+            "thread_info": {"kind": "struct", "size": 0x68,
+                            "fields": {"task": {"offset": 0, "type": ptr},
+                                       "flags": _field(0x10, name="unsigned int")}},
+            "list_head": {"kind": "struct", "size": 16,
+                          "fields": {"next": _field(0), "prev": _field(8)}},
+            "mm_struct": {"kind": "struct", "size": 0x300, "fields": {"pgd": _field(0x48)}},
+            "cred": {"kind": "struct", "size": 0x80, "fields": {"uid": _field(4, name="int")}},
+            "pcpu_hot": {"kind": "struct", "size": 64,
+                         "fields": {"current_task": {"offset": 0, "type": ptr}}},
+        },
+        "base_types": {}, "enums": {}, "banner": None,
+    }
+    return Profile(Path("synthetic-3.2.json"), content)
+
+
+class FlatKernelMemory:
+    """Kernel virtual memory as a sparse dict, mapped 1:1 (enough for these walks)."""
+
+    levels = 4
+    levels_known = True
+
+    def __init__(self) -> None:
+        self.bytes: dict[int, int] = {}
+
+    def put(self, address: int, data: bytes) -> None:
+        for i, b in enumerate(data):
+            self.bytes[address + i] = b
+
+    def put_u64(self, address: int, value: int) -> None:
+        self.put(address, struct.pack("<Q", value))
+
+    def read(self, dtb: int, address: int, size: int) -> bytes:
+        try:
+            return bytes(self.bytes[address + i] for i in range(size))
+        except KeyError:
+            raise MemoryReadError(address) from None
+
+    def translate(self, dtb: int, address: int) -> int:
+        return address & 0xFFFF_FFFF
+
+    def flush(self) -> None:
+        pass
+
+
+class SyntheticTarget:
+    live = False
+    vcpu_count = 1
+    physical_size = 1 << 32
+
+    def __init__(self) -> None:
+        self.paging = FlatKernelMemory()
+
+    def read_physical(self, address: int, size: int) -> bytes:
+        raise MemoryReadError(address)
+
+
+INIT_TASK = 0xFFFF_FFFF_8180_D020
+
+
+def _kernel(symbols: dict[str, int]) -> tuple[Kernel, FlatKernelMemory]:
+    target = SyntheticTarget()
+    memory = target.paging
+    # An empty task list: init_task.tasks points at itself.
+    memory.put_u64(INIT_TASK + 0x100, INIT_TASK + 0x100)
+    layout = KernelLayout(slide=0, dtb=0x1000, banner=Banner("Linux version 3.2.0", "3.2.0", 0))
+    return Kernel(target, _profile({"init_task": INIT_TASK, **symbols}), layout), memory
+
+
+def test_esp_masking_finds_the_task_on_an_8k_stack_like_linux_3_2() -> None:
+    kernel, memory = _kernel({})
+    stack = 0xFFFF_8800_1234_6000  # 8 KiB aligned, not 16 KiB aligned
+    task = 0xFFFF_8800_1A2B_0000
+    memory.put_u64(stack, task)  # thread_info.task
+    memory.put_u64(task + 0x8, stack)  # task_struct.stack points back
+    current = CurrentTask(kernel)
+    assert current.strategy == "ESP masking"
+    rsp = stack + 0x1E58
+    assert current.address(0, {"rsp": rsp, "cr3": 0x1000, "gs_base": 0,
+                                "k_gs_base": 0}) == task
+
+
+def test_esp_masking_rejects_a_thread_info_the_task_does_not_confirm() -> None:
+    kernel, memory = _kernel({})
+    stack = 0xFFFF_8800_1234_6000
+    task = 0xFFFF_8800_1A2B_0000
+    memory.put_u64(stack, task)
+    memory.put_u64(task + 0x8, 0xFFFF_8800_DEAD_0000)  # a different stack: not ours
+    current = CurrentTask(kernel)
+    assert current.address(0, {"rsp": stack + 0x100, "cr3": 0x1000}) is None
+
+
+def test_esp_masking_ignores_a_user_stack_pointer() -> None:
+    kernel, _ = _kernel({})
+    assert CurrentTask(kernel).address(0, {"rsp": 0x7FFD_1234_5678, "cr3": 0x1000}) is None
+
+
+def test_per_cpu_current_task_is_read_through_whichever_gs_base_is_the_kernels() -> None:
+    kernel, memory = _kernel({"current_task": 0x1FB80})
+    percpu = 0xFFFF_8880_1F20_0000
+    task = 0xFFFF_8880_0539_A0C0
+    memory.put_u64(percpu + 0x1FB80, task)
+    current = CurrentTask(kernel)
+    assert current.strategy == "per-CPU current_task"
+    # At the first instruction of entry_SYSCALL_64: user GS active, kernel's in k_gs_base.
+    assert current.address(0, {"gs_base": 0x7F00_0000_1000, "k_gs_base": percpu,
+                                "rsp": 0x7FFD_0000_0000, "cr3": 0x1000}) == task
+    # After swapgs it is the other way round.
+    assert current.address(0, {"gs_base": percpu, "k_gs_base": 0, "rsp": 0,
+                                "cr3": 0x1000}) == task
+
+
+def test_pcpu_hot_is_preferred_when_the_profile_has_it() -> None:
+    kernel, memory = _kernel({"pcpu_hot": 0x2_0000, "current_task": 0x1FB80})
+    percpu = 0xFFFF_8880_1F20_0000
+    memory.put_u64(percpu + 0x2_0000, 0xFFFF_8880_0000_1000)
+    current = CurrentTask(kernel)
+    assert current.strategy == "pcpu_hot.current_task"
+    assert current.address(0, {"gs_base": percpu, "k_gs_base": 0, "rsp": 0,
+                                "cr3": 0x1000}) == 0xFFFF_8880_0000_1000
