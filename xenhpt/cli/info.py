@@ -48,6 +48,8 @@ def info(target: str, profile_path: Path | None) -> None:
             kernel = Kernel.open(guest, profile_path, progress=scan_progress)
             banner = kernel.layout.banner
         except ProfileError as exc:
+            if profile_path is not None:
+                raise  # the profile the user named does not fit: that is an error
             banner = find_banner(guest, progress=scan_progress)
             problem = str(exc)
         if banner is None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from ..errors import XenhptError
-from ..profile import build_profile, write_profile
 
 
 @click.group()
@@ -35,6 +34,8 @@ def build(kernel: Path | None, btf: Path | None, system_map: Path | None, output
     """
     if kernel is None and (btf is None or system_map is None):
         raise XenhptError("give --kernel IMAGE, or both --btf and --system-map")
+    from ..profile import build_profile, write_profile  # heavy: only this command needs it
+
     started = time.monotonic()
     isf = build_profile(kernel=kernel, btf=btf, system_map=system_map)
     write_profile(isf, output)

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import LabError
-from ..profile import build_profile, write_profile
 from .initramfs import build_initramfs
 from .kernel import GuestKernel, ensure_kernel
 from .paths import cache_dir, run_dir
@@ -110,6 +109,8 @@ def prepare() -> Prepared:
     kernel = ensure_kernel()
     profile = profile_path(kernel.release)
     if not profile.exists():
+        from ..profile import build_profile, write_profile  # the builder is heavy: only here
+
         write_profile(build_profile(kernel=kernel.image, btf=None, system_map=None), profile)
     return Prepared(kernel, build_initramfs(cache_dir() / "initramfs"), profile)
 

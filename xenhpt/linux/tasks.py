@@ -142,8 +142,13 @@ class TaskReader:
     def processes(self, include_swapper: bool = False) -> Walk:
         """Every thread-group leader, from ``init_task.tasks``."""
         walk = Walk()
+        try:
+            swapper = self.read(self.init_task)
+        except MemoryReadError as exc:
+            raise MemoryReadError(self.init_task, "init_task is unreadable (truncated snapshot "
+                                  f"or wrong profile?): {exc}") from None
         if include_swapper:
-            walk.tasks.append(self.read(self.init_task))
+            walk.tasks.append(swapper)
         head = self.init_task + self.off["tasks"]
         for address in self._list(head, self.off["tasks"], walk, "task list"):
             try:

@@ -73,7 +73,7 @@ def pstree_json(tree: ProcessTree) -> str:
         seen.add(pid)
         kids = [c for c in tree.children(pid) if c not in seen] if depth < MAX_DEPTH else []
         return {"pid": pid, "comm": tree.comm(pid).decode("utf-8", "replace"),
-                "task": f"{tree.graph.nodes[pid].get('task', 0):#x}",
+                "task": f"{tree.node(pid).get('task', 0):#x}",
                 "children": [node(c, seen, depth + 1) for c in kids]}
 
     seen: set[int] = set()
@@ -84,7 +84,7 @@ def process_trace_text(tree: ProcessTree) -> str:
     """The Xen HPT tool's dump: root first, then every task with its links and child count."""
     lines = [f"{'TASK':<18}  {'PARENT':<18}  {'PID':>7}  {'CHILDREN':>8}  NAME"]
     for pid, depth in tree.walk():
-        node = tree.graph.nodes[pid]
+        node = tree.node(pid)
         lines.append(f"{node.get('task', 0):#018x}  {node.get('parent', 0):#018x}  {pid:>7}  "
                      f"{len(tree.children(pid)):>8}  {'  ' * min(depth, 40)}"
                      f"{escape_text(node.get('comm', b'?'))}")

@@ -6,8 +6,19 @@
   and kallsyms (or BTF + System.map).
 """
 
-from xenhpt.profile.build import build_profile, write_profile
+from typing import Any
+
 from xenhpt.profile.isf import Profile
 from xenhpt.profile.search import default_search_path, find_profile
 
 __all__ = ["Profile", "build_profile", "default_search_path", "find_profile", "write_profile"]
+
+
+def __getattr__(name: str) -> Any:
+    # The builder (BTF parser, kallsyms decoder, decompressors) is only needed to build a
+    # profile; importing it lazily keeps every other command's start-up short.
+    if name in ("build_profile", "write_profile"):
+        from xenhpt.profile import build
+
+        return getattr(build, name)
+    raise AttributeError(name)

@@ -21,6 +21,7 @@ import json
 import lzma
 import marshal
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,7 +30,7 @@ from xenhpt.errors import ProfileError
 MASK64 = (1 << 64) - 1
 MAX_ISF_BYTES = 2 << 30  # decompressed; dwarf2json ISFs are < 200 MB
 MAX_NESTING = 16  # anonymous-member nesting followed when flattening
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: each user type marshalled on its own, decoded on first use
 CACHE_MIN_BYTES = 4 << 20  # plain ISFs smaller than this load as fast as the cache
 
 
@@ -67,7 +68,7 @@ class Profile:
     def __init__(self, path: Path, content: dict[str, Any]) -> None:
         self.path = path
         self._symbols: dict[str, int] = content["symbols"]
-        self._user_types: dict[str, Any] = content["user_types"]
+        self._user_types: Mapping[str, Any] = content["user_types"]
         self._base_types: dict[str, Any] = content["base_types"]
         self._enums: dict[str, Any] = content["enums"]
         self._banner: str | None = content["banner"]
@@ -250,6 +251,31 @@ def _compact(isf: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
+class _LazyTypes(Mapping[str, Any]):
+    """User types kept marshalled one by one: a command reads a handful of the thousands
+    of structs in a kernel, so decoding all of them on every load wasted most of it."""
+
+    def __init__(self, packed: dict[str, bytes]) -> None:
+        self._packed = packed
+        self._decoded: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._decoded[name]
+        except KeyError:
+            value = self._decoded[name] = marshal.loads(self._packed[name])
+            return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._packed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+
 def _read_cache(cache_file: Path, stamp: list[int]) -> dict[str, Any] | None:
     try:
         content = marshal.loads(cache_file.read_bytes())
@@ -257,6 +283,7 @@ def _read_cache(cache_file: Path, stamp: list[int]) -> dict[str, Any] | None:
         return None
     if not isinstance(content, dict) or content.get("stamp") != stamp:
         return None  # the ISF changed since (or another cache format)
+    content["user_types"] = _LazyTypes(content["user_types"])
     return content
 
 
@@ -265,7 +292,8 @@ def _write_cache(cache_file: Path, content: dict[str, Any], stamp: list[int]) ->
     tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(marshal.dumps({**content, "stamp": stamp}))
+        packed = {name: marshal.dumps(t) for name, t in content["user_types"].items()}
+        tmp.write_bytes(marshal.dumps({**content, "user_types": packed, "stamp": stamp}))
         os.replace(tmp, cache_file)
     except (OSError, ValueError):
         tmp.unlink(missing_ok=True)
