@@ -11,6 +11,7 @@ from .info import info
 from .lab import lab
 from .process import process_trace, ps, pstree
 from .profile import profile
+from .trace import trace
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,7 +27,7 @@ def cli() -> None:
     """
 
 
-for command in (lab, info, ps, pstree, process_trace, profile):
+for command in (lab, info, ps, pstree, process_trace, profile, trace):
     cli.add_command(command)
 
 

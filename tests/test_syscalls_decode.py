@@ -1,0 +1,366 @@
+"""The decoder on synthetic guest memory: strace's text for the common calls."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from xenhpt.errors import MemoryReadError
+from xenhpt.syscalls.decode import Decoder
+from xenhpt.syscalls.table import SyscallTable
+
+U64 = (1 << 64) - 1
+AT_FDCWD = -100 & U64
+
+
+class GuestMemory:
+    """A dict-backed user address space: only the bytes put there are readable."""
+
+    def __init__(self) -> None:
+        self.bytes: dict[int, int] = {}
+        self.reads = 0
+
+    def put(self, address: int, data: bytes) -> int:
+        for offset, byte in enumerate(data):
+            self.bytes[address + offset] = byte
+        return address
+
+    def read(self, address: int, size: int) -> bytes:
+        self.reads += 1
+        try:
+            return bytes(self.bytes[a] for a in range(address, address + size))
+        except KeyError as missing:
+            raise MemoryReadError(missing.args[0]) from None
+
+
+@pytest.fixture
+def mem() -> GuestMemory:
+    return GuestMemory()
+
+
+def call(mem: GuestMemory, name: str, args: list[int], ret: int | None, abi: str = "x86_64",
+         string_limit: int = 32) -> tuple[str, str]:
+    template = SyscallTable.load(abi).by_name(name)
+    assert template is not None
+    decoded = Decoder(string_limit).decode(template, args, None if ret is None else ret & U64,
+                                           mem.read)
+    return decoded.text, decoded.ret_text
+
+
+def test_openat_path_and_flags_and_mode(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/tmp/x\0")
+    assert call(mem, "openat", [AT_FDCWD, path, 0o1101, 0o644], 3) == (
+        'openat(AT_FDCWD, "/tmp/x", O_WRONLY|O_CREAT|O_TRUNC, 0644)', "3")
+
+
+def test_openat_without_o_creat_has_no_mode(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/etc/ld.so.cache\0")
+    assert call(mem, "openat", [AT_FDCWD, path, 0o2000000, 0o777], -2) == (
+        'openat(AT_FDCWD, "/etc/ld.so.cache", O_RDONLY|O_CLOEXEC)',
+        "-1 ENOENT (No such file or directory)")
+
+
+def test_open_flags_unknown_bits_in_hex(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/x\0")
+    text, _ = call(mem, "openat", [5, path, 0o2 | 0o100 | 0o200 | 0o2000 | 0o4000 | 0o200000
+                                   | 0x40000000, 0o644], -22)
+    assert text == ('openat(5, "/x", O_RDWR|O_CREAT|O_EXCL|O_APPEND|O_NONBLOCK|O_DIRECTORY'
+                    '|0x40000000, 0644)')
+
+
+def test_write_string_is_truncated_at_the_limit(mem: GuestMemory) -> None:
+    buf = mem.put(0x2000, b"0123456789" * 4)
+    assert call(mem, "write", [1, buf, 40], 40)[0] == (
+        'write(1, "01234567890123456789012345678901"..., 40)')
+    assert call(mem, "write", [1, buf, 32], 32)[0] == (
+        'write(1, "01234567890123456789012345678901", 32)')
+    assert call(mem, "write", [1, buf, 40], 40, string_limit=5)[0] == 'write(1, "01234"..., 40)'
+
+
+def test_read_buffer_is_decoded_at_exit_from_the_return_value(mem: GuestMemory) -> None:
+    buf = 0x3000
+    decoder = Decoder()
+    template = SyscallTable.load("x86_64").by_name("read")
+    state = decoder.entry(template, [3, buf, 832], mem.read)
+    assert state.partial_text() == "read(3, "
+    mem.put(buf, b"\x7fELF\x02\x01\x01\x03" + b"\0" * 8)  # the kernel fills it in
+    decoded = decoder.exit(state, 16, mem.read)
+    assert decoded.text == 'read(3, "\\177ELF\\2\\1\\1\\3\\0\\0\\0\\0\\0\\0\\0\\0", 832)'
+    assert decoded.ret == 16 and decoded.errno is None
+
+
+def test_failed_read_shows_the_buffer_address(mem: GuestMemory) -> None:
+    assert call(mem, "read", [U64, 0x7FFD1234, 10], -9) == (
+        "read(-1, 0x7ffd1234, 10)", "-1 EBADF (Bad file descriptor)")
+
+
+def test_unreadable_pointer_prints_as_hex_without_raising(mem: GuestMemory) -> None:
+    assert call(mem, "openat", [AT_FDCWD, 0x7FFD1234, 0, 0], -14)[0] == (
+        "openat(AT_FDCWD, 0x7ffd1234, O_RDONLY)")
+    assert call(mem, "write", [1, 0x1000, 5], 5)[0] == "write(1, 0x1000, 5)"
+    assert call(mem, "execve", [0x10, 0x20, 0x30], -14)[0] == "execve(0x10, 0x20, 0x30)"
+
+
+def test_null_pointers_print_as_null(mem: GuestMemory) -> None:
+    assert call(mem, "openat", [U64, 0, 0, 0], -14)[0] == "openat(-1, NULL, O_RDONLY)"
+    assert call(mem, "write", [1, 0, 5], 5)[0] == "write(1, NULL, 5)"
+    assert call(mem, "brk", [0], 0x55FFD0AA2000) == ("brk(NULL)", "0x55ffd0aa2000")
+
+
+def test_a_string_running_into_unreadable_memory_is_cut(mem: GuestMemory) -> None:
+    path = mem.put(0x4FFC, b"/tmp")  # no terminator before the unmapped page
+    assert call(mem, "unlink", [path], -2)[0] == 'unlink("/tmp"...)'
+
+
+def test_hostile_bytes_are_escaped(mem: GuestMemory) -> None:
+    buf = mem.put(0x2000, b'\x1b[2J\x1b]0;pwned\x07"\\\t\n\x00' + b"1\xff")
+    text, _ = call(mem, "write", [1, buf, 21], 21)
+    assert "\x1b" not in text and "\x07" not in text
+    assert text == 'write(1, "\\33[2J\\33]0;pwned\\7\\"\\\\\\t\\n\\0001\\377", 21)'
+
+
+def test_octal_escape_takes_three_digits_before_a_digit(mem: GuestMemory) -> None:
+    buf = mem.put(0x2000, b"\x018\x019\x017\x01a")
+    assert call(mem, "write", [1, buf, 8], 8)[0] == 'write(1, "\\18\\19\\0017\\1a", 8)'
+
+
+def test_newfstatat_prints_the_stat_struct(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/etc/passwd\0")
+    statbuf = 0x3000
+    mem.put(statbuf, struct.pack("<24xI12xQq", 0o100644, 0, 1221) + bytes(88))
+    assert call(mem, "newfstatat", [AT_FDCWD, path, statbuf, 0], 0) == (
+        'newfstatat(AT_FDCWD, "/etc/passwd", {st_mode=S_IFREG|0644, st_size=1221, ...}, 0)',
+        "0")
+    mem.put(statbuf, struct.pack("<24xI12xQq", 0o41777, 0, 4096))
+    empty = mem.put(0x1100, b"\0")
+    assert call(mem, "newfstatat", [3, empty, statbuf, 0x1000], 0)[0] == (
+        'newfstatat(3, "", {st_mode=S_IFDIR|S_ISVTX|0777, st_size=4096, ...}, AT_EMPTY_PATH)')
+
+
+def test_stat_of_a_device_shows_its_number(mem: GuestMemory) -> None:
+    statbuf = mem.put(0x3000, struct.pack("<24xI12xQq", 0o20666, (1 << 8) | 3, 0))
+    assert call(mem, "fstat", [0, statbuf], 0)[0] == (
+        "fstat(0, {st_mode=S_IFCHR|0666, st_rdev=makedev(0x1, 0x3), ...})")
+
+
+def test_failed_stat_shows_the_buffer_address(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/nonexist\0")
+    assert call(mem, "newfstatat", [AT_FDCWD, path, 0x7FFEAC464760, 0], -2) == (
+        'newfstatat(AT_FDCWD, "/nonexist", 0x7ffeac464760, 0)',
+        "-1 ENOENT (No such file or directory)")
+
+
+def test_i386_stat64(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/bin/sh\0")
+    statbuf = mem.put(0x3000, struct.pack("<16xI12xQ4xq", 0o100755, 0, 125688))
+    assert call(mem, "stat64", [path, statbuf], 0, abi="i386")[0] == (
+        'stat64("/bin/sh", {st_mode=S_IFREG|0755, st_size=125688, ...})')
+
+
+def test_execve_argv_and_environment_count(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/bin/ls\0")
+    strings = [mem.put(0x4100 + 0x10 * i, s + b"\0") for i, s in enumerate([b"ls", b"-l"])]
+    argv = mem.put(0x4000, struct.pack("<3Q", *strings, 0))
+    envp = mem.put(0x5000, struct.pack("<3Q", strings[0], strings[1], 0))
+    assert call(mem, "execve", [path, argv, envp], 0) == (
+        'execve("/bin/ls", ["ls", "-l"], 0x5000 /* 2 vars */)', "0")
+    one = mem.put(0x6000, struct.pack("<2Q", strings[0], 0))
+    assert call(mem, "execve", [path, argv, one], 0)[0].endswith("0x6000 /* 1 var */)")
+    assert call(mem, "execve", [path, argv, 0], 0)[0].endswith('["ls", "-l"], NULL)')
+
+
+def test_execve_argv_is_bounded_like_strace(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/bin/true\0")
+    x = mem.put(0x1100, b"x\0")
+    argv = mem.put(0x4000, struct.pack("<41Q", *([x] * 40), 0))
+    text, _ = call(mem, "execve", [path, argv, 0], 0, string_limit=3)
+    assert text == 'execve("/bin/true", ["x", "x", "x", ...], NULL)'
+    bad = mem.put(0x4800, struct.pack("<4Q", x, 0x10, x, 0))
+    assert call(mem, "execve", [path, bad, 0], -2)[0] == (
+        'execve("/bin/true", ["x", 0x10, "x"], NULL)')
+
+
+def test_exit_group_never_returns(mem: GuestMemory) -> None:
+    assert call(mem, "exit_group", [0], None) == ("exit_group(0)", "?")
+
+
+def test_errno_formats(mem: GuestMemory) -> None:
+    assert call(mem, "close", [9], -9)[1] == "-1 EBADF (Bad file descriptor)"
+    assert call(mem, "wait4", [U64, 0x7FFF4F6AF564, 0, 0], -512)[1] == (
+        "? ERESTARTSYS (To be restarted if SA_RESTART is set)")
+    assert call(mem, "close", [9], -4000)[1] == "-1 4000 (Unknown error 4000)"
+
+
+def test_mmap_returns_hex_and_decodes_flags(mem: GuestMemory) -> None:
+    assert call(mem, "mmap", [0, 8192, 3, 0x22, U64, 0], 0x7FDF1F267000) == (
+        "mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)",
+        "0x7fdf1f267000")
+    assert call(mem, "mmap", [0x7F0000000000, 4096, 5, 0x812, 3, 0x26000], 0x7F0000000000)[0] == (
+        "mmap(0x7f0000000000, 4096, PROT_READ|PROT_EXEC, MAP_PRIVATE|MAP_FIXED|MAP_DENYWRITE, "
+        "3, 0x26000)")
+    assert call(mem, "mmap", [0, 4096, 0, 0x40022 | (21 << 26), U64, 0], -22)[0] == (
+        "mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB|21<<MAP_HUGE_SHIFT, "
+        "-1, 0)")
+    assert call(mem, "mmap2", [0, 8192, 1, 2, 3, 3], 0xF7FBD000, abi="i386") == (
+        "mmap2(NULL, 8192, PROT_READ, MAP_PRIVATE, 3, 0x3000)", "0xf7fbd000")
+
+
+def test_simple_calls(mem: GuestMemory) -> None:
+    assert call(mem, "getpid", [], 1234) == ("getpid()", "1234")
+    assert call(mem, "dup", [1], 4) == ("dup(1)", "4")
+    assert call(mem, "umask", [0o22], 0o22) == ("umask(022)", "022")
+    assert call(mem, "umask", [0], 0o22) == ("umask(000)", "022")
+    assert call(mem, "close", [(1 << 32) | 5], 0)[0] == "close(5)"
+
+
+def test_pipe2_fills_two_descriptors(mem: GuestMemory) -> None:
+    fds = 0x7000
+    decoder = Decoder()
+    state = decoder.entry(SyscallTable.load("x86_64").by_name("pipe2"), [fds, 0o2004000],
+                          mem.read)
+    mem.put(fds, struct.pack("<ii", 4, 5))
+    assert decoder.exit(state, 0, mem.read).text == "pipe2([4, 5], O_NONBLOCK|O_CLOEXEC)"
+    assert call(mem, "pipe2", [0, 0], -14)[0] == "pipe2(NULL, 0)"
+
+
+def test_clone_flags_and_child_tid(mem: GuestMemory) -> None:
+    assert call(mem, "clone", [0x1200011, 0, 0, 0x7F7C97DBCA10, 0], 18677) == (
+        "clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, "
+        "child_tidptr=0x7f7c97dbca10)", "18677")
+    parent_tid = mem.put(0x8000, struct.pack("<i", 23156))
+    assert call(mem, "clone", [0x100011, 0, parent_tid, 0, 0], 23156)[0] == (
+        "clone(child_stack=NULL, flags=CLONE_PARENT_SETTID|SIGCHLD, parent_tid=[23156])")
+    assert call(mem, "clone", [0x111, 0x56406C9DF090, 0, 0, 0], 5)[0] == (
+        "clone(child_stack=0x56406c9df090, flags=CLONE_VM|SIGCHLD)")
+
+
+def test_fork_and_vfork(mem: GuestMemory) -> None:
+    assert call(mem, "fork", [], 18682) == ("fork()", "18682")
+    assert call(mem, "vfork", [], 18683) == ("vfork()", "18683")
+
+
+def test_wait4_status_shapes(mem: GuestMemory) -> None:
+    status = 0x6000
+    cases = [(3 << 8, "[{WIFEXITED(s) && WEXITSTATUS(s) == 3}]"),
+             (9, "[{WIFSIGNALED(s) && WTERMSIG(s) == SIGKILL}]"),
+             (11 | 0x80, "[{WIFSIGNALED(s) && WTERMSIG(s) == SIGSEGV && WCOREDUMP(s)}]"),
+             ((19 << 8) | 0x7F, "[{WIFSTOPPED(s) && WSTOPSIG(s) == SIGSTOP}]"),
+             (0xFFFF, "[{WIFCONTINUED(s)}]")]
+    for value, text in cases:
+        mem.put(status, struct.pack("<I", value))
+        assert call(mem, "wait4", [U64, status, 0x40000000, 0], 42)[0] == (
+            f"wait4(-1, {text}, __WALL, NULL)")
+    assert call(mem, "wait4", [U64, status, 1, 0], -10)[0] == "wait4(-1, 0x6000, WNOHANG, NULL)"
+
+
+def test_wait4_rusage(mem: GuestMemory) -> None:
+    status = mem.put(0x6000, struct.pack("<I", 0))
+    rusage = mem.put(0x6100, struct.pack("<qqqq", 0, 7328, 0, 0))
+    assert call(mem, "wait4", [7, status, 0, rusage], 7)[0] == (
+        "wait4(7, [{WIFEXITED(s) && WEXITSTATUS(s) == 0}], 0, {ru_utime={tv_sec=0, "
+        "tv_usec=7328}, ru_stime={tv_sec=0, tv_usec=0}, ...})")
+
+
+def test_connect_sockaddr_in(mem: GuestMemory) -> None:
+    addr = mem.put(0x8000, struct.pack("<H", 2) + struct.pack(">H", 80) + bytes([127, 0, 0, 1])
+                   + bytes(8))
+    assert call(mem, "connect", [3, addr, 16], -115) == (
+        'connect(3, {sa_family=AF_INET, sin_port=htons(80), sin_addr=inet_addr("127.0.0.1")}, '
+        "16)", "-1 EINPROGRESS (Operation now in progress)")
+
+
+def test_connect_sockaddr_in6_and_unix(mem: GuestMemory) -> None:
+    six = mem.put(0x8000, struct.pack("<H", 10) + struct.pack(">HI", 443, 5)
+                  + bytes(15) + b"\x01" + struct.pack("<I", 0))
+    assert call(mem, "connect", [3, six, 28], 0)[0] == (
+        "connect(3, {sa_family=AF_INET6, sin6_port=htons(443), sin6_flowinfo=htonl(5), "
+        'inet_pton(AF_INET6, "::1", &sin6_addr), sin6_scope_id=0}, 28)')
+    unix = mem.put(0x9000, struct.pack("<H", 1) + b"/run/x.sock".ljust(108, b"\0"))
+    assert call(mem, "connect", [3, unix, 110], -2)[0] == (
+        'connect(3, {sa_family=AF_UNIX, sun_path="/run/x.sock"}, 110)')
+    abstract = mem.put(0xA000, struct.pack("<H", 1) + b"\0run/")
+    assert call(mem, "connect", [3, abstract, 7], -111)[0] == (
+        'connect(3, {sa_family=AF_UNIX, sun_path=@"run/"}, 7)')
+
+
+def test_socket_domain_type_and_protocol(mem: GuestMemory) -> None:
+    assert call(mem, "socket", [2, 0o2004001, 0], 3)[0] == (
+        "socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK, IPPROTO_IP)")
+    assert call(mem, "socket", [99, 99, 0], -22)[0] == (
+        "socket(0x63 /* AF_??? */, SOCK_RAW|0x60 /* SOCK_??? */, 0)")
+
+
+def test_i386_socketcall_prints_the_subcall(mem: GuestMemory) -> None:
+    block = mem.put(0xB000, struct.pack("<3I", 2, 1, 0))
+    template = SyscallTable.load("i386").by_name("socketcall")
+    decoded = Decoder().decode(template, [1, block], 3, mem.read)
+    assert (decoded.name, decoded.text) == ("socket", "socket(AF_INET, SOCK_STREAM, IPPROTO_IP)")
+
+
+def test_signals_and_sigsets(mem: GuestMemory) -> None:
+    assert call(mem, "kill", [12345, 15], 0)[0] == "kill(12345, SIGTERM)"
+    assert call(mem, "kill", [12345, 33], 0)[0] == "kill(12345, SIGRT_1)"
+    assert call(mem, "kill", [12345, 99], -22)[0] == "kill(12345, 99)"
+    blocked = mem.put(0xC000, struct.pack("<Q", 0x10003))
+    assert call(mem, "rt_sigprocmask", [0, blocked, 0, 8], 0)[0] == (
+        "rt_sigprocmask(SIG_BLOCK, [HUP INT CHLD], NULL, 8)")
+    most = mem.put(0xC100, struct.pack("<Q", U64 & ~(3 << 31)))
+    assert call(mem, "rt_sigprocmask", [2, most, 0, 8], 0)[0] == (
+        "rt_sigprocmask(SIG_SETMASK, ~[RTMIN RT_1], NULL, 8)")
+
+
+def test_rt_sigaction_struct(mem: GuestMemory) -> None:
+    act = mem.put(0xD000, struct.pack("<QQQQ", 0x55FFAFB8ADC0, 0x04000000, 0x7FDF1F0B4050,
+                                      0x10000))
+    assert call(mem, "rt_sigaction", [17, act, 0, 8], 0)[0] == (
+        "rt_sigaction(SIGCHLD, {sa_handler=0x55ffafb8adc0, sa_mask=[CHLD], "
+        "sa_flags=SA_RESTORER, sa_restorer=0x7fdf1f0b4050}, NULL, 8)")
+
+
+def test_fcntl_commands(mem: GuestMemory) -> None:
+    assert call(mem, "fcntl", [3, 3, 0], 0x8002) == (
+        "fcntl(3, F_GETFL)", "0x8002 (flags O_RDWR|O_LARGEFILE)")
+    assert call(mem, "fcntl", [11, 2, 1], 0)[0] == "fcntl(11, F_SETFD, FD_CLOEXEC)"
+    assert call(mem, "fcntl", [1, 0, 10], 11) == ("fcntl(1, F_DUPFD, 10)", "11")
+    assert call(mem, "fcntl", [0, 9999, 3], -22)[0] == "fcntl(0, 0x270f /* F_??? */, 0x3)"
+
+
+def test_decoder_never_raises_on_garbage_arguments(mem: GuestMemory) -> None:
+    decoder = Decoder()
+    junk = [0xFFFF_FFFF_FFFF_FFF0, 0x8000_0000_0000_0000, 1, 0x7FFF_FFFF_F000, 0xFFFF, 2]
+    for abi in ("x86_64", "i386"):
+        for template in SyscallTable.load(abi):
+            decoded = decoder.decode(template, junk, -14 & U64, mem.read)
+            assert decoded.text.startswith(template.name) or template.name == "socketcall"
+            assert "\x1b" not in decoded.text
+
+
+def test_line_aligns_the_result_like_strace(mem: GuestMemory) -> None:
+    decoded = Decoder().decode(SyscallTable.load("x86_64").by_name("close"), [3], 0, mem.read)
+    assert decoded.line == "close(3)                                = 0"
+
+
+def test_accept_fills_the_address_and_its_length(mem: GuestMemory) -> None:
+    addr, length = 0xE000, mem.put(0xE100, struct.pack("<i", 128))
+    decoder = Decoder()
+    state = decoder.entry(SyscallTable.load("x86_64").by_name("accept"), [3, addr, length],
+                          mem.read)
+    mem.put(addr, struct.pack("<H", 2) + struct.pack(">H", 55742) + bytes([127, 0, 0, 1])
+            + bytes(8))
+    mem.put(length, struct.pack("<i", 16))
+    assert decoder.exit(state, 5, mem.read).text == (
+        'accept(3, {sa_family=AF_INET, sin_port=htons(55742), sin_addr=inet_addr("127.0.0.1")}, '
+        "[128 => 16])")
+    assert call(mem, "accept4", [3, addr, length, 0o4000], -11)[0] == (
+        "accept4(3, 0xe000, [16], SOCK_NONBLOCK)")
+    assert call(mem, "accept", [3, 0, 0], -11)[0] == "accept(3, NULL, NULL)"
+
+
+def test_poll_shows_events_and_ready_descriptors(mem: GuestMemory) -> None:
+    fds = mem.put(0xF000, struct.pack("<ihhihhihh", 4, 5, 4, 5, 1, 0, -1, 2, 0))
+    assert call(mem, "poll", [fds, 3, 10], 1) == (
+        "poll([{fd=4, events=POLLIN|POLLOUT}, {fd=5, events=POLLIN}, {fd=-1}], 3, 10)",
+        "1 ([{fd=4, revents=POLLOUT}])")
+    assert call(mem, "poll", [fds, 1, 0], 0)[1] == "0 (Timeout)"
+    assert call(mem, "poll", [8, 1, 0], -14)[0] == "poll(0x8, 1, 0)"

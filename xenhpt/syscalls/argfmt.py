@@ -1,0 +1,393 @@
+"""One small printer per argument kind (see ``kinds.py``).
+
+Entry printers are ``f(d, st, i, read) -> str`` for argument ``i`` of the call in ``st``
+(the arguments the caller passes in); ``outargs.py`` has the exit printers, for what the
+kernel writes. ``d`` is the ``AbiDecoder`` (string limit, constants, ABI word size). None of
+them raises because of guest memory: an unreadable pointer prints as its address.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import structs
+from .memory import PAGE_SIZE, ReadFn, chunks, read_bytes, read_cstring, read_prefix, read_struct
+from .render import hex_or_zero, octal, pointer, quote, quote_hex, signed
+from .sockaddr import format_sockaddr
+
+if TYPE_CHECKING:
+    from .decode import AbiDecoder, EntryState
+
+EntryPrinter = Callable[["AbiDecoder", "EntryState", int, ReadFn], str]
+
+ENVP_LIMIT = 1 << 16  # environment entries counted at most
+
+
+# --- numbers -------------------------------------------------------------------------------
+
+def _int(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return str(signed(st.args[i], 32))
+
+
+def _uint(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return str(st.args[i] & 0xFFFFFFFF)
+
+
+def _long(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return str(signed(st.args[i], d.bits))
+
+
+def _ulong(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return str(st.args[i])
+
+
+def _off(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return str(signed(st.args[i], 64))
+
+
+def _hex(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return hex_or_zero(st.args[i])
+
+
+def _ptr(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return pointer(st.args[i])
+
+
+def _pgoff(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return hex_or_zero(st.args[i] * PAGE_SIZE)
+
+
+def _off64_lo(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    high = st.args[i + 1] if i + 1 < len(st.args) else 0
+    return str(signed(st.args[i] | (high << 32), 64))
+
+
+def _uid(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    value = st.args[i] & 0xFFFFFFFF
+    return "-1" if value == 0xFFFFFFFF else str(value)
+
+
+def _fd(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return str(signed(st.args[i], 32))
+
+
+def _dirfd(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    value = signed(st.args[i], 32)
+    return "AT_FDCWD" if value == d.at_fdcwd else str(value)
+
+
+def _mode(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return octal(st.args[i] & 0xFFFF)
+
+
+def _mode_type(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return structs.format_file_mode(d.c, st.args[i] & 0xFFFF)
+
+
+# --- strings and memory ----------------------------------------------------------------------
+
+def cstring(read: ReadFn, address: int, limit: int) -> str:
+    if address == 0:
+        return "NULL"
+    found = read_cstring(read, address, limit)
+    if found is None:
+        return pointer(address)
+    return quote(*found)
+
+
+def _path(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return cstring(read, st.args[i], d.path_max)
+
+
+def _string(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return cstring(read, st.args[i], d.string_limit)
+
+
+def buffer(d: AbiDecoder, read: ReadFn, address: int, length: int, as_hex: bool = False) -> str:
+    if address == 0:
+        return "NULL"
+    shown = min(max(length, 0), d.string_limit)
+    data = read_bytes(read, address, shown)
+    if data is None:
+        return pointer(address)
+    return (quote_hex if as_hex else quote)(data, length > shown)
+
+
+def _buf_in(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    spec = st.template.args[i]
+    length = st.args[spec.length_arg] if spec.length_arg is not None else 0
+    return buffer(d, read, st.args[i], length)
+
+
+def _words(d: AbiDecoder, read: ReadFn, address: int, limit: int
+           ) -> tuple[list[int], bool] | None:
+    """Pointer-array entries up to the NULL or ``limit``; did the array go on past it?"""
+    words: list[int] = []
+    size = d.word_size
+    for start, length in chunks(address, (limit + 1) * size, first=16 * size):
+        data = read_prefix(read, start, length)
+        if data is None or len(data) < size:
+            return (words, True) if words else None
+        for (word,) in struct.iter_unpack(d.word_format, data[:len(data) - len(data) % size]):
+            if word == 0:
+                return words, False
+            words.append(word)
+        if len(data) < length:
+            return words, True
+    return words[:limit], True
+
+
+def _argv(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    address = st.args[i]
+    if address == 0:
+        return "NULL"
+    found = _words(d, read, address, d.string_limit)
+    if found is None:
+        return pointer(address)
+    words, more = found
+    items = [cstring(read, word, d.string_limit) for word in words]
+    if more:
+        items.append("...")
+    return "[" + ", ".join(items) + "]"
+
+
+def _envp(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    address = st.args[i]
+    if address == 0:
+        return "NULL"
+    found = _words(d, read, address, ENVP_LIMIT)
+    if found is None:
+        return pointer(address)
+    count = len(found[0])
+    return f"{pointer(address)} /* {count} var{'' if count == 1 else 's'} */"
+
+
+# --- flags and named values ---------------------------------------------------------------
+
+def _o_flags(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return d.c.flags["open_flags"].format(st.args[i] & 0xFFFFFFFF)
+
+
+def open_flags(d: AbiDecoder, value: int) -> str:
+    value &= 0xFFFFFFFF
+    access = d.c.values["open_access"].format(value & d.o_accmode)
+    rest = value & ~d.o_accmode
+    return f"{access}|{d.c.flags['open_flags'].format(rest)}" if rest else access
+
+
+def _open_flags(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return open_flags(d, st.args[i])
+
+
+def _flags(group: str, zero: str = "0") -> EntryPrinter:
+    def printer(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+        return d.c.flags[group].format(st.args[i] & 0xFFFFFFFF, zero)
+    return printer
+
+
+def _values(group: str) -> EntryPrinter:
+    def printer(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+        return d.c.values[group].format(st.args[i] & 0xFFFFFFFF)
+    return printer
+
+
+def _statx_flags(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    value = st.args[i] & 0xFFFFFFFF
+    sync_type = d.c.numbers["AT_STATX_SYNC_TYPE"]
+    sync = d.c.values["statx_sync"].get(value & sync_type)
+    if sync is None:
+        return d.c.flags["at_flags"].format(value)
+    rest = value & ~sync_type
+    return f"{sync}|{d.c.flags['at_flags'].format(rest)}" if rest else sync
+
+
+def map_flags(d: AbiDecoder, value: int) -> str:
+    n = d.c.numbers
+    map_type = value & n["MAP_TYPE"]
+    type_name = d.c.values["map_type"].get(map_type)
+    parts = [type_name or f"{hex_or_zero(map_type)} /* MAP_??? */"]
+    huge = (value >> n["MAP_HUGE_SHIFT"]) & n["MAP_HUGE_MASK"]
+    rest = value & ~n["MAP_TYPE"] & ~(n["MAP_HUGE_MASK"] << n["MAP_HUGE_SHIFT"])
+    names, leftover = d.c.flags["map_flags"].split(rest)
+    parts += names
+    if leftover:
+        parts.append(f"{leftover:#x}")
+    if huge:
+        parts.append(f"{huge}<<MAP_HUGE_SHIFT")
+    return "|".join(parts)
+
+
+def _map_flags(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return map_flags(d, st.args[i])
+
+
+def _prot(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return d.c.flags["prot"].format(st.args[i], "PROT_NONE")
+
+
+def clone_flags(d: AbiDecoder, value: int) -> str:
+    signal = value & d.c.numbers["CSIGNAL"]
+    text = d.c.flags["clone_flags"].format(value & ~d.c.numbers["CSIGNAL"], "")
+    if signal:
+        signal_text = d.c.signal(signal)
+        text = f"{text}|{signal_text}" if text else signal_text
+    return text or "0"
+
+
+def _clone_flags(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return clone_flags(d, st.args[i])
+
+
+def _sock_type(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    value = st.args[i] & 0xFFFFFFFF
+    mask = d.c.numbers["SOCK_TYPE_MASK"]
+    type_name = d.c.values["sock_type"].get(value & mask)
+    parts = [type_name] if type_name else []
+    names, leftover = d.c.flags["sock_type_flags"].split(value & ~mask if type_name else value)
+    parts += names
+    if leftover:
+        parts.append(f"{leftover:#x}" if names else f"{leftover:#x} /* SOCK_??? */")
+    return "|".join(parts) or "0"
+
+
+def _sock_protocol(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    n = d.c.numbers
+    domain = st.args[0] & 0xFFFFFFFF
+    protocol = st.args[i] & 0xFFFFFFFF
+    if domain in (n["AF_INET"], n["AF_INET6"]):
+        return d.c.values["ipproto"].format(protocol)
+    if domain == n["AF_NETLINK"]:
+        return d.c.values["netlink_protocol"].format(protocol)
+    return str(signed(protocol, 32))
+
+
+def _signal(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return d.c.signal(signed(st.args[i], 32))
+
+
+def _access_mode(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return d.c.flags["access_mode"].format(st.args[i] & 0xFFFFFFFF, "F_OK")
+
+
+# --- structures -----------------------------------------------------------------------------
+
+def _struct_in(layout_of: Callable[[AbiDecoder], Any], fmt: Callable[..., str]) -> EntryPrinter:
+    def printer(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+        address = st.args[i]
+        if address == 0:
+            return "NULL"
+        fields = read_struct(read, address, layout_of(d))
+        return pointer(address) if fields is None else fmt(*fields)
+    return printer
+
+
+def rlimit(d: AbiDecoder, address: int, read: ReadFn) -> str:
+    fields = read_struct(read, address, structs.RLIMIT[d.word_size])
+    return pointer(address) if fields is None else structs.format_rlimit(*fields, d.bits)
+
+
+def _rlimit_in(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return rlimit(d, st.args[i], read) if st.args[i] else "NULL"
+
+
+def pollfds(d: AbiDecoder, read: ReadFn, address: int, count: int, returned: bool = False
+            ) -> str | None:
+    """``[{fd=3, events=POLLIN}, ...]`` (or, after the call, the entries with revents)."""
+    shown = min(count, d.string_limit)
+    data = read_bytes(read, address, shown * structs.POLLFD.size) if address else None
+    if data is None:
+        return None
+    items = []
+    for fd, events, revents in structs.POLLFD.iter_unpack(data):
+        if returned:
+            if revents:
+                items.append(f"{{fd={fd}, revents={d.c.flags['poll_events'].format(revents)}}}")
+        elif fd < 0:
+            items.append(f"{{fd={fd}}}")
+        else:
+            items.append(f"{{fd={fd}, events={d.c.flags['poll_events'].format(events)}}}")
+    if count > shown and not returned:
+        items.append("...")
+    return "[" + ", ".join(items) + "]"
+
+
+def _pollfds(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    spec = st.template.args[i]
+    count = st.args[spec.length_arg] & 0xFFFFFFFF if spec.length_arg is not None else 0
+    if st.args[i] == 0:
+        return "NULL"
+    return pollfds(d, read, st.args[i], count) or pointer(st.args[i])
+
+
+def _sockaddr(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    spec = st.template.args[i]
+    length = signed(st.args[spec.length_arg], 32) if spec.length_arg is not None else 0
+    return format_sockaddr(d.c, read, st.args[i], length)
+
+
+def sigset_size(st: EntryState) -> int:
+    index = st.template.arg_index("sigsetsize")
+    return st.args[index] if index is not None else 8
+
+
+def sigset(d: AbiDecoder, st: EntryState, read: ReadFn, address: int) -> str:
+    if address == 0:
+        return "NULL"
+    size = sigset_size(st)
+    if not 0 < size <= 128:
+        return pointer(address)
+    data = read_bytes(read, address, size)
+    return pointer(address) if data is None else structs.format_sigset(d.c, data)
+
+
+def _sigset_in(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return sigset(d, st, read, st.args[i])
+
+
+def sigaction(d: AbiDecoder, st: EntryState, read: ReadFn, address: int) -> str:
+    if address == 0:
+        return "NULL"
+    layout = structs.SIGACTION[d.word_size]
+    size = sigset_size(st)
+    if not 0 < size <= 128:
+        return pointer(address)
+    data = read_bytes(read, address, layout.size + size)
+    if data is None:
+        return pointer(address)
+    handler, flags, restorer = layout.unpack_from(data)
+    return structs.format_sigaction(d.c, handler, flags, restorer, data[layout.size:],
+                                    d.word_size)
+
+
+def _sigaction_in(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+    return sigaction(d, st, read, st.args[i])
+
+
+ENTRY_PRINTERS: dict[str, EntryPrinter] = {
+    "int": _int, "uint": _uint, "long": _long, "ulong": _ulong, "size": _ulong, "off": _off,
+    "hex": _hex, "ptr": _ptr, "off_hex": _hex, "pgoff": _pgoff, "off64_lo": _off64_lo,
+    "uid": _uid, "pid": _int, "fd": _fd, "dirfd": _dirfd, "mode": _mode,
+    "mode_type": _mode_type, "path": _path, "string": _string, "buf_in": _buf_in,
+    "argv": _argv, "envp": _envp, "open_flags": _open_flags, "o_flags": _o_flags,
+    "at_flags": _flags("at_flags"),
+    "statx_flags": _statx_flags, "statx_mask": _flags("statx_mask"), "prot": _prot,
+    "map_flags": _map_flags, "madvise": _values("madvise"), "clone_flags": _clone_flags,
+    "sock_domain": _values("sock_domain"), "sock_type": _sock_type,
+    "sock_protocol": _sock_protocol, "msg_flags": _flags("msg_flags"),
+    "wait_options": _flags("wait_options"), "signal": _signal,
+    "sigprocmask_how": _values("sigprocmask_how"), "fcntl_cmd": _values("fcntl_cmd"),
+    "seek_whence": _values("seek_whence"), "access_mode": _access_mode,
+    "arch_prctl_code": _values("arch_prctl_code"),
+    "rlimit_resource": _values("rlimit_resource"), "clockid": _values("clockid"),
+    "getrandom_flags": _flags("getrandom_flags"),
+    "socketcall_call": _values("socketcall_call"), "futex_op": _values("futex_op"),
+    "prctl_option": _values("prctl_option"), "fadvise_advice": _values("fadvise_advice"),
+    "timespec_in": _struct_in(lambda d: structs.TIMESPEC_64, structs.format_timespec),
+    "timespec32_in": _struct_in(lambda d: structs.TIMESPEC_32, structs.format_timespec),
+    "rlimit64_in": _struct_in(lambda d: structs.RLIMIT64, structs.format_rlimit64),
+    "rlimit_in": _rlimit_in,
+    "sockaddr": _sockaddr, "sigset_in": _sigset_in, "sigaction_in": _sigaction_in,
+    "pollfds": _pollfds,
+}

@@ -1,0 +1,311 @@
+"""The few system calls whose printing depends on more than one argument.
+
+strace has a decoder per call; we need one only where the generic per-kind printing is not
+enough: ``open``/``openat`` show ``mode`` only with ``O_CREAT``/``O_TMPFILE``; ``clone`` and
+``clone3`` print labelled fields chosen by the flags and fill in the parent's TID at exit;
+``fcntl`` reads its third argument according to the command and prints some results as flags.
+
+Hooks run after the generic printing: ``ENTRY_HOOKS[name](d, st, read)``,
+``EXIT_HOOKS[name](d, st, ret, read)``, and ``RETURN_HOOKS[name](d, st, ret, read)`` which
+may return the text of a successful result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import structs
+from .argfmt import clone_flags, open_flags, pollfds
+from .memory import ReadFn, read_bytes, read_cstring, read_struct
+from .outargs import ExitPrinter, failed
+from .render import hex_or_zero, pointer, quote, signed
+
+if TYPE_CHECKING:
+    from .decode import AbiDecoder, EntryState
+
+EntryHook = Callable[["AbiDecoder", "EntryState", ReadFn], None]
+ExitHook = Callable[["AbiDecoder", "EntryState", int, ReadFn], None]
+ReturnHook = Callable[["AbiDecoder", "EntryState", int, ReadFn], "str | None"]
+
+
+def _read_int(read: ReadFn, address: int) -> int | None:
+    data = read_bytes(read, address, 4)
+    return None if data is None else signed(int.from_bytes(data, "little"), 32)
+
+
+# --- open / openat --------------------------------------------------------------------------
+
+def _open_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+    flags, mode = st.template.arg_index("flags"), st.template.arg_index("mode")
+    if flags is None or mode is None:
+        return
+    if not st.args[flags] & (d.c.numbers["O_CREAT"] | d.c.numbers["__O_TMPFILE"]):
+        st.omit(mode)
+
+
+# --- mknod / mknodat -----------------------------------------------------------------------
+
+def _mknod_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+    """The device number matters (and is printed) only for character and block devices."""
+    mode, dev = st.template.arg_index("mode"), st.template.arg_index("dev")
+    if mode is None or dev is None:
+        return
+    file_type = d.c.values["stat_type"].get(st.args[mode] & d.c.numbers["S_IFMT"])
+    if file_type in ("S_IFCHR", "S_IFBLK"):
+        st.texts[dev] = structs.makedev(st.args[dev])
+    else:
+        st.omit(dev)
+
+
+# --- clone ----------------------------------------------------------------------------------
+
+def _clone_parent_tid(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+    address = st.args[i]
+    if address and not failed(ret):
+        value = _read_int(read, address)
+        if value is not None:
+            return f"parent_tid=[{value}]"
+    return f"parent_tid={pointer(address)}"
+
+
+_CLONE_ARGS = ("clone_flags", "newsp", "parent_tidptr", "child_tidptr", "tls")
+
+
+def _clone_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+    """``clone(child_stack=..., flags=...[, parent_tid=...][, tls=...][, child_tidptr=...])``."""
+    indexes = [i for i in map(st.template.arg_index, _CLONE_ARGS) if i is not None]
+    if len(indexes) != len(_CLONE_ARGS):
+        return
+    flags_i, stack_i, parent_i, child_i, tls_i = indexes
+    flags, n = st.args[flags_i], d.c.numbers
+    texts = [f"child_stack={pointer(st.args[stack_i])}", f"flags={clone_flags(d, flags)}"]
+    exit_fns: list[tuple[int, ExitPrinter, int]] = []
+    if flags & n["CLONE_PARENT_SETTID"]:
+        exit_fns.append((len(texts), _clone_parent_tid, parent_i))
+        texts.append("")
+    if flags & n["CLONE_SETTLS"]:
+        texts.append(f"tls={pointer(st.args[tls_i])}")
+    if flags & (n["CLONE_CHILD_SETTID"] | n["CLONE_CHILD_CLEARTID"]):
+        texts.append(f"child_tidptr={pointer(st.args[child_i])}")
+    st.replace_texts(texts, exit_fns)
+
+
+def _clone3_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+    address, size = st.args[0], st.args[1]
+    if address == 0 or size < structs.CLONE_ARGS_VER0:
+        return
+    count = min(size, 8 * len(structs.CLONE_ARGS_FIELDS)) // 8
+    data = read_bytes(read, address, count * 8)
+    if data is None:
+        return
+    values = [int.from_bytes(data[k:k + 8], "little") for k in range(0, count * 8, 8)]
+    fields = dict(zip(structs.CLONE_ARGS_FIELDS, values, strict=False))
+    st.extra = fields
+    st.texts[0] = structs.format_clone_args(d.c, fields)
+
+
+def _clone3_exit(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> None:
+    fields = st.extra
+    if not fields or failed(ret):
+        return
+    n = d.c.numbers
+    parts = []
+    for flag, field in (("CLONE_PIDFD", "pidfd"), ("CLONE_PARENT_SETTID", "parent_tid")):
+        if fields["flags"] & n[flag] and fields[field]:
+            value = _read_int(read, fields[field])
+            parts.append(f"{field}=" + (f"[{value}]" if value is not None
+                                        else pointer(fields[field])))
+    if parts:
+        st.texts[0] += " => {" + ", ".join(parts) + "}"
+
+
+# --- fcntl ----------------------------------------------------------------------------------
+
+_FCNTL_NO_ARG = {"F_GETFD", "F_GETFL", "F_GETOWN", "F_GETSIG", "F_GETLEASE", "F_GETPIPE_SZ",
+                 "F_GET_SEALS"}
+_FCNTL_INT_ARG = {"F_SETOWN", "F_SETSIG", "F_SETPIPE_SZ", "F_NOTIFY", "F_DUPFD",
+                  "F_DUPFD_CLOEXEC"}
+
+
+def _fcntl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+    if len(st.args) < 3:
+        return
+    cmd = d.c.values["fcntl_cmd"].get(st.args[1] & 0xFFFFFFFF)
+    if cmd in _FCNTL_NO_ARG:
+        st.omit(2)
+    elif cmd in _FCNTL_INT_ARG:
+        st.texts[2] = str(signed(st.args[2], 32))
+    elif cmd == "F_SETFD":
+        st.texts[2] = d.c.flags["fd_flags"].format(st.args[2] & 0xFFFFFFFF)
+    elif cmd == "F_SETFL":
+        st.texts[2] = open_flags(d, st.args[2])
+
+
+def _fcntl_return(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> str | None:
+    cmd = d.c.values["fcntl_cmd"].get(st.args[1] & 0xFFFFFFFF)
+    if cmd == "F_GETFD" and ret:
+        return f"{ret:#x} (flags {d.c.flags['fd_flags'].format(ret)})"
+    if cmd == "F_GETFL":
+        return f"{hex_or_zero(ret)} (flags {open_flags(d, ret)})"
+    return None
+
+
+# --- futex ----------------------------------------------------------------------------------
+
+# Which arguments each futex command uses, as strace prints them (after uaddr and op).
+_FUTEX_ARGS = {
+    "FUTEX_WAIT": ("val", "timeout"), "FUTEX_WAKE": ("val",),
+    "FUTEX_WAIT_BITSET": ("val", "timeout", "bitset"), "FUTEX_WAKE_BITSET": ("val", "bitset"),
+    "FUTEX_REQUEUE": ("val", "val2", "uaddr2"),
+    "FUTEX_CMP_REQUEUE": ("val", "val2", "uaddr2", "val3"),
+    "FUTEX_CMP_REQUEUE_PI": ("val", "val2", "uaddr2", "val3"),
+    "FUTEX_WAIT_REQUEUE_PI": ("val", "timeout", "uaddr2"),
+    "FUTEX_LOCK_PI": ("timeout",), "FUTEX_LOCK_PI2": ("timeout",), "FUTEX_UNLOCK_PI": (),
+    "FUTEX_TRYLOCK_PI": (),
+}
+
+
+def _futex_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+    if len(st.args) < 6:
+        return
+    n = d.c.numbers
+    op = st.args[1] & 0xFFFFFFFF
+    realtime = op & n["FUTEX_CLOCK_REALTIME"]
+    op_name = d.c.values["futex_op"].get(op & ~realtime)
+    if op_name is None:
+        return
+    st.texts[1] = op_name + ("|FUTEX_CLOCK_REALTIME" if realtime else "")
+    command = op_name.removesuffix("_PRIVATE")
+    wanted = _FUTEX_ARGS.get(command)
+    if wanted is None:
+        return
+    uaddr2, val3 = st.texts[4], st.args[5] & 0xFFFFFFFF
+    bitset = ("FUTEX_BITSET_MATCH_ANY" if val3 == n["FUTEX_BITSET_MATCH_ANY"]
+              else hex_or_zero(val3))
+    pieces = {"val": str(st.args[2] & 0xFFFFFFFF), "timeout": st.texts[3],
+              "val2": str(st.args[3] & 0xFFFFFFFF), "uaddr2": uaddr2, "val3": str(val3),
+              "bitset": bitset}
+    st.replace_texts(st.texts[:2] + [pieces[name] for name in wanted], [])
+
+
+# --- ioctl (terminal requests) ----------------------------------------------------------------
+
+_IOCTL_NO_ARG = {"FIOCLEX", "FIONCLEX", "TIOCNOTTY", "TIOCEXCL", "TIOCNXCL"}
+_IOCTL_INT_IN = {"TIOCSPGRP", "FIONBIO"}
+_IOCTL_INT_OUT = {"TIOCGPGRP", "FIONREAD", "TIOCOUTQ", "TIOCGSID"}
+
+
+def _int_pointer(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+    value = None if failed(ret) else _read_int(read, st.args[i])
+    return pointer(st.args[i]) if value is None else f"[{value}]"
+
+
+def _winsize(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+    fields = None if failed(ret) else read_struct(read, st.args[i], structs.WINSIZE)
+    return pointer(st.args[i]) if fields is None else structs.format_winsize(*fields)
+
+
+def _ioctl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+    if len(st.args) < 3:
+        return
+    request = d.c.values["ioctl_cmd"].get(st.args[1] & 0xFFFFFFFF)
+    if request is None:
+        return
+    st.texts[1] = request
+    if request in _IOCTL_NO_ARG:
+        st.omit(2)
+    elif request in _IOCTL_INT_IN and st.args[2]:
+        value = _read_int(read, st.args[2])
+        st.texts[2] = pointer(st.args[2]) if value is None else f"[{value}]"
+    elif request in _IOCTL_INT_OUT and st.args[2]:
+        st.exit_fns.append((2, _int_pointer, 2))
+    elif request == "TIOCGWINSZ" and st.args[2]:
+        st.exit_fns.append((2, _winsize, 2))
+    elif request == "TIOCSWINSZ" and st.args[2]:
+        st.texts[2] = _winsize(d, st, 2, 0, read)
+
+
+# --- prctl ----------------------------------------------------------------------------------
+
+_TASK_COMM_LEN = 16
+
+
+def _comm(read: ReadFn, address: int) -> str:
+    found = read_cstring(read, address, _TASK_COMM_LEN - 1) if address else None
+    return pointer(address) if found is None else quote(found[0])
+
+
+def _prctl_name_out(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+    return pointer(st.args[i]) if failed(ret) else _comm(read, st.args[i])
+
+
+def _prctl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+    """``prctl(PR_SET_NAME, "sh")``: the options with a known shape print only their args."""
+    if len(st.args) < 2:
+        return
+    option = d.c.values["prctl_option"].get(st.args[0] & 0xFFFFFFFF)
+    if option == "PR_SET_NAME":
+        st.replace_texts([option, _comm(read, st.args[1])], [])
+    elif option == "PR_GET_NAME":
+        st.replace_texts([option, ""], [(1, _prctl_name_out, 1)])
+    elif option == "PR_SET_PDEATHSIG":
+        st.replace_texts([option, d.c.signal(signed(st.args[1], 32))], [])
+
+
+# --- rt_sigreturn ---------------------------------------------------------------------------
+
+def sigreturn_mask(d: AbiDecoder, name: str, read: ReadFn, stack_pointer: int) -> str | None:
+    """``{mask=[...]}``: the signal mask the signal frame (rt_)sigreturn restores holds.
+
+    When the handler returns into the restorer, the stack pointer is just past the frame's
+    return address, so the mask is at a fixed offset from it.
+    """
+    offset = structs.SIGRETURN_MASK_OFFSET.get((name, d.word_size))
+    if offset is None:
+        return None
+    if name == "sigreturn":
+        low = read_bytes(read, stack_pointer + offset, 4)
+        high = read_bytes(read, stack_pointer + structs.SIGRETURN_EXTRAMASK_OFFSET, 4)
+        data = low + high if low is not None and high is not None else None
+    else:
+        data = read_bytes(read, stack_pointer + offset, 8)
+    return "{mask=" + (structs.format_sigset(d.c, data) if data is not None else "?") + "}"
+
+
+# --- poll / ppoll ---------------------------------------------------------------------------
+
+def _poll_return(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> str | None:
+    """``1 ([{fd=4, revents=POLLOUT}])``, ``0 (Timeout)``; ppoll adds the time ``left``."""
+    if ret == 0:
+        return "0 (Timeout)"
+    ready = pollfds(d, read, st.args[0], st.args[1] & 0xFFFFFFFF, returned=True)
+    notes = [ready] if ready else []
+    if st.template.name.startswith("ppoll") and len(st.args) > 2 and st.args[2]:
+        wide = st.template.args[2].kind == "timespec_in"
+        layout = structs.TIMESPEC_64 if wide else structs.TIMESPEC_32
+        left = read_struct(read, st.args[2], layout)
+        if left is not None:
+            notes.append(f"left {structs.format_timespec(*left)}")
+    return f"{ret} ({', '.join(notes)})" if notes else None
+
+
+ENTRY_HOOKS: dict[str, EntryHook] = {
+    "futex": _futex_entry, "futex_time64": _futex_entry, "ioctl": _ioctl_entry,
+    "prctl": _prctl_entry,
+    "open": _open_entry, "openat": _open_entry, "mknod": _mknod_entry,
+    "mknodat": _mknod_entry, "clone": _clone_entry,
+    "clone3": _clone3_entry, "fcntl": _fcntl_entry, "fcntl64": _fcntl_entry,
+}
+EXIT_HOOKS: dict[str, ExitHook] = {"clone3": _clone3_exit}
+RETURN_HOOKS: dict[str, ReturnHook] = {
+    "fcntl": _fcntl_return, "fcntl64": _fcntl_return, "poll": _poll_return,
+    "ppoll": _poll_return, "ppoll_time64": _poll_return,
+}
+
+# i386 mmap (old_mmap) passes its six arguments in a block; printed like mmap's.
+OLD_MMAP_LAYOUT = structs.OLD_MMAP_ARGS
+
+
+def old_mmap_args(read: ReadFn, address: int) -> tuple[int, ...] | None:
+    return read_struct(read, address, OLD_MMAP_LAYOUT)

@@ -1,0 +1,82 @@
+"""The argument kinds of the system-call tables: what an argument is, hence how it prints.
+
+Kinds are derived by ``tools/gen_syscall_tables.py`` from the C prototypes in the kernel
+(``tools/syscalls/kinds.py`` holds the rules) and stored per argument in
+``data/<abi>.json``. The decoder has one small function per kind. A kind marked *exit* is
+decoded when the call returns, because the kernel fills it in; all others are decoded at entry,
+while the caller's pointers are still meaningful.
+
+Numbers
+  ``int`` ``uint`` ``long`` ``ulong``  signed/unsigned decimal (``int`` is 32-bit, ``long``
+  the ABI's word); ``size`` size_t decimal; ``off`` loff_t decimal; ``hex`` ``0x...``;
+  ``ptr`` an address: ``NULL`` or ``0x7ffd...``; ``off_hex`` mmap's byte offset in hex;
+  ``pgoff`` mmap2's page offset, printed as a byte offset; ``off64_lo``/``off64_hi`` the two
+  halves of a 64-bit offset on i386 (printed once, as one decimal); ``uid`` (``-1`` or
+  unsigned); ``pid`` signed.
+Descriptors
+  ``fd``; ``dirfd`` (``AT_FDCWD``); ``fd_pair`` *exit* ``int[2]`` filled by pipe/socketpair.
+Strings and memory
+  ``path`` NUL-terminated, in full up to PATH_MAX; ``string`` NUL-terminated, cut at ``-s``;
+  ``path_out`` *exit* like ``path`` (getcwd); ``buf_in`` caller's bytes, length in argument
+  ``len``; ``buf_out`` *exit* kernel-filled bytes, length = return value; ``buf_out_hex``
+  *exit* the same, every byte as ``\\xNN`` (getrandom); ``argv`` string array (``["ls",
+  "-l"]``); ``envp`` address plus a ``/* N vars */`` count.
+Flags and named values (tables in ``data/constants.json``)
+  ``open_flags`` (access mode first), ``o_flags`` (the same flags without an access mode:
+  pipe2, dup3), ``at_flags``, ``statx_flags``, ``statx_mask``,
+  ``prot``, ``map_flags`` (type, flags, huge page size), ``madvise``, ``clone_flags`` (with
+  the exit signal in the low byte), ``sock_domain``, ``sock_type`` (type plus SOCK_CLOEXEC /
+  SOCK_NONBLOCK), ``sock_protocol`` (by the call's domain), ``msg_flags``, ``wait_options``,
+  ``signal``, ``sigprocmask_how``, ``fcntl_cmd``, ``seek_whence``, ``access_mode``,
+  ``arch_prctl_code``, ``rlimit_resource``, ``clockid``, ``getrandom_flags``,
+  ``socketcall_call``, ``futex_op`` (``FUTEX_WAKE_PRIVATE``), ``prctl_option``,
+  ``fadvise_advice``, ``mode`` (octal ``0644``), ``mode_type`` (``S_IFIFO|0600``).
+Structures (user-space ABI layouts, x86_64 and i386, in ``structs.py``)
+  ``stat_out`` ``stat64_out`` ``statx_out`` *exit*; ``timespec_in`` ``timespec32_in``;
+  ``timespec_out`` ``timespec32_out`` *exit*; ``timespec_rem`` ``timespec32_rem`` *exit*
+  (nanosleep's remainder: decoded only when interrupted); ``rusage_out`` *exit*;
+  ``utsname_out`` *exit*; ``dirents64_out`` ``dirents_out`` *exit* (the buffer's address and
+  a ``/* N entries */`` count); ``wait_status`` *exit*;
+  ``sockaddr`` (length in argument ``len``); ``sockaddr_out`` *exit* (accept, getsockname,
+  recvfrom: its length is the ``socklen_inout`` argument ``len``, printed ``[128 => 16]``);
+  ``pollfds`` (``[{fd=3, events=POLLIN}]``, count in argument ``len``);
+  ``sigset_in``, ``sigset_out`` *exit*;
+  ``sigaction_in``, ``sigaction_out`` *exit*; ``rlimit64_in``, ``rlimit64_out`` *exit*;
+  ``rlimit_in``, ``rlimit_out`` *exit* (the ABI's word-sized struct rlimit);
+  ``clone_args`` (clone3); ``old_mmap_args`` (i386 ``mmap``: an argument block).
+"""
+
+from __future__ import annotations
+
+NUMBER_KINDS = frozenset({
+    "int", "uint", "long", "ulong", "size", "off", "hex", "ptr", "off_hex", "pgoff",
+    "off64_lo", "off64_hi", "uid", "pid"})
+DESCRIPTOR_KINDS = frozenset({"fd", "dirfd", "fd_pair"})
+MEMORY_KINDS = frozenset({
+    "path", "string", "path_out", "buf_in", "buf_out", "buf_out_hex", "argv", "envp"})
+NAMED_KINDS = frozenset({
+    "open_flags", "o_flags", "at_flags", "statx_flags", "statx_mask", "prot", "map_flags",
+    "madvise", "clone_flags", "sock_domain", "sock_type", "sock_protocol", "msg_flags",
+    "wait_options", "signal", "sigprocmask_how", "fcntl_cmd", "seek_whence", "access_mode",
+    "arch_prctl_code", "rlimit_resource", "clockid", "getrandom_flags", "socketcall_call",
+    "futex_op", "prctl_option", "fadvise_advice", "mode", "mode_type"})
+STRUCT_KINDS = frozenset({
+    "stat_out", "stat64_out", "statx_out", "timespec_in", "timespec32_in", "timespec_out",
+    "timespec32_out", "timespec_rem", "timespec32_rem", "rusage_out", "utsname_out",
+    "sockaddr_out", "socklen_inout", "pollfds",
+    "dirents64_out", "dirents_out", "wait_status", "sockaddr", "sigset_in", "sigset_out",
+    "sigaction_in", "sigaction_out", "rlimit64_in", "rlimit64_out", "rlimit_in",
+    "rlimit_out", "clone_args",
+    "old_mmap_args"})
+
+KINDS = NUMBER_KINDS | DESCRIPTOR_KINDS | MEMORY_KINDS | NAMED_KINDS | STRUCT_KINDS
+
+# Decoded when the call returns (the kernel writes them).
+EXIT_KINDS = frozenset({
+    "fd_pair", "path_out", "buf_out", "buf_out_hex", "stat_out", "stat64_out", "statx_out",
+    "timespec_out", "timespec32_out", "timespec_rem", "timespec32_rem", "rusage_out",
+    "utsname_out", "dirents64_out", "dirents_out", "wait_status", "sigset_out",
+    "sockaddr_out", "socklen_inout",
+    "sigaction_out", "rlimit64_out", "rlimit_out"})
+
+RETURN_KINDS = frozenset({"int", "hex", "octal", "fd", "none"})

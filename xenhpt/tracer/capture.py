@@ -1,0 +1,206 @@
+"""Capture by breakpoints: the source that feeds the engine from a live Target.
+
+It works on any backend that can set breakpoints (QEMU gdbstub today, LibVMI INT3 on
+Xen); it reads registers, asks ``linux`` who runs, and hands :class:`TrapRecord`
+objects to the engine while the guest is still stopped, so the decoder reads guest
+memory as it was at the trap.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import MemoryReadError
+from ..linux.current import CurrentTask
+from ..linux.kernel import Kernel
+from ..linux.tasks import TaskReader
+from ..vmi.target import Target
+from .engine import SyscallEngine
+from .records import TaskIdentity, TrapRecord
+from .trappoints import TrapPoint
+
+MASK32 = 0xFFFF_FFFF
+UNKNOWN_TASK = TaskIdentity(task=0, pid=-1, tid=-1, ppid=-1, comm=b"?")
+
+
+def signed64(value: int) -> int:
+    return value - (1 << 64) if value & (1 << 63) else value
+
+
+@dataclass
+class CaptureStats:
+    traps: int = 0  # breakpoint stops handled
+    stray: int = 0  # stops at an address that is not ours (e.g. a pause)
+    unknown_task: int = 0
+
+
+class BreakpointCapture:
+    def __init__(self, target: Target, kernel: Kernel, points: dict[int, TrapPoint],
+                 engine: SyscallEngine) -> None:
+        self.target = target
+        self.kernel = kernel
+        self.points = dict(points)
+        self.engine = engine
+        self.tasks = TaskReader(kernel)
+        self.current = CurrentTask(kernel, self.tasks)
+        self.stats = CaptureStats()
+        profile = kernel.profile
+        self._pt_regs = {name: profile.offset("pt_regs", name) for name in (
+            "di", "si", "dx", "r10", "r8", "r9", "bx", "cx", "bp", "ax", "orig_ax", "sp")}
+        # Selective mode: return addresses armed while calls are in flight, per task.
+        self._returns: dict[int, int] = {}  # address -> number of tasks waiting there
+        self._waiting: dict[int, int] = {}  # task address -> its return address
+        self._armed = False
+
+    # -- running -------------------------------------------------------------------------
+
+    def arm(self) -> None:
+        """Insert every trap at once while the guest is paused (run() resumes it)."""
+        self.target.pause()
+        for address in self.points:
+            self.target.insert_breakpoint(address)
+        self._armed = True
+
+    def run(self, should_stop: Callable[[], bool], poll: float = 0.2) -> None:
+        """Handle traps until ``should_stop()`` says so (checked at least every ``poll`` s)."""
+        if not self._armed:
+            self.arm()
+        while not should_stop():
+            trap = self.target.wait_for_trap(timeout=poll)
+            if trap is None:
+                continue
+            point = self.points.get(trap.pc)
+            if point is None and trap.pc in self._returns:
+                point = TrapPoint(trap.pc, "return")
+            if point is None:
+                self.stats.stray += 1
+                continue
+            self.stats.traps += 1
+            self._handle(point, trap.vcpu)
+
+    def close(self) -> None:
+        """Remove every trap and leave the guest running (the target's close does both)."""
+        self.target.close()
+
+    # -- one trap ------------------------------------------------------------------------
+
+    def _identity(self, vcpu: int, registers: dict[str, int]) -> TaskIdentity:
+        address = self.current.address(vcpu, registers)
+        if address is None:
+            self.stats.unknown_task += 1
+            return UNKNOWN_TASK
+        try:
+            task = self.tasks.read(address)
+        except MemoryReadError:
+            self.stats.unknown_task += 1
+            return UNKNOWN_TASK
+        return TaskIdentity(task=address, pid=task.pid, tid=task.tid, ppid=task.ppid,
+                            comm=task.comm)
+
+    def _user_reader(self, cr3: int, abi: str | None) -> Callable[[int, int], bytes]:
+        mask = MASK32 if abi == "i386" else 0xFFFF_FFFF_FFFF_FFFF
+        target = self.target
+
+        def read(address: int, size: int) -> bytes:
+            return target.read_virtual(cr3, address & mask, size)
+
+        return read
+
+    def _pt_regs_value(self, regs_address: int, name: str) -> int:
+        return self.kernel.u64(regs_address + self._pt_regs[name])
+
+    def _handle(self, point: TrapPoint, vcpu: int) -> None:
+        now = time.time()
+        registers = self.target.registers(vcpu)
+        identity = self._identity(vcpu, registers)
+        if point.role == "entry-stub":
+            read = self._user_reader(registers["cr3"], point.abi)
+            if point.abi == "i386":
+                nr = registers["rax"] & MASK32
+                args = tuple(self._stub_arg(name, registers, read) for name in
+                             point.arg_registers)
+            else:
+                nr = registers["rax"]
+                args = tuple(registers[name] for name in point.arg_registers)
+            self.engine.entry(TrapRecord("entry", now, vcpu, identity, point.abi,
+                                         point.mechanism, nr, args, read=read,
+                                         stack_pointer=registers["rsp"]))
+        elif point.role == "exit":
+            regs = registers["rdi"]
+            try:
+                nr = signed64(self._pt_regs_value(regs, "orig_ax"))
+                ret = signed64(self._pt_regs_value(regs, "ax"))
+            except MemoryReadError:
+                return
+            read = self._user_reader(registers["cr3"], self._abi_of(identity))
+            self.engine.exit(TrapRecord("exit", now, vcpu, identity, None, None, nr,
+                                        ret=ret, read=read))
+        elif point.role == "syscall-function":
+            self._function_entry(point, vcpu, registers, identity, now)
+        elif point.role == "return":
+            self._function_return(point, vcpu, registers, identity, now)
+
+    def _abi_of(self, identity: TaskIdentity) -> str | None:
+        pending = self.engine.pending.get(identity.task)
+        return pending.entry.abi if pending else None
+
+    def _stub_arg(self, name: str, registers: dict[str, int],
+                  read: Callable[[int, int], bytes]) -> int:
+        if name == "[rsp]":
+            try:
+                return struct.unpack("<I", read(registers["rsp"] & MASK32, 4))[0]
+            except MemoryReadError:
+                return 0
+        return registers[name] & MASK32
+
+    def _function_entry(self, point: TrapPoint, vcpu: int, registers: dict[str, int],
+                        identity: TaskIdentity, now: float) -> None:
+        regs = registers["rdi"]  # __x64_sys_*(const struct pt_regs *regs)
+        try:
+            nr = self._pt_regs_value(regs, "orig_ax")
+            args = tuple(self._pt_regs_value(regs, name) for name in point.arg_registers)
+            user_sp = self._pt_regs_value(regs, "sp")
+            return_address = self.kernel.u64(registers["rsp"])
+        except MemoryReadError:
+            return
+        if point.abi == "i386":
+            nr &= MASK32
+            args = tuple(a & MASK32 for a in args)
+        read = self._user_reader(registers["cr3"], point.abi)
+        waits = self.engine.entry(TrapRecord("entry", now, vcpu, identity, point.abi, None,
+                                             nr, args, read=read, stack_pointer=user_sp))
+        if waits and identity.task:
+            self._arm_return(identity.task, return_address)
+
+    def _arm_return(self, task: int, address: int) -> None:
+        self._disarm_return(task)
+        self._waiting[task] = address
+        count = self._returns.get(address, 0)
+        if count == 0 and address not in self.points:
+            self.target.insert_breakpoint(address)
+        self._returns[address] = count + 1
+
+    def _disarm_return(self, task: int) -> None:
+        address = self._waiting.pop(task, None)
+        if address is None:
+            return
+        count = self._returns.get(address, 0) - 1
+        if count <= 0:
+            self._returns.pop(address, None)
+            if address not in self.points:
+                self.target.remove_breakpoint(address)
+        else:
+            self._returns[address] = count
+
+    def _function_return(self, point: TrapPoint, vcpu: int, registers: dict[str, int],
+                         identity: TaskIdentity, now: float) -> None:
+        if self._waiting.get(identity.task) != point.address:
+            return  # another task passing the same return site
+        self._disarm_return(identity.task)
+        pending = self.engine.pending.get(identity.task)
+        read = self._user_reader(registers["cr3"], pending.entry.abi if pending else None)
+        self.engine.exit(TrapRecord("exit", now, vcpu, identity, None, None, -1,
+                                    ret=signed64(registers["rax"]), read=read))

@@ -1,0 +1,95 @@
+"""Where the tracer traps, and how it reads a call at each place (see docs/tracing.md).
+
+Full tracing traps the mechanism's own entry stub, so every record knows exactly
+which instruction made the call:
+
+==================================  ==========  =======  =================================
+symbol                              mechanism   ABI      where the CPU arrives from
+==================================  ==========  =======  =================================
+``entry_SYSCALL_64``                syscall     x86_64   MSR_LSTAR
+``entry_SYSCALL_compat``            syscall     i386     MSR_CSTAR (32-bit ``syscall``)
+``entry_SYSENTER_compat``           sysenter    i386     MSR_SYSENTER_EIP
+``entry_INT80_compat`` or           int80       i386     IDT vector 0x80 (Debian's 6.1.192
+``asm_int80_emulation``                                  backports the IDTENTRY form)
+``syscall_exit_to_user_mode``       (exit)      any      every syscall return path
+==================================  ==========  =======  =================================
+
+At an entry stub the registers still hold the user's: number in rax, arguments in
+registers (below). At ``syscall_exit_to_user_mode(regs)`` rdi points at ``pt_regs``.
+
+Selective tracing traps only ``__x64_sys_NAME`` / ``__ia32_sys_NAME`` of the chosen calls
+(rdi = ``pt_regs``), and the return address found on the stack there, armed only while
+such a call is in flight. Calls outside the selection cost no trap at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ProfileError
+from ..linux.kernel import Kernel
+
+# Registers holding arguments 1..6 at an entry stub (i386 variants differ in args 2 and 6).
+ARGS_X86_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+ARGS_INT80 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
+# 32-bit SYSCALL clobbers ecx, so the vDSO passes arg 2 in ebp; arg 6 is at the user's [esp].
+ARGS_COMPAT_SYSCALL = ("rbx", "rbp", "rdx", "rsi", "rdi", "[rsp]")
+# SYSENTER loses esp/eip; the vDSO sets ebp = esp, and arg 6 is at the user's [esp].
+ARGS_SYSENTER = ("rbx", "rcx", "rdx", "rsi", "rdi", "[rsp]")
+# The same arguments once the kernel saved them in pt_regs.
+PT_REGS_X86_64 = ("di", "si", "dx", "r10", "r8", "r9")
+PT_REGS_I386 = ("bx", "cx", "dx", "si", "di", "bp")
+
+
+@dataclass(frozen=True)
+class TrapPoint:
+    address: int
+    role: str  # "entry-stub", "exit", "syscall-function", "return"
+    abi: str | None = None
+    mechanism: str | None = None
+    arg_registers: tuple[str, ...] = ()
+    nr: int | None = None  # a syscall-function point serves one call
+    symbol: str = ""
+
+
+_ENTRY_STUBS = (
+    ("entry_SYSCALL_64", "syscall", "x86_64", ARGS_X86_64),
+    ("entry_SYSCALL_compat", "syscall", "i386", ARGS_COMPAT_SYSCALL),
+    ("entry_SYSENTER_compat", "sysenter", "i386", ARGS_SYSENTER),
+    ("entry_INT80_compat", "int80", "i386", ARGS_INT80),
+    ("asm_int80_emulation", "int80", "i386", ARGS_INT80),
+)
+EXIT_FUNCTION = "syscall_exit_to_user_mode"
+
+
+def full_plan(kernel: Kernel) -> dict[int, TrapPoint]:
+    """Every entry stub the kernel has, plus the common exit."""
+    points: dict[int, TrapPoint] = {}
+    for symbol, mechanism, abi, registers in _ENTRY_STUBS:
+        if kernel.has_symbol(symbol):
+            address = kernel.symbol(symbol)
+            points[address] = TrapPoint(address, "entry-stub", abi, mechanism, registers,
+                                        symbol=symbol)
+    if not any(p.abi == "x86_64" for p in points.values()):
+        raise ProfileError("profile has no entry_SYSCALL_64: cannot trap system calls")
+    if not kernel.has_symbol(EXIT_FUNCTION):
+        raise ProfileError(f"profile has no {EXIT_FUNCTION}: cannot see return values "
+                           "(kernels before 5.8 need another exit point)")
+    address = kernel.symbol(EXIT_FUNCTION)
+    points[address] = TrapPoint(address, "exit", symbol=EXIT_FUNCTION)
+    return points
+
+
+def selective_plan(kernel: Kernel, entries: dict[tuple[str, int], str]) -> dict[int, TrapPoint]:
+    """Trap points for the chosen calls only: ``{(abi, nr): entry symbol}``."""
+    points: dict[int, TrapPoint] = {}
+    for (abi, nr), symbol in entries.items():
+        if not symbol or not kernel.has_symbol(symbol):
+            continue  # not implemented in this kernel (sys_ni_syscall): never called
+        address = kernel.symbol(symbol)
+        registers = PT_REGS_X86_64 if abi == "x86_64" else PT_REGS_I386
+        # One function can serve several numbers (aliases): the first wins; the number
+        # is read from pt_regs->orig_ax at the trap anyway.
+        points.setdefault(address, TrapPoint(address, "syscall-function", abi, None,
+                                             registers, nr, symbol))
+    return points
