@@ -36,15 +36,16 @@ class Trace:
     def __init__(self, *args: str) -> None:
         self.output = Path(tempfile.mkstemp(prefix="xenhpt-trace-")[1])
         self.process = subprocess.Popen([XENHPT, "trace", "lab", "-v", "-o", str(self.output),
-                                         *args], stdout=subprocess.DEVNULL,
+                                         *args], stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
+        self.stdout = ""  # what the trace printed besides its records (the --tree)
         # -v announces when the traps are armed; only then may the workload start.
         assert self.process.stderr is not None
         line = self.process.stderr.readline()
         assert "armed" in line, f"trace did not start: {line}{self.process.stderr.read()}"
 
     def finish(self, timeout: float = 300) -> tuple[str, str]:
-        _, err = self.process.communicate(timeout=timeout)
+        self.stdout, err = self.process.communicate(timeout=timeout)
         assert self.process.returncode == 0, f"trace failed: {err}"
         out = self.output.read_text()
         self.output.unlink()
@@ -257,3 +258,19 @@ def test_guest_power_off_ends_the_trace_with_one_line_and_keeps_events(tmp_path:
     error_lines = [line for line in err.splitlines() if line.startswith("xenhpt: error:")]
     assert len(error_lines) == 1 and "captured" in error_lines[0]
     assert records(out), "events captured before the power-off were lost"
+
+
+def test_live_tree_and_json_events_follow_fork_and_exec(lab: machine.LabState) -> None:
+    trace = Trace("-e", "trace=%process,prctl", "--json", "--tree", "--duration", "20")
+    pid = int(in_guest("sleep 40 > /dev/null 2>&1 & echo $!").stdout)
+    out, _ = trace.finish()
+    events = [r for r in records(out) if r.get("type") == "process"]
+    assert any(e["event"] == "fork" and e["pid"] == pid for e in events), events
+    assert any(e["event"] == "exec" and e["pid"] == pid for e in events), events
+    # busybox re-execs itself as "exe", then names itself with prctl(PR_SET_NAME).
+    assert any(e["event"] in ("exec", "rename") and e["pid"] == pid and e["comm"] == "sleep"
+               for e in events), events
+    tree_text = trace.stdout
+    # The shell that started it has exited: like the kernel, the tree re-parents to init.
+    init_block = tree_text[tree_text.index("busybox(1)"):tree_text.index("kthreadd(2)")]
+    assert f"─sleep({pid})" in init_block, tree_text

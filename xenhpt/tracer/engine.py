@@ -23,6 +23,7 @@ NO_RETURN = frozenset({"exit", "exit_group"})
 FORK_CALLS = frozenset({"fork", "vfork", "clone", "clone3"})
 EXEC_CALLS = frozenset({"execve", "execveat"})
 CLONE_THREAD = 0x0001_0000
+PR_SET_NAME = 15
 
 
 class Sink(Protocol):
@@ -144,6 +145,17 @@ class SyscallEngine:
                 self.tree.fork(entry.task.pid, ret, entry.task.comm)
             self._process_event("fork", record.ts, ret, entry.task.pid, entry.task.comm,
                                 {"call": pending.name})
+        elif (pending.name == "prctl" and ret == 0 and entry.args[:1] == (PR_SET_NAME,)
+              and entry.task.tid == entry.task.pid):
+            # A main thread renamed itself (busybox applets re-exec /proc/self/exe, then
+            # take their name this way): the tree shows what ps would show.
+            comm = _read_comm(record.read or entry.read, entry.args[1])
+            if comm is not None:
+                if self.tree is not None:
+                    self.tree.exec(entry.task.pid, comm)
+                self._process_event("rename", record.ts, entry.task.pid, entry.task.ppid,
+                                    comm, {"old_comm": entry.task.comm.decode("utf-8",
+                                                                              "replace")})
         elif pending.name in EXEC_CALLS and ret == 0:
             # The exit trap reads the task again: its comm is already the new program's.
             if self.tree is not None:
@@ -197,6 +209,14 @@ class SyscallEngine:
 
 def _unreadable(address: int, size: int) -> bytes:
     raise MemoryReadError(address, "no guest memory attached to this record")
+
+
+def _read_comm(read: Any, address: int) -> bytes | None:
+    """The 16-byte task name prctl(PR_SET_NAME) was given (the kernel keeps 15 + NUL)."""
+    try:
+        return read(address, 16).split(b"\0", 1)[0][:15]
+    except MemoryReadError:
+        return None
 
 
 def _read_u64(read: Any, address: int) -> int:
