@@ -27,7 +27,9 @@ def open_target(spec: str) -> Target:
             raise XenhptError(f"bad target {spec!r}: expected qemu:HOST:PORT")
         return QemuTarget(host, int(port))
     if spec.startswith("xen:"):
-        raise XenhptError("xen: targets need the LibVMI backend, which is not built yet")
+        from ..vmi.xen import open_xen
+
+        return open_xen(spec[4:])
     path = Path(spec)
     if path.exists():
         from ..vmi.snapshot import open_snapshot

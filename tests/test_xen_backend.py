@@ -1,0 +1,301 @@
+"""The Xen backend's own logic on a fake LibVMI: traps, emulation applied to the vCPU,
+MSR events, teardown bookkeeping, repair after a killed tracer. No Xen needed."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from xenhpt.errors import XenhptError
+from xenhpt.vmi.xen import REGISTER_IDS, XenTarget, exception_trap_unavailable
+from xenhpt.vmi.xen_breakpoints import BreakpointBook, repair_leftovers
+from xenhpt.vmi.xen_emulate import UnsupportedInstruction
+from xenhpt.vmi.xen_msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MsrWatch
+
+from .conftest import XENHPT
+
+ENTRY = 0xFFFF_FFFF_8100_0080   # entry_SYSCALL_64: swapgs
+EXIT = 0xFFFF_FFFF_8100_0180    # syscall_exit_to_user_mode: push %rbx
+MOVED = 0xFFFF_FFFF_8100_0300   # where a rootkit points LSTAR: endbr64
+STACK = 0xFFFF_C900_0000_0F00
+PML4 = 0x1000
+KERNEL_GS = 0xFFFF_8880_3FC0_0000
+
+
+class Responses:
+    NONE = "none"
+    SET_REGISTERS = "set-registers"
+
+
+class FakeVmi:
+    """What XenTarget uses of ``libvmi.Libvmi``, over a bytearray and a register dict."""
+
+    def __init__(self, memory: bytearray, registers: dict[int, dict[str, int]]) -> None:
+        self.memory = memory
+        self.regs = registers
+        self.paused = 0
+        self.events: list = []
+        self.destroyed = False
+        self.set_calls: list[tuple[str, int]] = []
+
+    def read_pa(self, address, size):
+        return bytes(self.memory[address:address + size]), min(size, len(self.memory) - address)
+
+    def write_pa(self, address, data):
+        self.memory[address:address + len(data)] = data
+        return len(data)
+
+    def get_vcpureg(self, number, vcpu):
+        name = {v: k for k, v in REGISTER_IDS.items()}.get(number)
+        return self.regs[vcpu].get(name, 0) if name else 0
+
+    def set_vcpureg(self, value, number, vcpu):
+        name = {v: k for k, v in REGISTER_IDS.items()}[number]
+        self.regs[vcpu][name] = value
+        self.set_calls.append((name, value))
+
+    def get_num_vcpus(self):
+        return len(self.regs)
+
+    def get_max_physical_address(self):
+        return len(self.memory)
+
+    def pause_vm(self):
+        self.paused += 1
+
+    def resume_vm(self):
+        assert self.paused > 0, "resumed more often than paused"
+        self.paused -= 1
+
+    def register_event(self, event):
+        self.events.append(event)
+
+    def clear_event(self, event):
+        self.events.remove(event)
+
+    def listen(self, timeout):
+        pass
+
+    def are_events_pending(self):
+        return False
+
+    def destroy(self):
+        self.destroyed = True
+
+
+def map_page(memory: bytearray, va: int, pa: int, tables: list[int]) -> None:
+    table = PML4
+    for shift in (39, 30, 21):
+        index = (va >> shift) & 0x1FF
+        entry = struct.unpack_from("<Q", memory, table + index * 8)[0]
+        if not entry & 1:
+            entry = tables.pop(0) | 3
+            struct.pack_into("<Q", memory, table + index * 8, entry)
+        table = entry & ~0xFFF
+    struct.pack_into("<Q", memory, table + ((va >> 12) & 0x1FF) * 8, pa | 3)
+
+
+@pytest.fixture
+def guest(tmp_path: Path):
+    memory = bytearray(0x40000)
+    tables = [0x2000 * i for i in range(1, 12)]  # page-table pages at 0x2000, 0x4000, ...
+    map_page(memory, ENTRY & ~0xFFF, 0x30000, tables)
+    map_page(memory, STACK & ~0xFFF, 0x31000, tables)
+    code = {ENTRY: "0f01f8654889242514600000", EXIT: "534889fbe877", MOVED: "f30f1efa0f01f8"}
+    for va, hexbytes in code.items():
+        memory[0x30000 + (va & 0xFFF):0x30000 + (va & 0xFFF) + len(hexbytes) // 2] = \
+            bytes.fromhex(hexbytes)
+    regs = {name: 0 for name in REGISTER_IDS}
+    regs.update(cr3=PML4, cr4=0x3606F0, rsp=STACK, rbx=0x1234, k_gs_base=KERNEL_GS)
+    fake = FakeVmi(memory, {0: dict(regs), 1: dict(regs)})
+    connected: list[bool] = []
+
+    def connect(events: bool) -> FakeVmi:
+        connected.append(events)
+        return fake
+
+    target = XenTarget(connect, "lab", 7, responses=Responses, state_dir=tmp_path)
+    target._ensure_events = lambda: None  # the real one registers libvmi.event objects
+    target._events = ["int3"]
+    yield SimpleNamespace(target=target, fake=fake, memory=memory, connected=connected,
+                          state=tmp_path / "lab.json")
+    target.close()
+
+
+def int3_event(vcpu: int, rip: int, **regs: int) -> SimpleNamespace:
+    fields = dict(rax=0, rbx=0x1234, rcx=0, rdx=0, rsi=0, rdi=0, rbp=0, rsp=STACK, r8=0,
+                  r9=0, r10=0, r11=0, r12=0, r13=0, r14=0, r15=0, rflags=0x246, rip=rip,
+                  cr0=0x80050033, cr2=0, cr3=PML4, cr4=0x3606F0, fs_base=0, gs_base=0,
+                  msr_efer=0xD01)
+    fields.update(regs)
+    return SimpleNamespace(vcpu_id=vcpu, x86_regs=SimpleNamespace(**fields), reinject=-1)
+
+
+def test_attach_does_not_open_the_monitor_ring_and_leaves_the_domain_running(guest):
+    assert guest.connected == [False]
+    assert guest.fake.paused == 0
+
+
+def test_a_breakpoint_writes_int3_and_records_the_original_byte_first(guest):
+    guest.target.insert_breakpoint(ENTRY)
+    assert guest.memory[0x30080] == 0xCC
+    assert json.loads(guest.state.read_text())["bytes"] == {"0x30080": 0x0F}
+    assert guest.fake.paused == 0
+
+
+def test_swapgs_trap_reports_the_breakpoint_state_and_moves_the_vcpu_past_it(guest):
+    target = guest.target
+    target.insert_breakpoint(ENTRY)
+    event = int3_event(1, ENTRY, rax=39)
+    guest.fake.regs[1]["k_gs_base"] = KERNEL_GS
+    assert target._on_int3(guest.fake, event) == Responses.SET_REGISTERS
+    assert event.reinject == 0
+    assert event.x86_regs.rip == ENTRY + 3  # the response moves the vCPU on
+    assert ("gs_base", KERNEL_GS) in guest.fake.set_calls
+    assert ("k_gs_base", 0) in guest.fake.set_calls
+    trap = target.wait_for_trap(timeout=0)
+    assert (trap.vcpu, trap.pc, trap.reason) == (1, ENTRY, "breakpoint")
+    registers = target.registers(1)  # as at the breakpoint, like the gdbstub backend
+    assert (registers["rip"], registers["rax"], registers["k_gs_base"]) == (ENTRY, 39,
+                                                                             KERNEL_GS)
+    assert guest.fake.paused == 1  # the tracer reads a stopped guest
+    assert target.wait_for_trap(timeout=0) is None
+    assert guest.fake.paused == 0
+
+
+def test_push_rbx_trap_stores_rbx_on_the_guest_kernel_stack(guest):
+    guest.target.insert_breakpoint(EXIT)
+    event = int3_event(0, EXIT, rbx=0xAABB_CCDD)
+    guest.target._on_int3(guest.fake, event)
+    assert event.x86_regs.rsp == STACK - 8 and event.x86_regs.rip == EXIT + 1
+    stored = guest.memory[0x31000 + ((STACK - 8) & 0xFFF):][:8]
+    assert struct.unpack("<Q", stored)[0] == 0xAABB_CCDD
+
+
+def test_an_int3_that_is_not_ours_goes_back_to_the_guest(guest):
+    event = int3_event(0, ENTRY + 0x40)
+    assert guest.target._on_int3(guest.fake, event) == Responses.NONE
+    assert event.reinject == 1
+    assert guest.target.wait_for_trap(timeout=0) is None
+
+
+def test_a_hit_queued_before_removal_reexecutes_the_restored_instruction(guest):
+    guest.target.insert_breakpoint(ENTRY)
+    guest.target.remove_breakpoint(ENTRY)
+    assert guest.memory[0x30080] == 0x0F
+    event = int3_event(0, ENTRY)
+    assert guest.target._on_int3(guest.fake, event) == Responses.NONE
+    assert event.reinject == 0 and event.x86_regs.rip == ENTRY
+
+
+def test_close_restores_every_byte_removes_the_state_file_and_resumes(guest):
+    guest.target.insert_breakpoint(ENTRY)
+    guest.target.insert_breakpoint(EXIT)
+    guest.target._on_int3(guest.fake, int3_event(0, ENTRY))  # pauses, trap still queued
+    guest.target.close()
+    assert guest.memory[0x30080] == 0x0F and guest.memory[0x30180] == 0x53
+    assert not guest.state.exists()
+    assert guest.fake.paused == 0 and guest.fake.destroyed
+
+
+def test_an_instruction_that_cannot_be_executed_is_refused_before_writing(guest):
+    guest.memory[0x30200:0x30204] = bytes.fromhex("4883ec20")  # sub $0x20,%rsp
+    with pytest.raises(UnsupportedInstruction, match="cannot trap 0xffffffff81000200"):
+        guest.target.insert_breakpoint(0xFFFF_FFFF_8100_0200)
+    assert guest.memory[0x30200] == 0x48
+    assert guest.fake.paused == 0
+
+
+def test_a_guest_moving_lstar_is_followed_and_reported(guest, caplog):
+    target = guest.target
+    target.insert_breakpoint(ENTRY)
+    target.msr.seed(0, MSR_LSTAR, ENTRY)
+    moved = SimpleNamespace(vcpu_id=0, msr=MSR_LSTAR, value=MOVED, previous=ENTRY)
+    assert target._on_msr(guest.fake, moved) == Responses.NONE
+    assert "moved the syscall (64-bit) entry point" in caplog.text
+    assert guest.memory[0x30300] == 0xCC
+    target._on_int3(guest.fake, int3_event(0, MOVED))
+    trap = target.wait_for_trap(timeout=0)
+    assert trap.pc == ENTRY  # reported where the tracer armed it: its plan still applies
+    assert target.msr_changes[0].new == MOVED
+
+
+def test_leftover_bytes_of_a_killed_tracer_are_repaired_on_attach(tmp_path):
+    memory = bytearray(0x40000)
+    memory[0x30080] = 0xCC
+    memory[0x30180] = 0xCC
+    state = tmp_path / "lab.json"
+    state.write_text(json.dumps({"format": 1, "domain": "lab", "domid": 7,
+                                 "bytes": {"0x30080": 0x0F, "0x30180": 0x53}}))
+    fake = FakeVmi(memory, {0: {"cr4": 0x3606F0, "cr3": PML4}})
+    target = XenTarget(lambda events: fake, "lab", 7, responses=Responses, state_dir=tmp_path)
+    assert (memory[0x30080], memory[0x30180]) == (0x0F, 0x53)
+    assert not state.exists() and fake.paused == 0
+    target.close()
+
+
+class Memory:
+    def __init__(self) -> None:
+        self.data = bytearray(0x100)
+
+    def read_physical(self, address: int, size: int) -> bytes:
+        return bytes(self.data[address:address + size])
+
+    def write_physical(self, address: int, data: bytes) -> None:
+        self.data[address:address + len(data)] = data
+
+
+def test_repair_skips_a_restarted_domain_and_bytes_no_longer_int3(tmp_path):
+    memory = Memory()
+    memory.data[0x10] = 0xCC
+    memory.data[0x20] = 0x55  # the guest (or someone) already changed it back
+    state = tmp_path / "d.json"
+    state.write_text(json.dumps({"domid": 3, "bytes": {"0x10": 0x0F, "0x20": 0x53}}))
+    assert repair_leftovers(memory, 4, state) == 0  # other domid: fresh memory, leave it
+    assert memory.data[0x10] == 0xCC and not state.exists()
+    state.write_text(json.dumps({"domid": 3, "bytes": {"0x10": 0x0F, "0x20": 0x53}}))
+    assert repair_leftovers(memory, 3, state) == 1
+    assert (memory.data[0x10], memory.data[0x20]) == (0x0F, 0x55)
+
+
+def test_book_refuses_an_address_that_already_holds_int3(tmp_path):
+    book = BreakpointBook(Memory(), "d", 1, tmp_path / "d.json")
+    with pytest.raises(XenhptError, match="already holds an INT3"):
+        book.insert(0xFFFF_FFFF_8100_0000, 0x10, b"\xcc\x90")
+
+
+def test_msr_all_events_are_filtered_to_entry_points_and_efer_sce():
+    watch = MsrWatch()
+    watch.seed(0, MSR_LSTAR, ENTRY)
+    watch.seed(0, MSR_EFER, 0xD01)
+    assert watch.on_write(0, 0xC000_0102, 0x1234, 0) is None  # KERNEL_GS_BASE: dropped
+    assert watch.on_write(0, MSR_LSTAR, ENTRY, ENTRY) is None  # rewritten, unchanged
+    change = watch.on_write(0, MSR_LSTAR, MOVED, ENTRY)
+    assert change.entry_moved and (change.old, change.new) == (ENTRY, MOVED)
+    assert watch.on_write(0, MSR_EFER, 0xD01 | 0x800, 0xD01) is None  # SCE unchanged
+    efer = watch.on_write(0, MSR_EFER, 0xD00, 0xD01)
+    assert not efer.entry_moved and "64-bit syscall disabled" in efer.describe()
+    assert watch.on_write(1, MSR_CSTAR, 0x1000, None) is None  # first sight: remembered
+
+
+def test_the_papers_exception_traps_are_refused_with_the_reason():
+    error = exception_trap_unavailable("efer-sce")
+    assert "#UD" in str(error) and "stock Xen" in str(error) and "INT3" in str(error)
+    with pytest.raises(XenhptError, match="SYSENTER_CS=0"):
+        raise exception_trap_unavailable("sysenter-cs")
+
+
+def test_ps_on_a_xen_target_without_xen_is_one_clear_line():
+    if Path("/dev/xen/privcmd").exists():
+        pytest.skip("this machine is a Xen Dom0")
+    done = subprocess.run([XENHPT, "ps", "xen:nosuch"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Xen Dom0" in lines[0], done.stderr

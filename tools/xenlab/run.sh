@@ -1,0 +1,149 @@
+#!/bin/bash
+# The Xen lab: Debian's Xen 4.17 booted by QEMU 7.2 (TCG, -cpu max: SVM + NPT), a PV dom0
+# (generic -amd64 kernel, busybox initramfs with the Xen tools, Python, the libvmi wheel
+# and this package) and a PVH domU "lab" (the lab's cloud kernel). Inside dom0 it runs
+# `xenhpt ps xen:lab` and a short `xenhpt trace xen:lab`, then powers off.
+#
+#   tools/xenlab/run.sh            build what is missing, boot, print the dom0 results
+#   XENLAB_TIMEOUT=900 tools/xenlab/run.sh
+#
+# Everything lives in ~/.cache/xenhpt/xenlab (Debian packages fetched with
+# `apt-get download`, never installed on this host). The serial log is console.log there;
+# the lines between XENLAB-BEGIN and XENLAB-END are xenhpt's output inside dom0.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=${XENLAB_CACHE:-$HOME/.cache/xenhpt/xenlab}
+TIMEOUT=${XENLAB_TIMEOUT:-1200}
+KREL=6.1.0-56
+XENV=4.17
+DOMU_KERNEL=$HOME/.cache/xenhpt/kernel/root/boot/vmlinuz-$KREL-cloud-amd64
+PY=python3.11
+PACKAGES=(xen-hypervisor-$XENV-amd64 xen-utils-$XENV xen-utils-common libxenmisc$XENV
+          libxenstore4 libxentoollog1 libxenevtchn1 libxengnttab1 libxenforeignmemory1
+          libxendevicemodel1 libxencall1 libxentoolcore1 libxenhypfs1 libyajl2
+          linux-image-$KREL-amd64 busybox-static)
+
+say() { echo "xenlab: $*" >&2; }
+
+[ -f "$DOMU_KERNEL" ] || { say "missing $DOMU_KERNEL: run 'make test' (or xenhpt lab up) once"; exit 1; }
+mkdir -p "$CACHE/debs"
+
+# 1. Debian packages, downloaded only.
+for p in "${PACKAGES[@]}"; do
+    ls "$CACHE/debs/${p}_"*.deb >/dev/null 2>&1 || (cd "$CACHE/debs" && apt-get download "$p" >/dev/null)
+done
+if [ ! -f "$CACHE/root/.done" ]; then
+    rm -rf "$CACHE/root"; mkdir -p "$CACHE/root"
+    for deb in "$CACHE"/debs/*.deb; do dpkg-deb -x "$deb" "$CACHE/root"; done
+    touch "$CACHE/root/.done"
+fi
+R=$CACHE/root
+[ -f "$CACHE/xen.elf" ] || gunzip -c "$R/boot/xen-$XENV-amd64.gz" > "$CACHE/xen.elf"
+
+# 2. The domU's initramfs: busybox and a workload that makes system calls every second.
+build_domu() {
+    local d=$CACHE/domu
+    rm -rf "$d"; mkdir -p "$d/bin" "$d/proc" "$d/sys" "$d/dev" "$d/tmp"
+    cp "$R/bin/busybox" "$d/bin/busybox"
+    cat > "$d/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs dev /dev
+hostname lab
+echo "domU: up"
+( while true; do cat /proc/version > /tmp/v; ls / > /dev/null; echo tick > /tmp/t; sleep 1; done ) &
+exec sh -c 'while true; do sleep 3600; done'
+EOF
+    chmod +x "$d/init"
+    (cd "$d" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$CACHE/domu.cpio.gz"
+}
+[ -f "$CACHE/domu.cpio.gz" ] || build_domu
+
+# 3. dom0's initramfs.
+copy_libs() {  # copy the shared libraries of $@ (resolved with the Xen libs first)
+    LD_LIBRARY_PATH="$R/usr/lib/x86_64-linux-gnu" ldd "$@" 2>/dev/null \
+        | awk '/=> \// {print $3} /^\t\/lib64/ {print $1}' | sort -u | while read -r lib; do
+            mkdir -p "$D$(dirname "$lib")"
+            case "$lib" in
+                "$R"/*) mkdir -p "$D/usr/lib/x86_64-linux-gnu"; cp -L "$lib" "$D/usr/lib/x86_64-linux-gnu/" ;;
+                *) cp -L "$lib" "$D$lib" ;;
+            esac
+        done
+}
+build_dom0() {
+    D=$CACHE/dom0
+    rm -rf "$D"; mkdir -p "$D"/{bin,sbin,proc,sys,dev,tmp,run,root,lab,etc/xen,lib/modules}
+    mkdir -p "$D"/var/{lib/xen,log/xen,run/xen,run/xenstored,lib/xenstored} "$D/usr/lib/xen-$XENV/bin"
+    cp "$R/bin/busybox" "$D/bin/busybox"
+    for m in xen-privcmd xenfs/xenfs xen-evtchn xen-gntdev xen-gntalloc; do
+        cp "$R/lib/modules/$KREL-amd64/kernel/drivers/xen/$m.ko" "$D/lib/modules/"
+    done
+    local tools="xl xenstored xen-init-dom0 xenconsoled xenstore-read xenstore-list xenstore-write xen-access xenctx"
+    for t in $tools; do
+        [ -f "$R/usr/lib/xen-$XENV/bin/$t" ] && cp "$R/usr/lib/xen-$XENV/bin/$t" "$D/usr/lib/xen-$XENV/bin/"
+    done
+    cp -a "$R/usr/lib/x86_64-linux-gnu/." "$D/usr/lib/x86_64-linux-gnu/" 2>/dev/null || true
+    copy_libs "$D"/usr/lib/xen-$XENV/bin/*
+    # dlopen()ed, so ldd does not list it: pthread_cancel in xl aborts without it.
+    mkdir -p "$D/lib/x86_64-linux-gnu" && cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$D/lib/x86_64-linux-gnu/"
+    : > "$D/etc/xen/xl.conf"
+    # LibVMI dlopen()s the unversioned names (libxenstore.so, ...), which only -dev ships.
+    for lib in "$D"/usr/lib/x86_64-linux-gnu/libxen*.so.*; do
+        ln -sf "$(basename "$lib")" "${lib%%.so.*}.so"
+    done
+    # Python, its standard library, and the venv's packages with this tree's xenhpt.
+    mkdir -p "$D/usr/bin" "$D/usr/lib/$PY" "$D/opt/site"
+    cp "/usr/bin/$PY" "$D/usr/bin/$PY"
+    (cd "/usr/lib/$PY" && tar cf - --exclude=test --exclude=idlelib --exclude=tkinter \
+        --exclude=lib2to3 --exclude=ensurepip --exclude=turtledemo .) | (cd "$D/usr/lib/$PY" && tar xf -)
+    copy_libs "/usr/bin/$PY" "/usr/lib/$PY"/lib-dynload/*.so
+    local site="$REPO/.venv/lib/$PY/site-packages"
+    (cd "$site" && tar cf - --exclude=pip --exclude=ruff --exclude=volatility3 --exclude=pytest \
+        --exclude=_pytest --exclude=setuptools --exclude=pygments --exclude='*.pth' \
+        --exclude='__editable__*' .) | (cd "$D/opt/site" && tar xf -)
+    copy_libs "$site"/_libvmi.abi3.so "$site"/libvmi.libs/*.so* "$site"/_cffi_backend*.so
+    (cd "$REPO" && tar cf - --exclude=__pycache__ xenhpt) | (cd "$D/opt/site" && tar xf -)
+    mkdir -p "$D/root/.cache/xenhpt"
+    cp -r "$HOME/.cache/xenhpt/profiles" "$D/root/.cache/xenhpt/"
+    cp "$HOME/.cache/xenhpt/profile-banners.json" "$D/root/.cache/xenhpt/" 2>/dev/null || true
+    cat > "$D/usr/bin/xenhpt" <<EOF
+#!/bin/sh
+exec /usr/bin/$PY -c 'from xenhpt.cli.main import main; main()' "\$@"
+EOF
+    chmod +x "$D/usr/bin/xenhpt"
+    cp "$DOMU_KERNEL" "$D/lab/vmlinuz"
+    cp "$CACHE/domu.cpio.gz" "$D/lab/initrd"
+    cat > "$D/etc/xen/lab.cfg" <<'EOF'
+name = "lab"
+type = "pvh"
+kernel = "/lab/vmlinuz"
+ramdisk = "/lab/initrd"
+extra = "console=hvc0 nokaslr"
+memory = 256
+vcpus = 1
+tsc_mode = "native"
+on_crash = "preserve"
+EOF
+    cp "$HERE/dom0-init.sh" "$D/init"
+    chmod +x "$D/init"
+    (cd "$D" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$CACHE/dom0.cpio.gz"
+}
+build_dom0
+say "dom0 initramfs: $(du -h "$CACHE/dom0.cpio.gz" | cut -f1)"
+
+# 4. Boot (QEMU 7.2 TCG; smap=0 smep=0 or the PV dom0 dies at 6 s, DESIGN.md).
+LOG=$CACHE/console.log
+say "booting Xen (log: $LOG, timeout ${TIMEOUT}s)"
+set +e
+timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 -nographic \
+    -no-reboot -serial "file:$LOG" -monitor none -display none \
+    -kernel "$CACHE/xen.elf" \
+    -append "console=com1 com1=115200 dom0_mem=1024M smap=0 smep=0 loglvl=all guest_loglvl=all" \
+    -initrd "$R/boot/vmlinuz-$KREL-amd64 console=hvc0 earlyprintk=xen rdinit=/init,$CACHE/dom0.cpio.gz"
+rc=$?
+set -e
+say "QEMU exited ($rc)"
+sed -n '/XENLAB-BEGIN/,/XENLAB-END/p' "$LOG"
+grep -q "XENLAB-PASS" "$LOG"
