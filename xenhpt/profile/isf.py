@@ -208,13 +208,20 @@ class Profile:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    # Read in chunks: f.read(limit) would reserve the whole 2 GiB bound up front, which
+    # fails with MemoryError on a small Dom0 (seen in the Xen lab's 1 GiB dom0).
+    chunks = []
+    total = 0
     with open_isf(path) as f:
         try:
-            data = f.read(MAX_ISF_BYTES + 1)
+            while chunk := f.read(1 << 24):
+                total += len(chunk)
+                if total > MAX_ISF_BYTES:
+                    raise ProfileError(f"profile {path} is larger than {MAX_ISF_BYTES} bytes")
+                chunks.append(chunk)
         except (OSError, EOFError, lzma.LZMAError) as exc:
             raise ProfileError(f"cannot read profile {path}: {exc}") from None
-    if len(data) > MAX_ISF_BYTES:
-        raise ProfileError(f"profile {path} is larger than {MAX_ISF_BYTES} bytes")
+    data = b"".join(chunks)
     try:
         isf = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
