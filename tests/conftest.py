@@ -14,6 +14,21 @@ from xenhpt.lab import machine
 
 XENHPT = str(Path(sys.executable).with_name("xenhpt"))
 
+# A known little process tree for the guest: a shell with two sleeps. The command prints
+# "SHELL_PID SLEEP_A SLEEP_B" once all three exist, and leaves them running.
+TREE_SCRIPT = """
+cat > /tmp/tree.sh <<'END'
+sleep 300 & a=$!
+sleep 301 & b=$!
+echo $$ $a $b > /tmp/tree.pids
+wait
+END
+rm -f /tmp/tree.pids
+sh /tmp/tree.sh > /dev/null 2>&1 &
+while [ ! -s /tmp/tree.pids ]; do sleep 0.1; done
+cat /tmp/tree.pids
+"""
+
 
 @pytest.fixture(scope="session")
 def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -32,20 +32,9 @@ import pytest
 from xenhpt.profile import Profile
 from xenhpt.profile.libvmi_isf import convert, libvmi_copy
 
-from .conftest import XENHPT, run_xenhpt
+from .conftest import TREE_SCRIPT, XENHPT, run_xenhpt
 
 VOL = str(Path(sys.executable).with_name("vol"))
-TREE_SCRIPT = """
-cat > /tmp/peers.sh <<'END'
-sleep 300 & a=$!
-sleep 301 & b=$!
-echo $$ $a $b > /tmp/peers.pids
-wait
-END
-sh /tmp/peers.sh > /dev/null 2>&1 &
-while [ ! -s /tmp/peers.pids ]; do sleep 0.1; done
-cat /tmp/peers.pids
-"""
 
 
 # -- the lab snapshot ------------------------------------------------------------------------

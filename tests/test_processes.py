@@ -12,21 +12,10 @@ import pytest
 from xenhpt.lab import machine
 from xenhpt.lab.qmp import Qmp
 
-from .conftest import run_xenhpt
+from .conftest import TREE_SCRIPT, run_xenhpt
 
 pytestmark = pytest.mark.lab
 
-TREE_SCRIPT = """
-cat > /tmp/tree.sh <<'END'
-sleep 300 & a=$!
-sleep 301 & b=$!
-echo $$ $a $b > /tmp/tree.pids
-wait
-END
-sh /tmp/tree.sh > /dev/null 2>&1 &
-while [ ! -s /tmp/tree.pids ]; do sleep 0.1; done
-cat /tmp/tree.pids
-"""
 
 
 @pytest.fixture(scope="module")
