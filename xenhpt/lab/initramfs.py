@@ -16,6 +16,8 @@ from ..errors import LabError
 
 GUEST_FILES = Path(__file__).with_name("guest")
 GUEST_SOURCES = GUEST_FILES / "src"
+# Data the benchmark workloads use (tst.sh and its text file): /opt/xenhpt/bench/.
+GUEST_BENCH = GUEST_FILES / "bench"
 BUSYBOX = Path("/bin/busybox")
 # strace runs inside the guest for the cross-check: Debian's binary and its libraries.
 STRACE = Path("/usr/bin/strace")
@@ -54,7 +56,11 @@ class CpioWriter:
 
 def _guest_inputs() -> list[Path]:
     files = [BUSYBOX, STRACE] + sorted(p for p in GUEST_FILES.iterdir() if p.is_file())
-    return files + sorted(GUEST_SOURCES.glob("*.c"))
+    return files + sorted(GUEST_SOURCES.glob("*.c")) + _bench_files()
+
+
+def _bench_files() -> list[Path]:
+    return sorted(p for p in GUEST_BENCH.glob("*") if p.is_file())
 
 
 def _compile_programs(out_dir: Path) -> dict[str, bytes]:
@@ -105,6 +111,10 @@ def build_initramfs(out_dir: Path) -> Path:
     cpio.directory("opt/xenhpt/bin")
     for name, body in _compile_programs(out_dir).items():
         cpio.file(f"opt/xenhpt/bin/{name}", body, executable=True)
+    cpio.directory("opt/xenhpt/bench")
+    for path in _bench_files():
+        cpio.file(f"opt/xenhpt/bench/{path.name}", path.read_bytes(),
+                  executable=path.suffix == ".sh")
     if not STRACE.exists():
         raise LabError("/usr/bin/strace not found: install the Debian package strace")
     cpio.file("usr/bin/strace", STRACE.read_bytes(), executable=True)

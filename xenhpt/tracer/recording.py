@@ -192,6 +192,7 @@ class ReplayResult:
     records: int  # trap records fed to the engine
     emitted: int  # syscall records the engine handed the sink
     seconds: float  # wall time of the pipeline (engine + sink), parsing excluded
+    cpu_seconds: float  # CPU time of this process over the same span
 
     @property
     def us_per_record(self) -> float:
@@ -201,6 +202,10 @@ class ReplayResult:
     def us_per_call(self) -> float:
         return self.seconds * 1e6 / max(self.emitted, 1)
 
+    @property
+    def cpu_us_per_record(self) -> float:
+        return self.cpu_seconds * 1e6 / max(self.records, 1)
+
 
 def replay(recording: Recording, sink: Sink) -> ReplayResult:
     """Feed every recorded trap through a fresh engine into ``sink``, as the live run did."""
@@ -208,15 +213,15 @@ def replay(recording: Recording, sink: Sink) -> ReplayResult:
     engine = SyscallEngine(Decoder(h["string_limit"]), sink, recording.call_filter(),
                            recording.process_tree())
     fed = list(_with_readers(recording))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for record in fed:
         if record.kind == "entry":
             engine.entry(record)
         else:
             engine.exit(record)
     engine.finish()
-    seconds = time.perf_counter() - started
-    return ReplayResult(len(fed), engine.stats.emitted, seconds)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return ReplayResult(len(fed), engine.stats.emitted, seconds, cpu)
 
 
 def _with_readers(recording: Recording) -> Iterator[TrapRecord]:

@@ -1,0 +1,475 @@
+#!/usr/bin/env python3
+"""Overhead benchmark: the papers' workloads, untraced vs traced vs strace, in one boot.
+
+    .venv/bin/python tools/bench.py            # 5 repetitions of 5 s runs (~15 min)
+    .venv/bin/python tools/bench.py --quick    # 2 repetitions of 2 s runs (~3-5 min)
+    .venv/bin/python tools/bench.py --quick --json results.json --cprofile tracer.prof
+
+Workloads (built into the lab guest from xenhpt/lab/guest/src/bench_*.c, each printing its
+own score by the guest's clock): ``syscall`` (UnixBench syscall mix), ``shell`` (tst.sh
+runs/min), ``arithmetic`` (integer loop, no calls), ``spawn`` (fork + exec + wait).
+Conditions, interleaved in every repetition (their order rotates): untraced; xenhpt full
+(``xenhpt trace lab -o /dev/null``); xenhpt selective (``-e trace=%file,%process``);
+``strace -f`` inside the guest; ``strace -f --seccomp-bpf`` with the same selection.
+
+Scores are rates, measured twice: by the guest's clock (what the workload prints) and by
+the host's wall clock between markers the workload writes on the console. While a debugger
+holds the VM stopped, QEMU stops the guest's clock, so the guest's own score hides most of
+the cost of a trap: the **overhead ratio = untraced / condition** is computed from the
+wall-clock scores (the guest-clock ratio is shown beside it), per repetition, then
+median, min and max. Tracer-side: traps/s and host CPU of the tracer process per trap.
+Pipeline: a full trace of the shell workload is recorded (``--record``) and replayed
+through decode → pair → tree → output with no guest: µs per trap record.
+
+It boots its own lab guest in a temporary run directory (or uses ``--lab-dir``'s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from xenhpt.lab import machine
+from xenhpt.linux.kernel import Kernel
+from xenhpt.output.stream import StreamSink
+from xenhpt.tracer.recording import load_recording, replay
+from xenhpt.vmi.gdbremote import GdbRemote
+from xenhpt.vmi.qemu import REGISTER_NUMBER, QemuTarget
+
+XENHPT = str(Path(sys.executable).with_name("xenhpt"))
+BIN = "/opt/xenhpt/bin"
+SELECTION = "trace=%file,%process"
+WORKLOADS = {  # name -> (guest command taking the duration, unit)
+    "syscall": (f"{BIN}/bench_syscall", "loops/s"),
+    "shell": (f"{BIN}/bench_shell", "runs/min"),
+    "arithmetic": (f"{BIN}/bench_arith", "loops/s"),
+    "spawn": (f"{BIN}/bench_spawn", "spawns/s"),
+}
+CONDITIONS = {  # name -> (xenhpt trace arguments or None, in-guest prefix)
+    "untraced": (None, ""),
+    "xenhpt-full": ([], ""),
+    "xenhpt-selective": (["-e", SELECTION], ""),
+    "strace-full": (None, "strace -f -o /dev/null "),
+    "strace-selective": (None, f"strace -f --seccomp-bpf -e {SELECTION} -o /dev/null "),
+}
+PAPER = {"syscall": "13.8 / 100.4 / 60.6", "shell": "1.90 / 2.61 / 2.20", "arithmetic": "≈ 1.00",
+         "spawn": "—"}
+SCORE = re.compile(r"bench=(\w+) count=(\d+) seconds=([\d.]+) score=([\d.]+)")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    workload: str
+    condition: str
+    repetition: int
+    count: int
+    guest_seconds: float
+    guest_score: float
+    wall_seconds: float
+    wall_score: float
+    traps: int | None = None
+    trace_seconds: float | None = None  # tracer armed → stopped
+    tracer_cpu: float | None = None  # host CPU s of the tracer while armed
+
+
+# -- the console markers: the workload's timed part, by the host's clock -------------------
+
+class ConsoleMarks:
+    """Watches the console log for "XENHPT-BENCH begin|end TAG" lines, stamped on arrival."""
+
+    def __init__(self, path: Path, poll: float = 0.003) -> None:
+        self.path, self.poll = path, poll
+        self.seen: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ConsoleMarks:
+        self._file = open(self.path, "rb")
+        self._file.seek(0, os.SEEK_END)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self._file.close()
+
+    def _watch(self) -> None:
+        pending = b""
+        while True:
+            stopping = self._stop.is_set()
+            chunk = self._file.read()
+            now = time.monotonic()
+            if chunk:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    match = re.search(rb"XENHPT-BENCH (begin|end) (\S+)", line)
+                    if match:
+                        self.seen[(match.group(1).decode(), match.group(2).decode())] = now
+            if stopping:
+                return
+            time.sleep(self.poll)
+
+    def interval(self, tag: str) -> float:
+        try:
+            return self.seen[("end", tag)] - self.seen[("begin", tag)]
+        except KeyError:
+            raise RuntimeError(f"no begin/end console marker for {tag}") from None
+
+
+# -- one run -------------------------------------------------------------------------------
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+class Tracer:
+    """``xenhpt trace lab -v -o /dev/null`` in the background (never an unread pipe)."""
+
+    def __init__(self, directory: Path, args: list[str], extra: list[str] | None = None,
+                 python: list[str] | None = None) -> None:
+        self.log = Path(tempfile.mkstemp(prefix="xenhpt-bench-trace-")[1])
+        env = {**os.environ, "XENHPT_LAB_DIR": str(directory)}
+        command = [*(python or []), XENHPT, "trace", "lab", "-v", "-o", "/dev/null", *args,
+                   *(extra or [])]
+        with open(self.log, "w") as err:
+            self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                            stderr=err)
+        deadline = time.monotonic() + 120
+        while "armed" not in self.log.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tracer did not start: {self.log.read_text()}")
+            time.sleep(0.02)
+        self.armed = time.monotonic()
+        self.cpu_armed = _cpu_seconds(self.process.pid)
+
+    def stop(self) -> tuple[int, float, float]:
+        """Stop it; (traps, seconds armed, CPU seconds while armed)."""
+        seconds = time.monotonic() - self.armed
+        cpu = _cpu_seconds(self.process.pid) - self.cpu_armed
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=120)
+        text = self.log.read_text()
+        self.log.unlink()
+        match = re.search(r"(\d+) traps", text)
+        if self.process.returncode != 0 or not match:
+            raise RuntimeError(f"tracer failed ({self.process.returncode}): {text}")
+        return int(match.group(1)), seconds, cpu
+
+
+def run_once(directory: Path, marks: ConsoleMarks, workload: str, condition: str,
+             repetition: int, duration: float) -> Run:
+    program, _ = WORKLOADS[workload]
+    trace_args, prefix = CONDITIONS[condition]
+    tag = f"{workload}.{condition}.{repetition}.{time.monotonic_ns()}"
+    command = (f"XENHPT_BENCH_MARK=/dev/ttyS0 XENHPT_BENCH_TAG={tag} "
+               f"{prefix}{program} {duration}")
+    tracer = Tracer(directory, trace_args) if trace_args is not None else None
+    try:
+        result = machine.exec_in_guest(command, timeout=600 + 200 * duration,
+                                       directory=directory)
+    finally:
+        traced = tracer.stop() if tracer is not None else None
+    match = SCORE.search(result.stdout)
+    if result.status != 0 or not match:
+        raise RuntimeError(f"{command} failed ({result.status}): {result.stdout}"
+                           f"{result.stderr}")
+    count, guest_seconds, guest_score = int(match[2]), float(match[3]), float(match[4])
+    time.sleep(0.05)  # let the watcher see the end marker
+    wall = marks.interval(tag)
+    scale = 60.0 if workload == "shell" else 1.0
+    run = Run(workload, condition, repetition, count, guest_seconds, guest_score, wall,
+              count * scale / wall)
+    if traced is not None:
+        run.traps, run.trace_seconds, run.tracer_cpu = traced
+    return run
+
+
+# -- summary -------------------------------------------------------------------------------
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    finite = [v for v in values if v == v and v not in (float("inf"),)]
+    if not finite:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(finite), "min": min(finite), "max": max(finite)}
+
+
+def _ratio(base: float, score: float) -> float:
+    return base / score if score > 0 else float("inf")
+
+
+def summarise(runs: list[Run]) -> dict[str, dict[str, dict[str, object]]]:
+    by: dict[tuple[str, str, int], Run] = {(r.workload, r.condition, r.repetition): r
+                                           for r in runs}
+    summary: dict[str, dict[str, dict[str, object]]] = {}
+    for workload in dict.fromkeys(r.workload for r in runs):
+        summary[workload] = {}
+        for condition in dict.fromkeys(r.condition for r in runs):
+            mine = [r for r in runs if r.workload == workload and r.condition == condition]
+            bases = [by.get((workload, "untraced", r.repetition)) for r in mine]
+            entry: dict[str, object] = {
+                "unit": WORKLOADS[workload][1],
+                "wall_score": _spread([r.wall_score for r in mine]),
+                "guest_score": _spread([r.guest_score for r in mine]),
+                "ratio": _spread([_ratio(b.wall_score, r.wall_score)
+                                  for b, r in zip(bases, mine, strict=True) if b]),
+                "guest_ratio": _spread([_ratio(b.guest_score, r.guest_score)
+                                        for b, r in zip(bases, mine, strict=True) if b]),
+            }
+            traced = [r for r in mine if r.traps is not None]
+            if traced:
+                entry["traps_per_s"] = _spread([r.traps / r.trace_seconds for r in traced
+                                                if r.trace_seconds])
+                entry["tracer_cpu_ms_per_trap"] = _spread(
+                    [1e3 * r.tracer_cpu / r.traps for r in traced if r.traps])
+                entry["tracer_cpu_share"] = _spread([r.tracer_cpu / r.trace_seconds
+                                                     for r in traced if r.trace_seconds])
+            summary[workload][condition] = entry
+    return summary
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if value >= 1e5:
+        return f"{value:.3g}"
+    return f"{value:.{digits}f}" if value < 1000 else f"{value:.0f}"
+
+
+def _range(spread: dict[str, float | None], digits: int = 2) -> str:
+    return (f"{_fmt(spread['median'], digits)} [{_fmt(spread['min'], digits)}–"
+            f"{_fmt(spread['max'], digits)}]")
+
+
+def table(summary: dict[str, dict[str, dict[str, object]]]) -> str:
+    lines = ["| workload | condition | score, wall clock: median [min–max] | unit | "
+             "ratio (wall) median [min–max] | ratio (guest clock) | traps/s | "
+             "tracer CPU ms/trap |",
+             "|---|---|---|---|---|---|---|---|"]
+    for workload, conditions in summary.items():
+        for condition, e in conditions.items():
+            traps = e.get("traps_per_s")
+            cpu = e.get("tracer_cpu_ms_per_trap")
+            lines.append(
+                f"| {workload} | {condition} | {_range(e['wall_score'])} | {e['unit']} | "
+                f"{_range(e['ratio'])} | {_fmt(e['guest_ratio']['median'])} | "
+                f"{_fmt(traps['median'], 0) if traps else ''} | "
+                f"{_fmt(cpu['median'], 3) if cpu else ''} |")
+    return "\n".join(lines)
+
+
+# -- tracer-side: the pipeline alone, and a profile of the live tracer ------------------------
+
+def record_and_replay(directory: Path, duration: float, repeats: int = 3) -> dict[str, object]:
+    """Record a full trace of the shell workload, then replay it with no guest."""
+    path = Path(tempfile.mkstemp(prefix="xenhpt-bench-", suffix=".rec.jsonl")[1])
+    try:
+        tracer = Tracer(directory, [], ["--record", str(path)])
+        try:
+            machine.exec_in_guest(f"{WORKLOADS['shell'][0]} {duration}; "
+                                  f"{WORKLOADS['spawn'][0]} {duration / 4}",
+                                  timeout=600 + 200 * duration, directory=directory)
+        finally:
+            traps = tracer.stop()[0]
+        size = path.stat().st_size
+        recording = load_recording(path)
+    finally:
+        path.unlink(missing_ok=True)
+    result: dict[str, object] = {"traps_live": traps, "records": len(recording.records),
+                                 "recording_bytes": size}
+    for name, as_json in (("text", False), ("json", True)):
+        times = []
+        for _ in range(repeats):
+            with open(os.devnull, "w") as out:
+                sink = StreamSink(out, as_json=as_json)
+                done = replay(recording, sink)
+                sink.close()
+            times.append(done)
+        best = min(times, key=lambda d: d.seconds)
+        result[name] = {"us_per_record": best.us_per_record, "us_per_call": best.us_per_call,
+                        "cpu_us_per_record": best.cpu_us_per_record, "calls": best.emitted,
+                        "seconds": best.seconds}
+    profile = cProfile.Profile()
+    with open(os.devnull, "w") as out:
+        sink = StreamSink(out)
+        profile.enable()
+        replay(recording, sink)
+        profile.disable()
+    result["profile"] = _top(profile, 12)
+    return result
+
+
+def _top(profile: cProfile.Profile | Path, limit: int) -> str:
+    text = io.StringIO()
+    stats = pstats.Stats(str(profile) if isinstance(profile, Path) else profile, stream=text)
+    stats.strip_dirs().sort_stats("tottime").print_stats(limit)
+    lines = text.getvalue().splitlines()
+    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
+    header = [line for line in lines[:start] if "function calls" in line]
+    return "\n".join(header + lines[start:start + limit + 1])
+
+
+def trap_cost(state: machine.LabState, directory: Path, hits: int) -> dict[str, float]:
+    """One breakpoint hit at a 5-byte nop (``__x64_sys_getpid``'s ftrace pad), two ways:
+    stepped over as the backend does today (lift, single-step, re-insert), or with the
+    displaced instruction emulated (rip += 5) and no single-step. ms per hit."""
+    busy = threading.Thread(target=machine.exec_in_guest, daemon=True,
+                            args=(f"{WORKLOADS['syscall'][0]} {8 + hits * 0.02}",),
+                            kwargs={"timeout": 900, "directory": directory})
+    busy.start()
+    time.sleep(0.5)
+    target = QemuTarget("127.0.0.1", state.gdb_port, ram_file=Path(state.ram_file))
+    try:
+        address = Kernel.open(target).symbol("__x64_sys_getpid")
+        target.insert_breakpoint(address)
+        started = time.perf_counter()
+        for _ in range(hits):
+            trap = target.wait_for_trap(timeout=10)
+            assert trap is not None and trap.pc == address
+            target.registers(trap.vcpu)
+        stepped = (time.perf_counter() - started) / hits
+    finally:
+        target.close()
+    remote = GdbRemote("127.0.0.1", state.gdb_port)  # the VM stops when a client attaches
+    rip = 8 * REGISTER_NUMBER["rip"]
+    try:
+        remote.checked(f"Z0,{address:x},1")
+        started = time.perf_counter()
+        for _ in range(hits):
+            remote.send("c")
+            while (reply := remote.receive(10)) is not None and reply[:1] not in (b"T", b"S"):
+                pass
+            registers = bytes.fromhex(remote.checked("g").decode())
+            pc = int.from_bytes(registers[rip:rip + 8], "little")
+            assert pc == address, hex(pc)
+            remote.checked(f"P{REGISTER_NUMBER['rip']:x}={(pc + 5).to_bytes(8, 'little').hex()}")
+        emulated = (time.perf_counter() - started) / hits
+        remote.checked(f"z0,{address:x},1")
+        remote.send("D")
+        remote.receive(2)
+    finally:
+        remote.close()
+    busy.join(timeout=900)
+    return {"hits": hits, "stepped_ms": 1e3 * stepped, "emulated_ms": 1e3 * emulated}
+
+
+def profile_tracer(directory: Path, duration: float, output: Path) -> str:
+    """The live tracer under cProfile during a fully traced syscall loop: where time goes."""
+    tracer = Tracer(directory, [], python=[sys.executable, "-m", "cProfile", "-o", str(output)])
+    try:
+        machine.exec_in_guest(f"{WORKLOADS['syscall'][0]} {duration}", timeout=600,
+                              directory=directory)
+    finally:
+        traps, seconds, cpu = tracer.stop()
+    head = (f"{traps} traps in {seconds:.1f} s; tracer CPU {cpu:.2f} s "
+            f"({1e3 * cpu / max(traps, 1):.3f} ms/trap, under cProfile)")
+    return head + "\n" + _top(output, 18)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 repetitions of 2 s runs")
+    parser.add_argument("--duration", type=float, help="seconds per run (guest clock)")
+    parser.add_argument("--reps", type=int, help="repetitions of every workload × condition")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--conditions", default=",".join(CONDITIONS))
+    parser.add_argument("--json", dest="json_path", default="-",
+                        help="write the JSON results here ('-': stdout, after the table)")
+    parser.add_argument("--cprofile", type=Path, metavar="FILE",
+                        help="also profile the live tracer (full trace, syscall loop) to FILE")
+    parser.add_argument("--lab-dir", type=Path, help="use the lab already running there")
+    options = parser.parse_args()
+    duration = options.duration or (2.0 if options.quick else 5.0)
+    reps = options.reps or (2 if options.quick else 5)
+    workloads = [w for w in options.workloads.split(",") if w]
+    conditions = [c for c in options.conditions.split(",") if c]
+    for name in workloads + conditions:
+        if name not in WORKLOADS and name not in CONDITIONS:
+            parser.error(f"unknown workload or condition {name!r}")
+    if "untraced" not in conditions:
+        conditions.insert(0, "untraced")
+    own_lab = options.lab_dir is None
+    directory = options.lab_dir or Path(tempfile.mkdtemp(prefix="xenhpt-bench-"))
+    started = time.monotonic()
+    load_start = os.getloadavg()
+    state = machine.up(directory=directory) if own_lab else machine.LabState.load(directory)
+    runs: list[Run] = []
+    results: dict[str, object] = {}
+    try:
+        with ConsoleMarks(Path(state.console_log)) as marks:
+            for repetition in range(reps):
+                for index, workload in enumerate(workloads):
+                    shift = (repetition + index) % len(conditions)
+                    for condition in conditions[shift:] + conditions[:shift]:
+                        run = run_once(directory, marks, workload, condition, repetition,
+                                       duration)
+                        runs.append(run)
+                        print(f"[{time.monotonic() - started:6.0f} s] rep {repetition} "
+                              f"{workload:10} {condition:17} {run.wall_score:12.2f} "
+                              f"{WORKLOADS[workload][1]} (wall; guest clock "
+                              f"{run.guest_score:.2f})", file=sys.stderr, flush=True)
+        results["pipeline"] = record_and_replay(directory, min(duration, 2.0))
+        results["trap_cost"] = trap_cost(state, directory, 100 if options.quick else 300)
+        if options.cprofile:
+            results["tracer_profile"] = profile_tracer(directory, duration, options.cprofile)
+    finally:
+        if own_lab:
+            machine.down(directory)
+            shutil.rmtree(directory, ignore_errors=True)
+    summary = summarise(runs)
+    pipeline = results["pipeline"]
+    print(table(summary))
+    print(f"\npipeline alone (replay of {pipeline['records']} recorded trap records, "
+          f"decode → pair → tree → output to /dev/null): "
+          f"{pipeline['text']['us_per_record']:.1f} µs/record "
+          f"({pipeline['text']['us_per_call']:.1f} µs/call) text, "
+          f"{pipeline['json']['us_per_record']:.1f} µs/record json")
+    cost = results["trap_cost"]
+    print(f"one breakpoint hit at a 5-byte nop: {cost['stepped_ms']:.2f} ms stepped over "
+          f"(today), {cost['emulated_ms']:.2f} ms with the instruction emulated (no step)")
+    print("paper (int / sysenter / syscall): " +
+          "; ".join(f"{w} {PAPER[w]}" for w in workloads))
+    document = {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "host": {"machine": platform.node(), "cpus": os.cpu_count(), "kernel": state.release,
+                 "accel": state.accel, "loadavg_start": load_start,
+                 "loadavg_end": os.getloadavg()},
+        "duration_s": duration, "repetitions": reps, "elapsed_s": time.monotonic() - started,
+        "summary": summary, "runs": [asdict(r) for r in runs], **results,
+    }
+    text = json.dumps(document, indent=1, default=lambda v: None)
+    if options.json_path == "-":
+        print(text)
+    else:
+        Path(options.json_path).write_text(text + "\n")
+    if "tracer_profile" in results:
+        print("\nlive tracer profile:\n" + str(results["tracer_profile"]), file=sys.stderr)
+    print("\npipeline profile:\n" + str(pipeline["profile"]), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
