@@ -16,6 +16,7 @@ from ..errors import MemoryReadError, TargetGone, XenhptError
 from .gdbremote import MAX_READ, GdbError, GdbRemote
 from .paging import PageWalker, levels_from_cr4
 from .target import Trap
+from .xen_emulate import MAX_INSTRUCTION, UnsupportedInstruction, decode, emulate
 
 # QEMU's x86_64 'g' packet, in register-number order: (name, size in bytes).
 _G_LAYOUT = (
@@ -56,14 +57,21 @@ class GdbPhysicalMemory:
             size -= chunk
         return bytes(out)
 
+    def write_physical(self, address: int, data: bytes) -> None:
+        try:
+            self._remote.checked(f"M{address:x},{len(data):x}:{data.hex()}")
+        except GdbError:
+            raise MemoryReadError(address, "guest-physical address not writable") from None
+
 
 class MappedRam:
     """Guest RAM from QEMU's shared memory-backend-file (flat below 4 GiB)."""
 
     def __init__(self, path: Path) -> None:
         try:
-            with open(path, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            # Writable, shared: an emulated push (see emulate_breakpoint) stores to guest RAM.
+            with open(path, "r+b") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE)
         except OSError as exc:
             raise XenhptError(f"cannot map guest RAM file {path}: {exc}") from None
         self._size = len(self._map)
@@ -76,6 +84,11 @@ class MappedRam:
         if address < 0 or address + size > self._size:
             raise MemoryReadError(address, "guest-physical address beyond RAM")
         return self._map[address : address + size]
+
+    def write_physical(self, address: int, data: bytes) -> None:
+        if address < 0 or address + len(data) > self._size:
+            raise MemoryReadError(address, "guest-physical address beyond RAM")
+        self._map[address : address + len(data)] = data
 
     def close(self) -> None:
         self._map.close()
@@ -93,7 +106,12 @@ class QemuTarget:
         self._threads = self._list_threads()
         self._breakpoints: set[int] = set()
         self._registers: dict[int, dict[str, int]] = {}
+        self._raw_registers: dict[int, bytes] = {}  # the whole 'g' reply, for 'G' writes
         self._selected: int | None = None
+        # Execute the instruction under a breakpoint ourselves instead of stepping over it.
+        self.emulate_breakpoints = True
+        self.emulated = 0
+        self.stepped = 0
         # The vCPU that stopped on a breakpoint must step over it before running on.
         self._stopped_at: Trap | None = None
         # A breakpoint hit found while stepping over another one, not yet reported.
@@ -153,6 +171,7 @@ class QemuTarget:
             return cached
         self._select(vcpu)
         raw = bytes.fromhex(self.remote.checked("g").decode())
+        self._raw_registers[vcpu] = raw
         values: dict[str, int] = {}
         offset = 0
         for name, size in _G_LAYOUT:
@@ -197,6 +216,7 @@ class QemuTarget:
 
     def _invalidate(self) -> None:
         self._registers.clear()
+        self._raw_registers.clear()
         self._selected = None
         self.paging.flush()
 
@@ -206,6 +226,9 @@ class QemuTarget:
         self._stopped_at = None
         if trap is None or trap.pc not in self._breakpoints:
             return None
+        if self.emulate_breakpoints and self._emulate(trap):
+            return None
+        self.stepped += 1
         # QEMU would report the same PC forever: lift the breakpoint, step only this vCPU
         # (the others stay stopped, so none can slip past the lifted breakpoint), put it back.
         self.remote.checked(f"z0,{trap.pc:x},1")
@@ -222,6 +245,39 @@ class QemuTarget:
             self._stopped_at = stepped
             return stepped
         return None
+
+    def _emulate(self, trap: Trap) -> bool:
+        """Execute the instruction under the breakpoint in the guest's place, if we can.
+
+        A step-over costs a second debug stop (QEMU flushes its translated code on each),
+        remove and re-insert packets: ~3.4 ms against ~0.6 ms for writing the registers
+        the instruction would have produced (tools/bench.py measures both every run).
+        """
+        registers = self.registers(trap.vcpu)
+        raw = self._raw_registers.get(trap.vcpu)
+        dtb = registers["cr3"]
+        try:
+            code = self.paging.read(dtb, trap.pc, MAX_INSTRUCTION)
+            form = decode(code, trap.pc)
+            effect = emulate(form, code, trap.pc, registers)
+            if effect.memory_write is not None:
+                address, data = effect.memory_write
+                self._memory.write_physical(self.paging.translate(dtb, address), data)
+        except (UnsupportedInstruction, MemoryReadError):
+            return False
+        if raw is None:
+            return False
+        blob = bytearray(raw)
+        offset = 0
+        for name, size in _G_LAYOUT:
+            if name in effect.registers:
+                value = effect.registers[name] & ((1 << (8 * size)) - 1)
+                blob[offset : offset + size] = value.to_bytes(size, "little")
+            offset += size
+        self._select(trap.vcpu)
+        self.remote.checked(f"G{blob.hex()}")
+        self.emulated += 1
+        return True
 
     def _wait_stop(self, timeout: float | None) -> bytes | None:
         while True:
