@@ -56,7 +56,7 @@ class CpioWriter:
 
 def _guest_inputs() -> list[Path]:
     files = [BUSYBOX, STRACE] + sorted(p for p in GUEST_FILES.iterdir() if p.is_file())
-    return files + sorted(GUEST_SOURCES.glob("*.c")) + _bench_files()
+    return files + sorted(GUEST_SOURCES.glob("*.[ch]")) + _bench_files()
 
 
 def _bench_files() -> list[Path]:
