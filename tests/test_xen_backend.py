@@ -30,6 +30,7 @@ KERNEL_GS = 0xFFFF_8880_3FC0_0000
 class Responses:
     NONE = "none"
     SET_REGISTERS = "set-registers"
+    EMULATE = "emulate"
 
 
 class FakeVmi:
@@ -102,10 +103,20 @@ def map_page(memory: bytearray, va: int, pa: int, tables: list[int]) -> None:
 
 @pytest.fixture
 def guest(tmp_path: Path):
+    yield from _guest(tmp_path, "int3")
+
+
+@pytest.fixture
+def sldt_guest(tmp_path: Path):
+    yield from _guest(tmp_path, "sldt")
+
+
+def _guest(tmp_path: Path, trap: str):
     memory = bytearray(0x40000)
     tables = [0x2000 * i for i in range(1, 12)]  # page-table pages at 0x2000, 0x4000, ...
     map_page(memory, ENTRY & ~0xFFF, 0x30000, tables)
     map_page(memory, STACK & ~0xFFF, 0x31000, tables)
+    map_page(memory, (KERNEL_GS + 0x6014) & ~0xFFF, 0x32000, tables)  # per-CPU TSS slot
     code = {ENTRY: "0f01f8654889242514600000", EXIT: "534889fbe877", MOVED: "f30f1efa0f01f8"}
     for va, hexbytes in code.items():
         memory[0x30000 + (va & 0xFFF):0x30000 + (va & 0xFFF) + len(hexbytes) // 2] = \
@@ -119,7 +130,7 @@ def guest(tmp_path: Path):
         connected.append(events)
         return fake
 
-    target = XenTarget(connect, "lab", 7, responses=Responses, state_dir=tmp_path)
+    target = XenTarget(connect, "lab", 7, responses=Responses, state_dir=tmp_path, trap=trap)
     target._ensure_events = lambda: None  # the real one registers libvmi.event objects
     target._events = ["int3"]
     yield SimpleNamespace(target=target, fake=fake, memory=memory, connected=connected,
@@ -142,27 +153,28 @@ def test_attach_does_not_open_the_monitor_ring_and_leaves_the_domain_running(gue
 
 
 def test_a_breakpoint_writes_int3_and_records_the_original_byte_first(guest):
-    guest.target.insert_breakpoint(ENTRY)
-    assert guest.memory[0x30080] == 0xCC
-    assert json.loads(guest.state.read_text())["bytes"] == {"0x30080": 0x0F}
+    guest.target.insert_breakpoint(EXIT)
+    assert guest.memory[0x30180] == 0xCC
+    assert json.loads(guest.state.read_text())["bytes"] == {"0x30180": 0x53}
     assert guest.fake.paused == 0
 
 
 def test_swapgs_trap_reports_the_breakpoint_state_and_moves_the_vcpu_past_it(guest):
+    """The guest runs its own swapgs (no set_vcpureg); the INT3 sits on the next one."""
     target = guest.target
     target.insert_breakpoint(ENTRY)
-    event = int3_event(1, ENTRY, rax=39)
-    guest.fake.regs[1]["k_gs_base"] = KERNEL_GS
+    assert guest.memory[0x30080:0x30084] == bytes.fromhex("0f01f8cc")
+    event = int3_event(1, ENTRY + 3, rax=39, rsp=0x7FFF_0000_1000, gs_base=KERNEL_GS)
+    guest.fake.regs[1]["k_gs_base"] = 0x7000  # after the guest's swapgs: user gs is shadow
     assert target._on_int3(guest.fake, event) == Responses.SET_REGISTERS
     assert event.reinject == 0
-    assert event.x86_regs.rip == ENTRY + 3  # the response moves the vCPU on
-    assert ("gs_base", KERNEL_GS) in guest.fake.set_calls
-    assert ("k_gs_base", 0) in guest.fake.set_calls
+    assert event.x86_regs.rip == ENTRY + 12  # past mov %rsp,%gs:0x6014, executed for it
+    assert guest.fake.set_calls == []
     trap = target.wait_for_trap(timeout=0)
     assert (trap.vcpu, trap.pc, trap.reason) == (1, ENTRY, "breakpoint")
     registers = target.registers(1)  # as at the breakpoint, like the gdbstub backend
-    assert (registers["rip"], registers["rax"], registers["k_gs_base"]) == (ENTRY, 39,
-                                                                             KERNEL_GS)
+    assert (registers["rip"], registers["rax"], registers["k_gs_base"],
+            registers["gs_base"]) == (ENTRY, 39, KERNEL_GS, 0x7000)
     assert guest.fake.paused == 1  # the tracer reads a stopped guest
     assert target.wait_for_trap(timeout=0) is None
     assert guest.fake.paused == 0
@@ -185,18 +197,18 @@ def test_an_int3_that_is_not_ours_goes_back_to_the_guest(guest):
 
 
 def test_a_hit_queued_before_removal_reexecutes_the_restored_instruction(guest):
-    guest.target.insert_breakpoint(ENTRY)
-    guest.target.remove_breakpoint(ENTRY)
-    assert guest.memory[0x30080] == 0x0F
-    event = int3_event(0, ENTRY)
+    guest.target.insert_breakpoint(EXIT)
+    guest.target.remove_breakpoint(EXIT)
+    assert guest.memory[0x30180] == 0x53
+    event = int3_event(0, EXIT)
     assert guest.target._on_int3(guest.fake, event) == Responses.NONE
-    assert event.reinject == 0 and event.x86_regs.rip == ENTRY
+    assert event.reinject == 0 and event.x86_regs.rip == EXIT
 
 
 def test_close_restores_every_byte_removes_the_state_file_and_resumes(guest):
     guest.target.insert_breakpoint(ENTRY)
     guest.target.insert_breakpoint(EXIT)
-    guest.target._on_int3(guest.fake, int3_event(0, ENTRY))  # pauses, trap still queued
+    guest.target._on_int3(guest.fake, int3_event(0, ENTRY + 3))  # pauses, trap queued
     guest.target.close()
     assert guest.memory[0x30080] == 0x0F and guest.memory[0x30180] == 0x53
     assert not guest.state.exists()
@@ -299,3 +311,64 @@ def test_ps_on_a_xen_target_without_xen_is_one_clear_line():
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Xen Dom0" in lines[0], done.stderr
+
+
+# -- XENHPT_XEN_TRAP=sldt: the 3-byte descriptor-table read Xen reports as an event ----------
+
+def test_sldt_trap_displaces_push_rbx_and_the_next_mov_and_executes_both(sldt_guest):
+    guest = sldt_guest
+    guest.target.insert_breakpoint(EXIT)
+    assert guest.memory[0x30180:0x30184] == bytes.fromhex("0f00c0fb")
+    state = json.loads(guest.state.read_text())
+    assert state["bytes"] == {"0x30180": 0x53, "0x30181": 0x48, "0x30182": 0x89}
+    assert state["patched"] == {"0x30180": 0x0F, "0x30181": 0x00, "0x30182": 0xC0}
+    event = int3_event(0, EXIT, rbx=0xAABB_CCDD, rdi=0xFFFF_C900_0000_0F58)
+    assert guest.target._on_descriptor(guest.fake, event) == Responses.SET_REGISTERS
+    regs = event.x86_regs
+    assert (regs.rip, regs.rsp, regs.rbx) == (EXIT + 4, STACK - 8, 0xFFFF_C900_0000_0F58)
+    stored = guest.memory[0x31000 + ((STACK - 8) & 0xFFF):][:8]
+    assert struct.unpack("<Q", stored)[0] == 0xAABB_CCDD
+    trap = guest.target.wait_for_trap(timeout=0)
+    seen = guest.target.registers(0)  # the state at the trap address, before the push
+    assert (trap.pc, seen["rip"], seen["rsp"], seen["rbx"]) == (EXIT, EXIT, STACK, 0xAABB_CCDD)
+
+
+def test_sldt_trap_at_a_swapgs_goes_after_it_and_reports_the_gs_bases_before_it(sldt_guest):
+    guest = sldt_guest
+    target = guest.target
+    target.insert_breakpoint(ENTRY)
+    assert guest.memory[0x30080:0x30086] == bytes.fromhex("0f01f80f00c0")  # swapgs kept
+    assert target.breakpoints == frozenset({ENTRY})
+    guest.fake.regs[0]["k_gs_base"] = 0x7000  # the guest's swapgs ran: user gs is shadow
+    event = int3_event(0, ENTRY + 3, rax=39, rsp=0x7FFF_0000_1000, gs_base=KERNEL_GS)
+    assert target._on_descriptor(guest.fake, event) == Responses.SET_REGISTERS
+    assert event.x86_regs.rip == ENTRY + 12 and guest.fake.set_calls == []
+    assert struct.unpack("<Q", guest.memory[0x32014:0x3201C])[0] == 0x7FFF_0000_1000
+    trap = target.wait_for_trap(timeout=0)
+    seen = target.registers(0)
+    assert (trap.pc, seen["rip"], seen["rax"]) == (ENTRY, ENTRY, 39)
+    assert (seen["gs_base"], seen["k_gs_base"]) == (0x7000, KERNEL_GS)
+    target.remove_breakpoint(ENTRY)
+    assert guest.memory[0x30080:0x30086] == bytes.fromhex("0f01f8654889")
+    assert target.breakpoints == frozenset()
+
+
+def test_the_guests_own_descriptor_instructions_are_emulated_by_xen(sldt_guest):
+    event = int3_event(0, ENTRY + 0x40)
+    assert sldt_guest.target._on_descriptor(sldt_guest.fake, event) == Responses.EMULATE
+    assert sldt_guest.target.wait_for_trap(timeout=0) is None
+
+
+def test_repair_puts_back_the_bytes_of_a_multi_byte_trap(tmp_path):
+    memory = Memory()
+    memory.data[0x10:0x13] = bytes.fromhex("0f00c0")
+    state = tmp_path / "d.json"
+    state.write_text(json.dumps({"domid": 3, "bytes": {"0x10": 0x53, "0x11": 0x48, "0x12": 0x89},
+                                 "patched": {"0x10": 0x0F, "0x11": 0x00, "0x12": 0xC0}}))
+    assert repair_leftovers(memory, 3, state) == 3
+    assert memory.data[0x10:0x13] == bytes.fromhex("534889")
+
+
+def test_an_unknown_trap_kind_is_refused(tmp_path):
+    with pytest.raises(XenhptError, match="XENHPT_XEN_TRAP"):
+        XenTarget(lambda events: None, "lab", 7, trap="ud2", state_dir=tmp_path)

@@ -143,3 +143,41 @@ def test_every_trap_point_of_the_lab_kernel_can_be_executed():
              and (start + i + 5 + struct.unpack_from("<i", body, i + 1)[0]) % 2**64 == target]
     assert sites and all(decode(image.read(site, 15), site).name == "mov %reg,disp(%reg)"
                          for site in sites)
+
+
+def test_mov_between_registers_and_the_32_bit_form_zero_extends():
+    before = regs(rdi=0xFFFF_C900_0001_3F58, rsp=0x7FFF_1234_5678)
+    assert run(bytes.fromhex("4889fb"), before).registers == {   # mov %rdi,%rbx
+        "rip": AT + 3, "rbx": 0xFFFF_C900_0001_3F58}
+    assert run(bytes.fromhex("4189e0"), before).registers == {   # movl %esp,%r8d
+        "rip": AT + 3, "r8": 0x1234_5678}
+
+
+def test_mov_rsp_to_a_gs_relative_per_cpu_slot():
+    before = regs(gs_base=0xFFFF_8880_3FC0_0000, rsp=0x7FFF_0000_1000)
+    effect = run(bytes.fromhex("654889242514600000"), before)  # mov %rsp,%gs:0x6014
+    assert effect.registers == {"rip": AT + 9}
+    assert effect.memory_write == (0xFFFF_8880_3FC0_6014, struct.pack("<Q", 0x7FFF_0000_1000))
+
+
+@pytest.mark.skipif(not (KERNEL.is_file() and PROFILE.is_file()),
+                    reason="needs the lab kernel image and profile (make test fetches them)")
+def test_every_trap_point_of_the_lab_kernel_takes_the_3_byte_sldt_trap():
+    """XENHPT_XEN_TRAP=sldt (the QEMU Xen lab): after a leading swapgs (which the guest
+    runs itself), the instructions covering 3 bytes can all be executed by the tracer."""
+    from xenhpt.profile.kimage import KernelImage
+    from xenhpt.vmi.xen_breakpoints import displaced_steps
+
+    symbols = json.loads(PROFILE.read_text())["symbols"]
+    image = KernelImage.open(KERNEL)
+    shapes = {}
+    for name in ("entry_SYSCALL_64", "entry_SYSCALL_compat", "entry_SYSENTER_compat",
+                 "asm_int80_emulation", EXIT_FUNCTION, "__x64_sys_read"):
+        address = symbols[name]["address"]
+        code = image.read(address, 15)
+        if code.startswith(bytes.fromhex("0f01f8")):
+            address, code = address + 3, image.read(address + 3, 15)
+        shapes[name] = [step.form.name for step in displaced_steps(code, address, 3)]
+    assert shapes["entry_SYSCALL_64"] == ["mov %reg,%gs:disp32"]
+    assert shapes["entry_SYSCALL_compat"] == ["mov %reg,%reg"]
+    assert shapes[EXIT_FUNCTION] == ["push %rbx", "mov %reg,%reg"]

@@ -3,6 +3,9 @@
 /bin/busybox --install -s /bin
 export PATH=/usr/lib/xen-4.17/bin:/usr/bin:/bin:/sbin
 export HOME=/root PYTHONPATH=/opt/site LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu
+# QEMU 7.2 TCG's nested SVM delivers a guest's INT3 without checking Xen's #BP intercept,
+# so INT3 never reaches the monitor here: trap with sldt + DESCRIPTOR_ACCESS events.
+export XENHPT_XEN_TRAP=${XENHPT_XEN_TRAP:-sldt}
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs dev /dev
@@ -10,7 +13,7 @@ mkdir -p /dev/pts
 mount -t devpts devpts /dev/pts  # xenconsoled gives each domain a pty
 mount -t tmpfs tmp /tmp
 mount -t tmpfs run /var/run
-mkdir -p /var/run/xen /var/run/xenstored /var/log/xen /var/lib/xen
+mkdir -p /var/run/xen /var/run/xenstored /var/log/xen/console /var/lib/xen
 for m in xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc; do insmod /lib/modules/$m.ko; done
 mount -t xenfs xenfs /proc/xen
 # profile/isf.py reads with f.read(MAX_ISF_BYTES + 1), which reserves that much up front.
@@ -18,7 +21,8 @@ echo 1 > /proc/sys/vm/overcommit_memory
 echo "dom0: capabilities $(cat /proc/xen/capabilities)"
 xenstored --pid-file /var/run/xenstored.pid
 xen-init-dom0
-xenconsoled --pid-file=/var/run/xenconsoled.pid
+# --log=guest: the domU's console goes to /var/log/xen/console/guest-lab.log (dumped at the end)
+xenconsoled --pid-file=/var/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
 xl info | grep -E 'virt_caps|xen_version'
 xl create /etc/xen/lab.cfg
 sleep 20
@@ -30,16 +34,45 @@ step() {  # run one check, time it, mark it
     echo "XENLAB-RC $rc ($(( $(date +%s) - start ))s) $*"
     return $rc
 }
+check() {  # a line the trace must contain (fixed string)
+    if grep -qF -- "$1" "$2"; then echo "XENLAB-CHECK ok: $1"; else echo "XENLAB-CHECK FAIL: $1"; ok=0; fi
+}
+domu_alive() {  # the domU must still run after xenhpt detached (not ---c- crashed)
+    if xl list | grep -q '^lab .*c-'; then echo "XENLAB-DOMU-CRASHED"; ok=0
+    else echo "XENLAB-CHECK ok: domU still running"; fi
+}
 echo XENLAB-BEGIN
 ok=1
-step xenhpt ps xen:lab || ok=0
-step xenhpt ps xen:1 || ok=0
-step xenhpt trace xen:lab --duration 10 -v -c -o /tmp/trace.txt 2>&1 | tee /tmp/trace.err || ok=0
-grep -q " 0 traps" /tmp/trace.err && ok=0
-head -20 /tmp/trace.txt
-xl list | grep -q '^lab .*c-' && { echo "XENLAB-DOMU-CRASHED"; ok=0; }
-step xenhpt trace xen:lab --duration 5 -e trace=openat,execve -v || ok=0
-xl list
+if [ -f /lab/steps.sh ]; then  # XENLAB_STEPS: a custom experiment instead
+    . /lab/steps.sh
+else
+    step xenhpt ps xen:lab || ok=0
+    step xenhpt ps xen:1 || ok=0
+    # Full mode (every entry stub + the common exit): strace-like lines, checked below.
+    step xenhpt trace xen:lab --duration 15 -v -o /tmp/trace.txt 2>/tmp/trace.err || ok=0
+    cat /tmp/trace.err
+    echo XENLAB-TRACE-BEGIN; head -60 /tmp/trace.txt; echo XENLAB-TRACE-END
+    check 'execve("/proc/self/exe", ["cat", "/proc/version"], ' /tmp/trace.txt
+    check 'openat(AT_FDCWD, "/proc/version", O_RDONLY) = 3' /tmp/trace.txt
+    check ' = -1 ECHILD (No child processes)' /tmp/trace.txt
+    domu_alive
+    # Selective mode (only the chosen __x64_sys_* and their return sites), then -c.
+    step xenhpt trace xen:lab --duration 10 -e trace=openat,execve,write -v -o /tmp/sel.txt \
+        2>/tmp/sel.err || ok=0
+    cat /tmp/sel.err; head -20 /tmp/sel.txt
+    check 'write(1, "tick\n", 5) = 5' /tmp/sel.txt
+    check 'openat(AT_FDCWD, "/tmp/t", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 3' /tmp/sel.txt
+    step xenhpt trace xen:lab --duration 10 -v -c -o /tmp/summary.txt 2>&1 || ok=0
+    cat /tmp/summary.txt
+    domu_alive
+    xl list
+fi
+echo XENLAB-GUEST-CONSOLE
+tail -n 80 /var/log/xen/console/guest-lab.log 2>/dev/null
+if grep -qE 'int3: |double fault|Kernel panic|BUG: |general protection' \
+        /var/log/xen/console/guest-lab.log 2>/dev/null; then echo XENLAB-GUEST-OOPS; ok=0; fi
+echo XENLAB-XL-DMESG
+xl dmesg | grep -v 'save:' | tail -n 30
 [ $ok = 1 ] && echo XENLAB-PASS || echo XENLAB-FAIL
 echo XENLAB-END
 poweroff -f

@@ -6,6 +6,8 @@
 #
 #   tools/xenlab/run.sh            build what is missing, boot, print the dom0 results
 #   XENLAB_TIMEOUT=900 tools/xenlab/run.sh
+#   XENLAB_STEPS=my-steps.sh tools/xenlab/run.sh   run these dom0 shell lines instead of the
+#                                                  default checks (e.g. python3.11 /lab/probe.py)
 #
 # Everything lives in ~/.cache/xenhpt/xenlab (Debian packages fetched with
 # `apt-get download`, never installed on this host). The serial log is console.log there;
@@ -115,6 +117,8 @@ EOF
     chmod +x "$D/usr/bin/xenhpt"
     cp "$DOMU_KERNEL" "$D/lab/vmlinuz"
     cp "$CACHE/domu.cpio.gz" "$D/lab/initrd"
+    cp "$HERE/probe.py" "$D/lab/probe.py"
+    if [ -n "${XENLAB_STEPS:-}" ]; then cp "$XENLAB_STEPS" "$D/lab/steps.sh"; fi
     cat > "$D/etc/xen/lab.cfg" <<'EOF'
 name = "lab"
 type = "pvh"

@@ -8,8 +8,11 @@ Traps use what stock Xen gives a Dom0 tool (DESIGN.md, "LibVMI"): an INT3 byte w
 each trap address, reported as a monitor event with reinjection off. The guest does not
 execute the instruction the 0xCC displaced; the tracer executes it for the guest
 (:mod:`~xenhpt.vmi.xen_emulate`): the new GPRs, ``rip`` and ``rflags`` go back with the event
-response, ``gs_base``/``k_gs_base`` (``swapgs``) through ``set_vcpureg`` and a ``push``'s
-store through guest memory. No single-step is needed, which AMD hosts lack.
+response and a ``push``'s store through guest memory. A ``swapgs`` is never executed for
+the guest (that would need ``set_vcpureg``, a full HVM context round trip that corrupted the
+gs bases in the lab): the trap goes on the instruction after it. No single-step is needed,
+which AMD hosts lack. ``XENHPT_XEN_TRAP=sldt`` writes ``sldt %eax`` instead of INT3 and
+takes DESCRIPTOR_ACCESS events: QEMU's TCG (the Xen lab) never reports INT3 to Xen.
 
 At a trap the callback pauses the domain, so the tracer reads registers and memory as
 they were at the breakpoint; :meth:`XenTarget.registers` returns that snapshot (``rip`` =
@@ -38,7 +41,7 @@ from typing import Any
 from ..errors import MemoryReadError, TargetUnreachable, XenhptError
 from .paging import PageWalker, kernel_dtb, levels_from_cr4
 from .target import Trap
-from .xen_breakpoints import BreakpointBook, repair_leftovers, state_path
+from .xen_breakpoints import TRAP_PATCHES, BreakpointBook, repair_leftovers, state_path
 from .xen_emulate import MAX_INSTRUCTION, emulate
 from .xen_msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP, MsrChange, MsrWatch
 
@@ -57,6 +60,7 @@ REGISTER_IDS = {
 SHADOW_GS = REGISTER_IDS["k_gs_base"]
 MSR_IDS = {MSR_LSTAR: 71, MSR_CSTAR: 72, MSR_SYSENTER_EIP: 67, MSR_EFER: 74}  # -> LibVMI reg id
 MSR_ALL = 76
+SWAPGS = bytes.fromhex("0f01f8")
 # Our register name -> field of the event's x86_registers_t (the part the response sets).
 EVENT_FIELDS = {name: name for name in (
     "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
@@ -97,7 +101,12 @@ class XenTarget:
 
     def __init__(self, connect: Callable[[bool], Any], name: str, domid: int, *,
                  responses: Any = None, state_dir: Path | None = None,
-                 cr3_events: bool = False) -> None:
+                 cr3_events: bool = False, trap: str = "int3") -> None:
+        if trap not in TRAP_PATCHES:
+            raise XenhptError(f"xen: unknown trap instruction {trap!r} "
+                              f"(XENHPT_XEN_TRAP: {' or '.join(TRAP_PATCHES)})")
+        self.trap = trap
+        self._patch = TRAP_PATCHES[trap]
         self._connect = connect
         self.name = name
         self.domid = domid
@@ -111,6 +120,10 @@ class XenTarget:
         self._registers: dict[int, dict[str, int]] = {}
         self._failure: BaseException | None = None
         self._aliases: dict[int, int] = {}  # followed entry point -> the address armed
+        # sldt traps placed after a swapgs the guest runs itself: trap address -> the
+        # address the tracer asked for (its hits are reported there, with the gs bases
+        # swapped back so they look as they did before the swapgs).
+        self._after_swapgs: set[int] = set()
         self._closed = False
         self.msr = MsrWatch()
         self.msr_changes: list[MsrChange] = []
@@ -238,13 +251,48 @@ class XenTarget:
         self.pause()
         try:
             cr3 = self.registers(0)["cr3"]
-            physical = self._kernel_physical(cr3, address)
-            code = self.read_virtual(kernel_dtb(cr3) if self._needs_kernel_dtb(cr3, address)
-                                     else cr3, address, MAX_INSTRUCTION)
-            self.book.insert(address, physical, code)
+            trap_at = address
+            code = self._code(cr3, address)
+            if code.startswith(SWAPGS):
+                # Executing swapgs for the guest needs set_vcpureg (a full HVM context
+                # round trip that, in the Xen lab, left both gs bases = kernel: a double
+                # fault at the next entry): let the guest run it, trap the next one.
+                trap_at = address + len(SWAPGS)
+                code = self._code(cr3, trap_at)
+            physical = self._kernel_physical(cr3, trap_at)
+            if len(self._patch) > 1:
+                self._check_no_vcpu_inside(trap_at, code)
+            self.book.insert(trap_at, physical, code, self._patch)
+            if trap_at != address:
+                self._aliases[trap_at] = address
+                self._after_swapgs.add(trap_at)
         finally:
             if not was_paused:
                 self.resume()
+
+    def _code(self, cr3: int, address: int) -> bytes:
+        dtb = kernel_dtb(cr3) if self._needs_kernel_dtb(cr3, address) else cr3
+        return self.read_virtual(dtb, address, MAX_INSTRUCTION)
+
+    def _reported(self, address: int) -> int:
+        """The address the tracer armed for a trap that fired at ``address``."""
+        seen = set()
+        while address in self._aliases and address not in seen:
+            seen.add(address)
+            address = self._aliases[address]
+        return address
+
+    def _check_no_vcpu_inside(self, address: int, code: bytes) -> None:
+        """A multi-byte trap must not cut an instruction a paused vCPU will resume at."""
+        from .xen_breakpoints import displaced_steps
+
+        steps = displaced_steps(code, address, len(self._patch))
+        end = steps[-1].address + len(steps[-1].code)
+        for vcpu in range(self.vcpu_count):
+            rip = self.registers(vcpu)["rip"]
+            if address < rip < end:
+                raise XenhptError(f"cannot trap {address:#x} now: vCPU {vcpu} is stopped "
+                                  f"inside it (rip {rip:#x}); try again")
 
     def _needs_kernel_dtb(self, cr3: int, address: int) -> bool:
         try:
@@ -258,11 +306,12 @@ class XenTarget:
             if armed == address:
                 self.book.remove(alias)
                 del self._aliases[alias]
+                self._after_swapgs.discard(alias)
         self.book.remove(address)
 
     @property
     def breakpoints(self) -> frozenset[int]:
-        return frozenset(self.book.armed)
+        return frozenset(self._reported(address) for address in self.book.armed)
 
     def insert_exception_trap(self, method: str) -> None:
         """The paper's EFER.SCE (#UD) / SYSENTER_CS (#GP) traps: refused on stock Xen."""
@@ -274,7 +323,14 @@ class XenTarget:
         if self._events:
             return
         from libvmi import MSR, X86Reg
-        from libvmi.event import EventResponse, IntEvent, RegAccess, RegEvent
+        from libvmi.event import Event, EventResponse, EventType, IntEvent, RegAccess, RegEvent
+
+        class DescriptorEvent(Event):  # the bindings have no class for this event type
+            type = EventType.DESCRIPTOR_ACCESS
+
+            def to_cffi(self) -> Any:
+                super().to_cffi()
+                return self._cffi_event
 
         self._responses = self._responses or EventResponse
         # Reattach with INIT_EVENTS (the first attach left the monitor ring alone).
@@ -285,7 +341,9 @@ class XenTarget:
         self.vmi = self._connect(True)
         for _ in range(pauses):
             self.pause()
-        events = [IntEvent(self._on_int3), RegEvent(MSR.ALL, RegAccess.W, self._on_msr)]
+        trap = (IntEvent(self._on_int3) if self.trap == "int3"
+                else DescriptorEvent(self._on_descriptor))
+        events = [trap, RegEvent(MSR.ALL, RegAccess.W, self._on_msr)]
         if self._cr3_events:
             events.append(RegEvent(X86Reg.CR3, RegAccess.W, self._on_cr3))
         for event in events:
@@ -297,11 +355,20 @@ class XenTarget:
 
     def _on_int3(self, vmi: Any, event: Any) -> Any:
         """INT3 callback: ours -> execute the displaced instruction; else give it back."""
+        return self._on_trap(event, int3=True)
+
+    def _on_descriptor(self, vmi: Any, event: Any) -> Any:
+        """DESCRIPTOR_ACCESS callback (the ``sldt`` trap): ours -> execute the displaced
+        instructions; the guest's own SGDT/SIDT/SLDT/STR/L*: let Xen emulate them."""
+        return self._on_trap(event, int3=False)
+
+    def _on_trap(self, event: Any, int3: bool) -> Any:
         try:
-            return self._handle_int3(event)
+            return self._handle_trap(event, int3)
         except BaseException as exc:  # noqa: BLE001 - must not cross into C: the vCPU would hang
             self._failure = exc
-            event.reinject = 0
+            if int3:
+                event.reinject = 0
             address = int(event.x86_regs.rip)
             try:  # lift the byte so the vCPU re-executes the original instruction
                 self.book.remove(address)
@@ -309,32 +376,46 @@ class XenTarget:
                 pass
             return self._responses.NONE
 
-    def _handle_int3(self, event: Any) -> Any:
+    def _handle_trap(self, event: Any, int3: bool = True) -> Any:
         regs = event.x86_regs
         address = int(regs.rip)
         breakpoint_ = self.book.armed.get(address)
         if breakpoint_ is None:
-            # Lifted while this event was queued: run the original byte. Else it is the
-            # guest's own INT3 (kprobes, a debugger inside): deliver it.
-            event.reinject = 0 if address in self.book.retired else 1
-            return self._responses.NONE
-        event.reinject = 0
+            # Lifted while this event was queued: run the original instruction. Else it
+            # is the guest's own INT3 (kprobes, a debugger inside): deliver it; or its own
+            # descriptor-table instruction: Xen emulates it.
+            if int3:
+                event.reinject = 0 if address in self.book.retired else 1
+                return self._responses.NONE
+            if address in self.book.retired:
+                return self._responses.NONE
+            return self._responses.EMULATE
+        if int3:
+            event.reinject = 0
         self.pause()
         vcpu = int(event.vcpu_id)
         snapshot = {name: int(getattr(regs, field)) for name, field in EVENT_SNAPSHOT.items()}
         for name in TRAP_EXTRA:
             snapshot[name] = int(self.vmi.get_vcpureg(REGISTER_IDS[name], vcpu))
-        effect = emulate(breakpoint_.form, breakpoint_.code, address, snapshot)
-        if effect.memory_write is not None:
-            self._write_virtual(snapshot["cr3"], *effect.memory_write)
-        for name, value in effect.registers.items():
+        state = dict(snapshot)
+        changed: dict[str, int] = {}
+        for step in breakpoint_.steps:
+            effect = emulate(step.form, step.code, step.address, state)
+            if effect.memory_write is not None:
+                self._write_virtual(snapshot["cr3"], *effect.memory_write)
+            state.update(effect.registers)
+            changed.update(effect.registers)
+        for name, value in changed.items():
             if name in EVENT_FIELDS:
                 setattr(regs, EVENT_FIELDS[name], value)
             else:
                 self.vmi.set_vcpureg(value, REGISTER_IDS[name], vcpu)
-        pc = self._aliases.get(address, address)
-        self._queue.append((Trap(vcpu=vcpu, pc=pc, reason="breakpoint"),
-                            {**snapshot, "rip": pc}))
+        pc = self._reported(address)
+        reported = {**snapshot, "rip": pc}
+        if address in self._after_swapgs:  # as they were before the guest's swapgs
+            reported["gs_base"], reported["k_gs_base"] = snapshot["k_gs_base"], \
+                snapshot["gs_base"]
+        self._queue.append((Trap(vcpu=vcpu, pc=pc, reason="breakpoint"), reported))
         return self._responses.SET_REGISTERS
 
     def _on_msr(self, vmi: Any, event: Any) -> Any:
@@ -353,8 +434,8 @@ class XenTarget:
         log.warning("xenhpt: %s: %s", self.description, change.describe())
         if not change.entry_moved:
             return
-        armed = self._aliases.get(change.old, change.old)
-        if armed not in self.book.armed or change.new in self.book.armed:
+        armed = self._reported(change.old)
+        if armed not in self.breakpoints or change.new in self.breakpoints:
             return
         try:
             self.insert_breakpoint(change.new)
@@ -392,11 +473,18 @@ class XenTarget:
                     try:
                         self.vmi.clear_event(event)
                     except Exception as exc:  # noqa: BLE001 - keep tearing down
-                        problems.append(f"clearing an event: {exc}")
+                        if type(event).__name__ == "DescriptorEvent":
+                            # LibVMI 3.7 cannot clear it; closing the monitor ring
+                            # (destroy, below) resets Xen's monitor flags: the lab
+                            # re-registers it on the next run.
+                            log.debug("xen: clearing the descriptor event: %s", exc)
+                            continue
+                        problems.append(f"clearing the {type(event).__name__}: {exc}")
                 self.vmi.listen(0)
         finally:
             self._queue.clear()
             self._aliases.clear()
+            self._after_swapgs.clear()
             while self._pauses > 0:
                 self._pauses -= 1
                 try:
@@ -476,7 +564,11 @@ def check_dom0() -> None:
 
 
 def open_xen(spec: str, **options: Any) -> XenTarget:
-    """Open ``NAME`` or ``DOMID`` (the part after ``xen:``) as a :class:`XenTarget`."""
+    """Open ``NAME`` or ``DOMID`` (the part after ``xen:``) as a :class:`XenTarget`.
+
+    ``XENHPT_XEN_TRAP=sldt`` traps with ``sldt`` + DESCRIPTOR_ACCESS events instead of
+    INT3 (hosts whose INT3 never reaches the monitor, such as the QEMU-TCG Xen lab).
+    """
     if not spec:
         raise XenhptError("bad target 'xen:': expected xen:NAME or xen:DOMID")
     check_dom0()
@@ -497,4 +589,5 @@ def open_xen(spec: str, **options: Any) -> XenTarget:
                                     + (" (another monitor attached?)" if events else "")) \
                 from None
 
+    options.setdefault("trap", os.environ.get("XENHPT_XEN_TRAP") or "int3")
     return XenTarget(connect, name, domid, **options)

@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import XenhptError
-from .xen_emulate import MAX_INSTRUCTION, InstructionForm, decode
+from .xen_emulate import MAX_INSTRUCTION, InstructionForm, UnsupportedInstruction, decode
+
+# Forms that leave the straight line: allowed only as the last displaced instruction.
+_BRANCHES = ("call rel32", "jmp rel32", "jmp rel8")
 
 INT3 = 0xCC
 STATE_FORMAT = 1
+# What a trap writes over the code: the INT3 byte, or ``sldt %eax`` (0f 00 c0), a
+# descriptor-table read that Xen reports as a DESCRIPTOR_ACCESS monitor event. The latter
+# is for hosts that never report INT3 to the monitor (QEMU TCG's nested SVM raises INT3
+# without checking the #BP intercept: docs/xen.md, "The Xen lab").
+TRAP_PATCHES = {"int3": bytes([INT3]), "sldt": bytes.fromhex("0f00c0")}
 
 
 class WritableMemory(Protocol):
@@ -33,17 +41,59 @@ class WritableMemory(Protocol):
 
 
 @dataclass(frozen=True)
+class Step:
+    """One displaced instruction: where it starts, its form and its bytes."""
+
+    address: int
+    form: InstructionForm
+    code: bytes
+
+
+@dataclass(frozen=True)
 class Breakpoint:
-    """One armed INT3: where (virtual and physical), what it displaced, how to execute it."""
+    """One armed trap: where (virtual and physical), what it displaced, how to execute it.
+
+    ``patch`` is what was written at ``physical`` (one INT3 byte, or the 3-byte
+    ``sldt``); ``steps`` are the whole instructions it covers, executed in order by the
+    tracer (one for INT3; a 1-byte ``push`` needs the next instruction too for ``sldt``).
+    """
 
     address: int
     physical: int
     code: bytes  # the original bytes from ``address`` (up to MAX_INSTRUCTION)
-    form: InstructionForm
+    form: InstructionForm  # the first displaced instruction
+    patch: bytes = bytes([INT3])
+    steps: tuple[Step, ...] = ()
 
     @property
     def original(self) -> int:
         return self.code[0]
+
+    @property
+    def originals(self) -> bytes:
+        return self.code[:len(self.patch)]
+
+
+def displaced_steps(code: bytes, address: int, size: int) -> tuple[Step, ...]:
+    """The whole instructions from ``address`` covering at least ``size`` bytes.
+
+    Raises :class:`UnsupportedInstruction` for an instruction the emulator lacks, or a
+    branch before the last one (the tracer could not go on to the next).
+    """
+    steps: list[Step] = []
+    offset = 0
+    while offset < size:
+        rest = code[offset:]
+        form = decode(rest, address + offset)
+        length = form.length_of(rest)
+        assert length is not None
+        if steps and steps[-1].form.name in _BRANCHES:
+            raise UnsupportedInstruction(
+                f"cannot trap {address:#x}: its first instruction ({steps[-1].form.name}) "
+                f"is shorter than the {size}-byte trap and leaves the straight line")
+        steps.append(Step(address + offset, form, bytes(rest[:length])))
+        offset += length
+    return tuple(steps)
 
 
 def default_state_dir() -> Path:
@@ -80,31 +130,35 @@ class BreakpointBook:
         # must re-execute the (now original) instruction, not go to the guest.
         self.retired: set[int] = set()
 
-    def insert(self, address: int, physical: int, code: bytes) -> Breakpoint:
+    def insert(self, address: int, physical: int, code: bytes,
+               patch: bytes = bytes([INT3])) -> Breakpoint:
         """Arm ``address`` (at ``physical``) whose current bytes are ``code``.
 
         Decodes first, so an instruction we cannot execute is refused before a byte is
-        written. Records the original byte on disk before writing 0xCC.
+        written. Records the original bytes on disk before writing ``patch``.
         """
         if address in self.armed:
             return self.armed[address]
         code = bytes(code[:MAX_INSTRUCTION])
-        if code[:1] == bytes([INT3]):
+        if code[:1] == bytes([INT3]) or (len(patch) > 1 and code.startswith(patch)):
             raise XenhptError(f"cannot trap {address:#x}: it already holds an INT3 "
                               "(a debugger inside the guest, or another VMI tool)")
-        form = decode(code, address)
-        breakpoint_ = Breakpoint(address, physical, code, form)
+        if (physical & 0xFFF) + len(patch) > 0x1000:
+            raise XenhptError(f"cannot trap {address:#x}: the {len(patch)}-byte trap "
+                              "would cross a page boundary")
+        steps = displaced_steps(code, address, len(patch))
+        breakpoint_ = Breakpoint(address, physical, code, steps[0].form, bytes(patch), steps)
         self.armed[address] = breakpoint_
         self.retired.discard(address)
         self.save()
-        self.memory.write_physical(physical, bytes([INT3]))
+        self.memory.write_physical(physical, breakpoint_.patch)
         return breakpoint_
 
     def remove(self, address: int) -> None:
         breakpoint_ = self.armed.pop(address, None)
         if breakpoint_ is None:
             return
-        self.memory.write_physical(breakpoint_.physical, bytes([breakpoint_.original]))
+        self.memory.write_physical(breakpoint_.physical, breakpoint_.originals)
         self.retired.add(address)
         self.save()
 
@@ -121,8 +175,17 @@ class BreakpointBook:
         return failures
 
     def save(self) -> None:
+        originals: dict[str, int] = {}
+        patched: dict[str, int] = {}
+        for b in self.armed.values():
+            for i, (was, now) in enumerate(zip(b.originals, b.patch, strict=True)):
+                originals[f"{b.physical + i:#x}"] = was
+                if now != INT3:
+                    patched[f"{b.physical + i:#x}"] = now
         content = {"format": STATE_FORMAT, "domain": self.domain, "domid": self.domid,
-                   "bytes": {f"{b.physical:#x}": b.original for b in self.armed.values()}}
+                   "bytes": originals}
+        if patched:  # bytes that hold something other than INT3 (the sldt trap)
+            content["patched"] = patched
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(content))
@@ -134,21 +197,27 @@ def repair_leftovers(memory: WritableMemory, domid: int, state_file: Path) -> in
 
     A byte is written back only where the domain is the one the file was written for
     (same domid: a restarted domain has a new one and fresh memory) and the byte there
-    is still 0xCC. The file is removed afterwards.
+    is still the one the tracer wrote (0xCC, or what ``patched`` says). The file is
+    removed afterwards.
     """
     content = load_state(state_file)
     if content is None:
         return 0
     repaired = 0
     entries = content.get("bytes") if content.get("domid") == domid else None
+    patched = content.get("patched")
+    patched = patched if isinstance(patched, dict) else {}
     for key, original in (entries or {}).items():
         try:
             physical = int(key, 16)
         except (TypeError, ValueError):
             continue
-        if not isinstance(original, int) or not 0 <= original <= 0xFF or original == INT3:
+        written = patched.get(key, INT3)
+        if not isinstance(original, int) or not 0 <= original <= 0xFF or original == written:
             continue
-        if memory.read_physical(physical, 1) == bytes([INT3]):
+        if not isinstance(written, int) or not 0 <= written <= 0xFF:
+            continue
+        if memory.read_physical(physical, 1) == bytes([written]):
             memory.write_physical(physical, bytes([original]))
             repaired += 1
     state_file.unlink(missing_ok=True)

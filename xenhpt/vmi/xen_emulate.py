@@ -21,6 +21,7 @@ Forms, from the Debian 6.1 kernel's trap points (``tools/xenlab`` decodes them):
   the ``call __fentry__`` / ``call ftrace_caller`` it is replaced by while ftrace is on;
 * ``mov %rax,0x50(%rbx)``, the return site after ``call x64_sys_call`` in
   ``do_syscall_64`` (selective tracing traps it: the ``__x64_sys_*`` are tail-called);
+* ``mov %r64,%r64`` (``mov %rdi,%rbx`` follows the ``push %rbx``);
 * ``mov $-ENOSYS,%rax`` (``__x64_sys_ni_syscall``), ``endbr64`` (kernels built with IBT),
   ``mov %rsp,%rbp``, short and near ``jmp``.
 """
@@ -162,6 +163,40 @@ def _mov_store(code: bytes, address: int, registers: dict[str, int]) -> Effect:
                   (target, struct.pack("<Q", registers[source] & MASK64)))
 
 
+def _mov_reg_length(code: bytes) -> int | None:
+    """``mov %r64,%r64`` (REX.W 89 /r, mod 11): 3 bytes."""
+    return 3 if len(code) >= 3 and code[2] >> 6 == 3 else None
+
+
+def _mov_reg(code: bytes, address: int, registers: dict[str, int]) -> Effect:
+    """``mov %rdi,%rbx`` after ``push %rbx`` in ``syscall_exit_to_user_mode`` (the
+    3-byte ``sldt`` trap displaces both); without REX.W (``movl %esp,%r8d`` in
+    ``entry_SYSCALL_compat``) the 32-bit result is zero-extended."""
+    rex, modrm = code[0], code[2]
+    source = _GPR[((modrm >> 3) & 7) + (8 if rex & 4 else 0)]
+    destination = _GPR[(modrm & 7) + (8 if rex & 1 else 0)]
+    value = registers[source] if rex & 8 else registers[source] & 0xFFFF_FFFF
+    return Effect({"rip": _next(address, 3), destination: value})
+
+
+def _mov_gs_store_length(code: bytes) -> int | None:
+    """``mov %r64,%gs:disp32`` (65 REX.W 89 /r, ModRM mod 00 rm 100, SIB 0x25): 9 bytes."""
+    if len(code) < 9 or code[3] & 0xC7 != 0x04 or code[4] != 0x25:
+        return None
+    return 9
+
+
+def _mov_gs_store(code: bytes, address: int, registers: dict[str, int]) -> Effect:
+    """``mov %rsp,%gs:0x6014`` right after ``swapgs`` in ``entry_SYSCALL_64`` (where the
+    ``sldt`` trap goes, so the guest runs ``swapgs`` itself)."""
+    rex, modrm = code[1], code[3]
+    source = _GPR[((modrm >> 3) & 7) + (8 if rex & 4 else 0)]
+    (displacement,) = struct.unpack_from("<i", code, 5)
+    target = (registers["gs_base"] + displacement) & MASK64
+    return Effect({"rip": _next(address, 9)},
+                  (target, struct.pack("<Q", registers[source] & MASK64)))
+
+
 def _mov_imm_rax(code: bytes, address: int, registers: dict[str, int]) -> Effect:
     (value,) = struct.unpack_from("<i", code, 3)
     return Effect({"rip": _next(address, 7), "rax": value & MASK64})
@@ -184,6 +219,10 @@ FORMS: tuple[InstructionForm, ...] = (
     InstructionForm("mov %rsp,%rbp", b"\x48\x89\xe5", 3, _mov_rsp_rbp),
     *(InstructionForm("mov %reg,disp(%reg)", bytes([rex, 0x89]), 0, _mov_store,
                       _mov_store_length) for rex in range(0x48, 0x50)),
+    *(InstructionForm("mov %reg,%reg", bytes([rex, 0x89]), 0, _mov_reg, _mov_reg_length)
+      for rex in range(0x40, 0x50)),
+    *(InstructionForm("mov %reg,%gs:disp32", bytes([0x65, rex, 0x89]), 0, _mov_gs_store,
+                      _mov_gs_store_length) for rex in range(0x48, 0x50)),
     InstructionForm("mov $imm32,%rax", b"\x48\xc7\xc0", 7, _mov_imm_rax),
     InstructionForm("call rel32", b"\xe8", 5, _call_rel32),
     InstructionForm("jmp rel32", b"\xe9", 5, _jmp_rel32),
