@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from xenhpt.errors import XenhptError
+from xenhpt.vmi.emulate import UnsupportedInstruction
 from xenhpt.vmi.xen import REGISTER_IDS, XenTarget, exception_trap_unavailable
 from xenhpt.vmi.xen_breakpoints import BreakpointBook, repair_leftovers
-from xenhpt.vmi.xen_emulate import UnsupportedInstruction
 from xenhpt.vmi.xen_msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MsrWatch
 
 from .conftest import XENHPT

@@ -13,10 +13,10 @@ import mmap
 from pathlib import Path
 
 from ..errors import MemoryReadError, TargetGone, XenhptError
+from .emulate import MAX_INSTRUCTION, UnsupportedInstruction, decode, emulate
 from .gdbremote import MAX_READ, GdbError, GdbRemote
 from .paging import PageWalker, levels_from_cr4
 from .target import Trap
-from .xen_emulate import MAX_INSTRUCTION, UnsupportedInstruction, decode, emulate
 
 # QEMU's x86_64 'g' packet, in register-number order: (name, size in bytes).
 _G_LAYOUT = (

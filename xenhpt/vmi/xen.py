@@ -7,7 +7,7 @@ addresses are walked by our own :class:`~xenhpt.vmi.paging.PageWalker`, as for Q
 Traps use what stock Xen gives a Dom0 tool (DESIGN.md, "LibVMI"): an INT3 byte written at
 each trap address, reported as a monitor event with reinjection off. The guest does not
 execute the instruction the 0xCC displaced; the tracer executes it for the guest
-(:mod:`~xenhpt.vmi.xen_emulate`): the new GPRs, ``rip`` and ``rflags`` go back with the event
+(:mod:`~xenhpt.vmi.emulate`): the new GPRs, ``rip`` and ``rflags`` go back with the event
 response and a ``push``'s store through guest memory. A ``swapgs`` is never executed for
 the guest (that would need ``set_vcpureg``, a full HVM context round trip that corrupted the
 gs bases in the lab): the trap goes on the instruction after it. No single-step is needed,
@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MemoryReadError, TargetUnreachable, XenhptError
+from .emulate import MAX_INSTRUCTION, emulate
 from .paging import PageWalker, kernel_dtb, levels_from_cr4
 from .target import Trap
 from .xen_breakpoints import TRAP_PATCHES, BreakpointBook, repair_leftovers, state_path
-from .xen_emulate import MAX_INSTRUCTION, emulate
 from .xen_msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP, MsrChange, MsrWatch
 
 log = logging.getLogger("xenhpt.xen")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import XenhptError
-from .xen_emulate import MAX_INSTRUCTION, InstructionForm, UnsupportedInstruction, decode
+from .emulate import MAX_INSTRUCTION, InstructionForm, UnsupportedInstruction, decode
 
 # Forms that leave the straight line: allowed only as the last displaced instruction.
 _BRANCHES = ("call rel32", "jmp rel32", "jmp rel8")

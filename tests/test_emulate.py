@@ -1,4 +1,4 @@
-"""The tracer executes the instruction an INT3 displaced (no single-step on AMD Xen hosts)."""
+"""The instruction emulator shared by the gdbstub and Xen backends."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from xenhpt.tracer.trappoints import EXIT_FUNCTION
-from xenhpt.vmi.xen_emulate import EFLAGS_AC, UnsupportedInstruction, decode, emulate
+from xenhpt.vmi.emulate import EFLAGS_AC, UnsupportedInstruction, decode, emulate
 
 KERNEL = Path.home() / ".cache/xenhpt/kernel/root/boot/vmlinuz-6.1.0-56-cloud-amd64"
 PROFILE = Path.home() / ".cache/xenhpt/profiles/6.1.0-56-cloud-amd64.json"
