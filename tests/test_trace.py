@@ -21,7 +21,7 @@ from xenhpt.errors import LabError
 from xenhpt.lab import machine
 from xenhpt.vmi.qemu import QemuTarget
 
-from .conftest import XENHPT, guest
+from .conftest import XENHPT, guest, run_xenhpt
 
 pytestmark = pytest.mark.lab
 
@@ -274,3 +274,32 @@ def test_live_tree_and_json_events_follow_fork_and_exec(lab: machine.LabState) -
     # The shell that started it has exited: like the kernel, the tree re-parents to init.
     init_block = tree_text[tree_text.index("busybox(1)"):tree_text.index("kthreadd(2)")]
     assert f"─sleep({pid})" in init_block, tree_text
+
+
+def test_dash_p_covers_every_thread_of_the_process(lab: machine.LabState) -> None:
+    # The program waits 8 s before starting its threads: time for the trace to arm.
+    pid = int(in_guest("/opt/xenhpt/bin/threads 8 > /tmp/threads.out 2>&1 & "
+                       "while [ ! -s /tmp/threads.out ]; do sleep 0.1; done; "
+                       "head -1 /tmp/threads.out").stdout)
+    trace = Trace("-p", str(pid), "--json", "--duration", "25")
+    out, _ = trace.finish()
+    calls = [r for r in records(out) if r.get("type") == "syscall"]
+    assert calls and all(r["pid"] == pid for r in calls), "a call of another process"
+    writes = [r for r in calls if r["name"] == "write" and "thread " in r["decoded"]]
+    tids = {r["tid"] for r in writes}
+    assert len(tids) == 2 and pid not in tids, writes  # the two worker threads
+    assert {r["comm"] for r in calls} == {"threads"}
+    clones = [r for r in calls if r["name"] in ("clone", "clone3")]
+    assert {r["ret"] for r in clones} == tids  # each thread's id, returned to its creator
+
+
+def test_ps_threads_lists_each_thread_with_its_process(lab: machine.LabState) -> None:
+    pid = int(in_guest("/opt/xenhpt/bin/threads 0 30 > /tmp/threads2.out 2>&1 & "
+                       "while [ $(wc -l < /tmp/threads2.out) -lt 3 ]; do sleep 0.1; done; "
+                       "head -1 /tmp/threads2.out").stdout)
+    out = run_xenhpt("ps", "lab", "--threads", "--json").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    mine = [r for r in rows if r["pid"] == pid]
+    assert len(mine) == 3 and len({r["tid"] for r in mine}) == 3, mine
+    inside = guest(f"ls /proc/{pid}/task").split()
+    assert sorted(r["tid"] for r in mine) == sorted(map(int, inside))
