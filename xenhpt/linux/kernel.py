@@ -123,17 +123,6 @@ class Kernel:
     def physical(self, address: int) -> int:
         return self.paging.translate(self.dtb, address)
 
-    def cstring(self, address: int, limit: int = 4096) -> bytes:
-        """A NUL-terminated string of at most ``limit`` bytes (guest-controlled: bounded)."""
-        out = bytearray()
-        while len(out) < limit:
-            chunk = self.read(address + len(out), min(256, limit - len(out),
-                                                      0x1000 - ((address + len(out)) & 0xFFF)))
-            nul = chunk.find(b"\0")
-            if nul >= 0:
-                return bytes(out + chunk[:nul])
-            out += chunk
-        return bytes(out)
 
 
 def locate(target: Target, profile: Profile, progress: Progress | None = None,

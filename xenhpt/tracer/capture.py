@@ -17,6 +17,7 @@ from ..errors import MemoryReadError
 from ..linux.current import CurrentTask
 from ..linux.kernel import Kernel
 from ..linux.tasks import TaskReader
+from ..syscalls.render import signed
 from ..vmi.target import Target
 from .engine import SyscallEngine
 from .records import TaskIdentity, TrapRecord
@@ -24,10 +25,6 @@ from .trappoints import TrapPoint
 
 MASK32 = 0xFFFF_FFFF
 UNKNOWN_TASK = TaskIdentity(task=0, pid=-1, tid=-1, ppid=-1, comm=b"?")
-
-
-def signed64(value: int) -> int:
-    return value - (1 << 64) if value & (1 << 63) else value
 
 
 @dataclass
@@ -131,8 +128,8 @@ class BreakpointCapture:
         elif point.role == "exit":
             regs = registers["rdi"]
             try:
-                nr = signed64(self._pt_regs_value(regs, "orig_ax"))
-                ret = signed64(self._pt_regs_value(regs, "ax"))
+                nr = signed(self._pt_regs_value(regs, "orig_ax"), 64)
+                ret = signed(self._pt_regs_value(regs, "ax"), 64)
             except MemoryReadError:
                 return
             read = self._user_reader(registers["cr3"], self._abi_of(identity))
@@ -203,4 +200,4 @@ class BreakpointCapture:
         pending = self.engine.pending.get(identity.task)
         read = self._user_reader(registers["cr3"], pending.entry.abi if pending else None)
         self.engine.exit(TrapRecord("exit", now, vcpu, identity, None, None, -1,
-                                    ret=signed64(registers["rax"]), read=read))
+                                    ret=signed(registers["rax"], 64), read=read))

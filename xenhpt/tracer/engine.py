@@ -8,13 +8,13 @@ that vCPU still finds its entry when it returns.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import MemoryReadError
 from ..linux.process_tree import ProcessTree
 from ..syscalls.decode import Decoder
+from ..syscalls.memory import read_cstring, read_words
 from ..syscalls.table import SyscallTable, Template
 from .records import ProcessEvent, SyscallRecord, TaskIdentity, TrapRecord
 
@@ -108,7 +108,7 @@ class SyscallEngine:
         name = state.name  # socketcall(2, ...) is decoded, and named, as connect(...)
         pending = _Pending(record, name, state)
         if name == "clone3" and record.args:
-            pending.clone_flags = _read_u64(read, record.args[0])
+            pending.clone_flags = (read_words(read, record.args[0], 1, 8) or [0])[0]
         elif name == "clone" and record.args:
             pending.clone_flags = record.args[0]
         if name in NO_RETURN:
@@ -149,8 +149,10 @@ class SyscallEngine:
               and entry.task.tid == entry.task.pid):
             # A main thread renamed itself (busybox applets re-exec /proc/self/exe, then
             # take their name this way): the tree shows what ps would show.
-            comm = _read_comm(record.read or entry.read, entry.args[1])
-            if comm is not None:
+            # The kernel keeps the first 15 bytes of the name given (TASK_COMM_LEN 16 with NUL).
+            found = read_cstring(record.read or entry.read or _unreadable, entry.args[1], 15)
+            if found is not None:
+                comm = found[0]
                 if self.tree is not None:
                     self.tree.exec(entry.task.pid, comm)
                 self._process_event("rename", record.ts, entry.task.pid, entry.task.ppid,
@@ -211,16 +213,3 @@ def _unreadable(address: int, size: int) -> bytes:
     raise MemoryReadError(address, "no guest memory attached to this record")
 
 
-def _read_comm(read: Any, address: int) -> bytes | None:
-    """The 16-byte task name prctl(PR_SET_NAME) was given (the kernel keeps 15 + NUL)."""
-    try:
-        return read(address, 16).split(b"\0", 1)[0][:15]
-    except MemoryReadError:
-        return None
-
-
-def _read_u64(read: Any, address: int) -> int:
-    try:
-        return struct.unpack("<Q", read(address, 8))[0]
-    except MemoryReadError:
-        return 0
