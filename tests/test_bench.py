@@ -169,15 +169,18 @@ def test_quick_benchmark_prints_the_table_and_json(tmp_path: Path) -> None:
     assert "| workload | condition |" in done.stdout and "µs/record" in done.stdout
     document = json.loads(results.read_text())
     conditions = {"untraced", "xenhpt-full", "xenhpt-selective", "strace-full",
-                  "strace-selective"}
+                  "strace-selective", "plugin-untraced", "xenhpt-plugin-full",
+                  "xenhpt-plugin-selective"}
     assert set(document["summary"]) == {"syscall", "shell", "arithmetic", "spawn"}
     for workload, by_condition in document["summary"].items():
         assert set(by_condition) == conditions, workload
         assert by_condition["untraced"]["ratio"]["median"] == 1.0
         assert by_condition["xenhpt-full"]["traps_per_s"]["median"] > 0
+        assert by_condition["plugin-untraced"]["ratio"]["median"] == 1.0
+        assert by_condition["xenhpt-plugin-full"]["dropped_total"] >= 0
         for condition in conditions:
             row = next(line for line in done.stdout.splitlines()
                        if line.startswith(f"| {workload} | {condition} |"))
             assert "—" not in row.split("|")[3], row  # a score was measured
-    assert len(document["runs"]) == 20
+    assert len(document["runs"]) == 32
     assert document["pipeline"]["text"]["us_per_record"] > 0

@@ -61,7 +61,8 @@ def records(out: str) -> list[dict]:
 
 
 def counts(err: str) -> dict[str, int]:
-    match = re.search(r"(\d+) traps, (\d+) calls captured, (\d+) printed", err)
+    """The -v summary: traps (breakpoints) or records (plugin), calls captured, printed."""
+    match = re.search(r"(\d+) (?:traps|records)\b.*?(\d+) calls captured, (\d+) printed", err)
     assert match, err
     return dict(zip(("traps", "captured", "printed"), map(int, match.groups()), strict=True))
 

@@ -10,7 +10,11 @@ own score by the guest's clock): ``syscall`` (UnixBench syscall mix), ``shell`` 
 runs/min), ``arithmetic`` (integer loop, no calls), ``spawn`` (fork + exec + wait).
 Conditions, interleaved in every repetition (their order rotates): untraced; xenhpt full
 (``xenhpt trace lab -o /dev/null``); xenhpt selective (``-e trace=%file,%process``);
-``strace -f`` inside the guest; ``strace -f --seccomp-bpf`` with the same selection.
+``strace -f`` inside the guest; ``strace -f --seccomp-bpf`` with the same selection — on the
+gdbstub lab (system QEMU 7.2) — and, on a second lab booted beside it (QEMU 10 with the
+capture plugin, ``lab up --capture plugin``): plugin-untraced (the plugin loaded, capture
+off: that lab's baseline), xenhpt-plugin-full and xenhpt-plugin-selective, whose records
+dropped on a full ring are counted too.
 
 Scores are rates, measured twice: by the guest's clock (what the workload prints) and by
 the host's wall clock between markers the workload writes on the console. While a debugger
@@ -61,13 +65,18 @@ WORKLOADS = {  # name -> (guest command taking the duration, unit)
     "arithmetic": (f"{BIN}/bench_arith", "loops/s"),
     "spawn": (f"{BIN}/bench_spawn", "spawns/s"),
 }
-CONDITIONS = {  # name -> (xenhpt trace arguments or None, in-guest prefix)
-    "untraced": (None, ""),
-    "xenhpt-full": ([], ""),
-    "xenhpt-selective": (["-e", SELECTION], ""),
-    "strace-full": (None, "strace -f -o /dev/null "),
-    "strace-selective": (None, f"strace -f --seccomp-bpf -e {SELECTION} -o /dev/null "),
+CONDITIONS = {  # name -> (lab, xenhpt trace arguments or None, in-guest prefix)
+    "untraced": ("gdbstub", None, ""),
+    "xenhpt-full": ("gdbstub", [], ""),
+    "xenhpt-selective": ("gdbstub", ["-e", SELECTION], ""),
+    "strace-full": ("gdbstub", None, "strace -f -o /dev/null "),
+    "strace-selective": ("gdbstub", None, f"strace -f --seccomp-bpf -e {SELECTION} -o /dev/null "),
+    # The plugin lab: QEMU 10 with the capture plugin loaded (idle when untraced).
+    "plugin-untraced": ("plugin", None, ""),
+    "xenhpt-plugin-full": ("plugin", [], ""),
+    "xenhpt-plugin-selective": ("plugin", ["-e", SELECTION], ""),
 }
+BASELINE = {"gdbstub": "untraced", "plugin": "plugin-untraced"}  # ratios are per lab
 PAPER = {"syscall": "13.8 / 100.4 / 60.6", "shell": "1.90 / 2.61 / 2.20", "arithmetic": "≈ 1.00",
          "spawn": "—"}
 SCORE = re.compile(r"bench=(\w+) count=(\d+) seconds=([\d.]+) score=([\d.]+)")
@@ -84,7 +93,8 @@ class Run:
     guest_score: float
     wall_seconds: float
     wall_score: float
-    traps: int | None = None
+    traps: int | None = None  # breakpoint stops, or records read from the plugin's ring
+    dropped: int | None = None  # plugin records lost to a full ring
     trace_seconds: float | None = None  # tracer armed → stopped
     tracer_cpu: float | None = None  # host CPU s of the tracer while armed
 
@@ -165,24 +175,25 @@ class Tracer:
         self.armed = time.monotonic()
         self.cpu_armed = _cpu_seconds(self.process.pid)
 
-    def stop(self) -> tuple[int, float, float]:
-        """Stop it; (traps, seconds armed, CPU seconds while armed)."""
+    def stop(self) -> tuple[int, float, float, int | None]:
+        """Stop it; (traps or records, seconds armed, CPU seconds while armed, dropped)."""
         seconds = time.monotonic() - self.armed
         cpu = _cpu_seconds(self.process.pid) - self.cpu_armed
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=120)
         text = self.log.read_text()
         self.log.unlink()
-        match = re.search(r"(\d+) traps", text)
+        match = re.search(r"(\d+) (?:traps|records)\b", text)
         if self.process.returncode != 0 or not match:
             raise RuntimeError(f"tracer failed ({self.process.returncode}): {text}")
-        return int(match.group(1)), seconds, cpu
+        dropped = re.search(r"(\d+) dropped on a full ring", text)
+        return int(match.group(1)), seconds, cpu, int(dropped.group(1)) if dropped else None
 
 
 def run_once(directory: Path, marks: ConsoleMarks, workload: str, condition: str,
              repetition: int, duration: float) -> Run:
     program, _ = WORKLOADS[workload]
-    trace_args, prefix = CONDITIONS[condition]
+    _, trace_args, prefix = CONDITIONS[condition]
     tag = f"{workload}.{condition}.{repetition}.{time.monotonic_ns()}"
     command = (f"XENHPT_BENCH_MARK=/dev/ttyS0 XENHPT_BENCH_TAG={tag} "
                f"{prefix}{program} {duration}")
@@ -203,7 +214,7 @@ def run_once(directory: Path, marks: ConsoleMarks, workload: str, condition: str
     run = Run(workload, condition, repetition, count, guest_seconds, guest_score, wall,
               count * scale / wall)
     if traced is not None:
-        run.traps, run.trace_seconds, run.tracer_cpu = traced
+        run.traps, run.trace_seconds, run.tracer_cpu, run.dropped = traced
     return run
 
 
@@ -228,7 +239,8 @@ def summarise(runs: list[Run]) -> dict[str, dict[str, dict[str, object]]]:
         summary[workload] = {}
         for condition in dict.fromkeys(r.condition for r in runs):
             mine = [r for r in runs if r.workload == workload and r.condition == condition]
-            bases = [by.get((workload, "untraced", r.repetition)) for r in mine]
+            baseline = BASELINE[CONDITIONS[condition][0]]
+            bases = [by.get((workload, baseline, r.repetition)) for r in mine]
             entry: dict[str, object] = {
                 "unit": WORKLOADS[workload][1],
                 "wall_score": _spread([r.wall_score for r in mine]),
@@ -246,6 +258,9 @@ def summarise(runs: list[Run]) -> dict[str, dict[str, dict[str, object]]]:
                     [1e3 * r.tracer_cpu / r.traps for r in traced if r.traps])
                 entry["tracer_cpu_share"] = _spread([r.tracer_cpu / r.trace_seconds
                                                      for r in traced if r.trace_seconds])
+            drops = [r.dropped for r in traced if r.dropped is not None]
+            if drops:
+                entry["dropped_total"] = sum(drops)
             summary[workload][condition] = entry
     return summary
 
@@ -266,8 +281,8 @@ def _range(spread: dict[str, float | None], digits: int = 2) -> str:
 def table(summary: dict[str, dict[str, dict[str, object]]]) -> str:
     lines = ["| workload | condition | score, wall clock: median [min–max] | unit | "
              "ratio (wall) median [min–max] | ratio (guest clock) | traps/s | "
-             "tracer CPU ms/trap |",
-             "|---|---|---|---|---|---|---|---|"]
+             "tracer CPU ms/trap | dropped |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for workload, conditions in summary.items():
         for condition, e in conditions.items():
             traps = e.get("traps_per_s")
@@ -276,7 +291,7 @@ def table(summary: dict[str, dict[str, dict[str, object]]]) -> str:
                 f"| {workload} | {condition} | {_range(e['wall_score'])} | {e['unit']} | "
                 f"{_range(e['ratio'])} | {_fmt(e['guest_ratio']['median'])} | "
                 f"{_fmt(traps['median'], 0) if traps else ''} | "
-                f"{_fmt(cpu['median'], 3) if cpu else ''} |")
+                f"{_fmt(cpu['median'], 3) if cpu else ''} | {e.get('dropped_total', '')} |")
     return "\n".join(lines)
 
 
@@ -286,7 +301,7 @@ def record_and_replay(directory: Path, duration: float, repeats: int = 3) -> dic
     """Record a full trace of the shell workload, then replay it with no guest."""
     path = Path(tempfile.mkstemp(prefix="xenhpt-bench-", suffix=".rec.jsonl")[1])
     try:
-        tracer = Tracer(directory, [], ["--record", str(path)])
+        tracer = Tracer(directory, ["--capture", "breakpoints"], ["--record", str(path)])
         try:
             machine.exec_in_guest(f"{WORKLOADS['shell'][0]} {duration}; "
                                   f"{WORKLOADS['spawn'][0]} {duration / 4}",
@@ -375,6 +390,40 @@ def trap_cost(state: machine.LabState, directory: Path, hits: int) -> dict[str, 
     return {"hits": hits, "stepped_ms": 1e3 * stepped, "emulated_ms": 1e3 * emulated}
 
 
+def plugin_storm(duration: float, ring_mib: int = 2048) -> dict[str, object]:
+    """The syscall loop fully traced through the plugin with a ring that holds all of it:
+    every call captured *and* decoded (the tracer works through the backlog after the
+    guest is done; the guest never waits for it). Untraced and traced once each, same boot."""
+    directory = Path(tempfile.mkdtemp(prefix="xenhpt-bench-storm-"))
+    state = machine.up(directory=directory, capture="plugin", ring_mib=ring_mib)
+    program = WORKLOADS["syscall"][0]
+    try:
+        with ConsoleMarks(Path(state.console_log)) as marks:
+            base = run_once(directory, marks, "syscall", "plugin-untraced", 0, duration)
+            started = time.monotonic()
+            tracer = Tracer(directory, ["-c"])
+            tag = f"storm.{time.monotonic_ns()}"
+            result = machine.exec_in_guest(
+                f"XENHPT_BENCH_MARK=/dev/ttyS0 XENHPT_BENCH_TAG={tag} {program} {duration}",
+                timeout=600, directory=directory)
+            guest_done = time.monotonic()
+            records, _, cpu, dropped = tracer.stop()
+            drained = time.monotonic()
+            time.sleep(0.05)
+            match = SCORE.search(result.stdout)
+            assert match, result.stdout
+            wall_score = int(match[2]) / marks.interval(tag)
+    finally:
+        machine.down(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+    loops = int(match[2])
+    return {"ring_mib": ring_mib, "duration_s": duration, "untraced_wall_score": base.wall_score,
+            "traced_wall_score": wall_score, "ratio": base.wall_score / wall_score,
+            "loop_calls": 5 * loops, "records": records, "dropped": dropped,
+            "decode_lag_s": drained - guest_done, "tracer_cpu_s": cpu,
+            "trace_seconds": drained - started}
+
+
 def profile_tracer(directory: Path, duration: float, output: Path) -> str:
     """The live tracer under cProfile during a fully traced syscall loop: where time goes."""
     tracer = Tracer(directory, [], python=[sys.executable, "-m", "cProfile", "-o", str(output)])
@@ -382,7 +431,7 @@ def profile_tracer(directory: Path, duration: float, output: Path) -> str:
         machine.exec_in_guest(f"{WORKLOADS['syscall'][0]} {duration}", timeout=600,
                               directory=directory)
     finally:
-        traps, seconds, cpu = tracer.stop()
+        traps, seconds, cpu, _ = tracer.stop()
     head = (f"{traps} traps in {seconds:.1f} s; tracer CPU {cpu:.2f} s "
             f"({1e3 * cpu / max(traps, 1):.3f} ms/trap, under cProfile)")
     return head + "\n" + _top(output, 18)
@@ -402,6 +451,8 @@ def main() -> None:
     parser.add_argument("--cprofile", type=Path, metavar="FILE",
                         help="also profile the live tracer (full trace, syscall loop) to FILE")
     parser.add_argument("--lab-dir", type=Path, help="use the lab already running there")
+    parser.add_argument("--no-storm", action="store_true",
+                        help="skip the plugin syscall storm with a ring that holds all of it")
     options = parser.parse_args()
     duration = options.duration or (2.0 if options.quick else 5.0)
     reps = options.reps or (2 if options.quick else 5)
@@ -410,47 +461,77 @@ def main() -> None:
     for name in workloads + conditions:
         if name not in WORKLOADS and name not in CONDITIONS:
             parser.error(f"unknown workload or condition {name!r}")
-    if "untraced" not in conditions:
-        conditions.insert(0, "untraced")
+    kinds = list(dict.fromkeys(CONDITIONS[c][0] for c in conditions))
+    for kind in kinds:
+        if BASELINE[kind] not in conditions:
+            conditions.insert(0, BASELINE[kind])
     own_lab = options.lab_dir is None
     directory = options.lab_dir or Path(tempfile.mkdtemp(prefix="xenhpt-bench-"))
+    # The plugin conditions run on a second lab (QEMU 10 + the capture plugin), up at the
+    # same time so that its runs interleave with the others'.
+    directories = {"gdbstub": directory, "plugin": directory.with_name(directory.name + "-plugin")}
     started = time.monotonic()
     load_start = os.getloadavg()
-    state = machine.up(directory=directory) if own_lab else machine.LabState.load(directory)
+    states: dict[str, machine.LabState] = {}
     runs: list[Run] = []
     results: dict[str, object] = {}
     try:
-        with ConsoleMarks(Path(state.console_log)) as marks:
+        for kind in kinds:
+            if own_lab or kind == "plugin":
+                states[kind] = machine.up(directory=directories[kind], capture=kind)
+            else:
+                states[kind] = machine.LabState.load(directory)
+        state = states.get("gdbstub") or states["plugin"]
+        marks_by_lab = {kind: ConsoleMarks(Path(s.console_log)) for kind, s in states.items()}
+        for marks in marks_by_lab.values():
+            marks.__enter__()
+        try:
             for repetition in range(reps):
                 for index, workload in enumerate(workloads):
                     shift = (repetition + index) % len(conditions)
                     for condition in conditions[shift:] + conditions[:shift]:
-                        run = run_once(directory, marks, workload, condition, repetition,
-                                       duration)
+                        kind = CONDITIONS[condition][0]
+                        run = run_once(directories[kind], marks_by_lab[kind], workload,
+                                       condition, repetition, duration)
                         runs.append(run)
                         print(f"[{time.monotonic() - started:6.0f} s] rep {repetition} "
                               f"{workload:10} {condition:17} {run.wall_score:12.2f} "
                               f"{WORKLOADS[workload][1]} (wall; guest clock "
                               f"{run.guest_score:.2f})", file=sys.stderr, flush=True)
-        results["pipeline"] = record_and_replay(directory, min(duration, 2.0))
-        results["trap_cost"] = trap_cost(state, directory, 100 if options.quick else 300)
-        if options.cprofile:
-            results["tracer_profile"] = profile_tracer(directory, duration, options.cprofile)
+        finally:
+            for marks in marks_by_lab.values():
+                marks.__exit__()
+        if "plugin" in states and not options.no_storm:
+            machine.down(directories["plugin"])  # one plugin lab at a time: memory
+            results["plugin_storm"] = plugin_storm(duration)
+        if "gdbstub" in states:
+            results["pipeline"] = record_and_replay(directory, min(duration, 2.0))
+            results["trap_cost"] = trap_cost(state, directory, 100 if options.quick else 300)
+            if options.cprofile:
+                results["tracer_profile"] = profile_tracer(directory, duration,
+                                                           options.cprofile)
     finally:
-        if own_lab:
-            machine.down(directory)
-            shutil.rmtree(directory, ignore_errors=True)
+        for kind in states:
+            if own_lab or kind == "plugin":
+                machine.down(directories[kind])
+                shutil.rmtree(directories[kind], ignore_errors=True)
     summary = summarise(runs)
-    pipeline = results["pipeline"]
     print(table(summary))
-    print(f"\npipeline alone (replay of {pipeline['records']} recorded trap records, "
-          f"decode → pair → tree → output to /dev/null): "
-          f"{pipeline['text']['us_per_record']:.1f} µs/record "
-          f"({pipeline['text']['us_per_call']:.1f} µs/call) text, "
-          f"{pipeline['json']['us_per_record']:.1f} µs/record json")
-    cost = results["trap_cost"]
-    print(f"one breakpoint hit at a 5-byte nop: {cost['stepped_ms']:.2f} ms stepped over "
-          f"(today), {cost['emulated_ms']:.2f} ms with the instruction emulated (no step)")
+    if "pipeline" in results:
+        pipeline = results["pipeline"]
+        print(f"\npipeline alone (replay of {pipeline['records']} recorded trap records, "
+              f"decode → pair → tree → output to /dev/null): "
+              f"{pipeline['text']['us_per_record']:.1f} µs/record "
+              f"({pipeline['text']['us_per_call']:.1f} µs/call) text, "
+              f"{pipeline['json']['us_per_record']:.1f} µs/record json")
+        cost = results["trap_cost"]
+        print(f"one breakpoint hit at a 5-byte nop: {cost['stepped_ms']:.2f} ms stepped over "
+              f"(today), {cost['emulated_ms']:.2f} ms with the instruction emulated (no step)")
+    if "plugin_storm" in results:
+        storm = results["plugin_storm"]
+        print(f"plugin, syscall loop, {storm['ring_mib']} MiB ring: ratio {storm['ratio']:.2f}, "
+              f"{storm['records']} records decoded, {storm['dropped']} dropped, the tracer "
+              f"finished decoding {storm['decode_lag_s']:.1f} s after the guest")
     print("paper (int / sysenter / syscall): " +
           "; ".join(f"{w} {PAPER[w]}" for w in workloads))
     document = {
@@ -468,7 +549,8 @@ def main() -> None:
         Path(options.json_path).write_text(text + "\n")
     if "tracer_profile" in results:
         print("\nlive tracer profile:\n" + str(results["tracer_profile"]), file=sys.stderr)
-    print("\npipeline profile:\n" + str(pipeline["profile"]), file=sys.stderr)
+    if "pipeline" in results:
+        print("\npipeline profile:\n" + str(results["pipeline"]["profile"]), file=sys.stderr)
 
 
 if __name__ == "__main__":

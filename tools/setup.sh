@@ -34,5 +34,6 @@ if [ ! -x .venv/bin/xenhpt ] || [ pyproject.toml -nt .venv/.xenhpt-stamp ]; then
     touch .venv/.xenhpt-stamp
 fi
 
-# The lab's kernel, initramfs and profile (cached; quiet when already there).
+# The lab's kernel, initramfs and profile, and QEMU 10 from bookworm-backports (unpacked
+# into the cache beside the system QEMU) with the capture plugin built for it (cached).
 .venv/bin/xenhpt lab prepare --quiet

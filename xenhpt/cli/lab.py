@@ -23,11 +23,22 @@ def lab() -> None:
 
 @lab.command()
 @click.option("--quiet", is_flag=True, help="Print nothing when everything is cached.")
-def prepare(quiet: bool) -> None:
-    """Fetch the guest kernel and build the initramfs (cached; done by 'lab up' too)."""
+@click.option("--no-plugin", is_flag=True,
+              help="Skip QEMU 10 and the capture plugin (only 'lab up --capture plugin' "
+                   "needs them).")
+def prepare(quiet: bool, no_plugin: bool) -> None:
+    """Fetch the guest kernel, build the initramfs, and fetch QEMU 10 and build the capture
+    plugin (all cached; 'lab up' does what it needs by itself too)."""
     prepared = machine.prepare()
     if not quiet:
         click.echo(f"kernel {prepared.kernel.image}\ninitramfs {prepared.initramfs}")
+    if not no_plugin:
+        from ..lab.qemu10 import ensure_plugin, ensure_qemu10
+
+        qemu10 = ensure_qemu10(quiet=quiet)
+        plugin = ensure_plugin()
+        if not quiet:
+            click.echo(f"qemu {qemu10.binary} ({qemu10.version()})\nplugin {plugin}")
 
 
 @lab.command()
@@ -36,12 +47,22 @@ def prepare(quiet: bool) -> None:
 @click.option("--kaslr", is_flag=True, help="Boot with KASLR on (default: nokaslr).")
 @click.option("--accel", type=click.Choice(["tcg", "kvm"]), default="tcg", show_default=True,
               help="QEMU accelerator (this machine's /dev/kvm cannot boot a stock kernel).")
-def up(smp: int, memory_mib: int, kaslr: bool, accel: str) -> None:
+@click.option("--capture", type=click.Choice(machine.CAPTURES), default="gdbstub",
+              show_default=True,
+              help="How 'xenhpt trace lab' captures calls: breakpoints through the gdbstub "
+                   "(system QEMU), or the in-VMM plugin (QEMU 10 from bookworm-backports, "
+                   "fetched into the cache once).")
+@click.option("--ring-mib", default=machine.DEFAULT_RING_MIB, show_default=True,
+              help="Size of the plugin's record ring (a power of two).")
+def up(smp: int, memory_mib: int, kaslr: bool, accel: str, capture: str,
+       ring_mib: int) -> None:
     """Boot the lab guest and wait until it is ready."""
     started = time.monotonic()
-    state = machine.up(smp=smp, memory_mib=memory_mib, kaslr=kaslr, accel=accel)
+    state = machine.up(smp=smp, memory_mib=memory_mib, kaslr=kaslr, accel=accel,
+                       capture=capture, ring_mib=ring_mib)
     click.echo(f"lab up: {state.release}, {smp} vCPU, {memory_mib} MiB, "
-               f"gdbstub 127.0.0.1:{state.gdb_port}, ready in {time.monotonic() - started:.1f} s")
+               f"gdbstub 127.0.0.1:{state.gdb_port}, capture {capture}, "
+               f"ready in {time.monotonic() - started:.1f} s")
 
 
 @lab.command()
@@ -62,7 +83,8 @@ def status() -> None:
         click.echo("lab: not running (stale state; 'xenhpt lab down' cleans it)")
         return
     click.echo(f"lab: running, QEMU pid {state.pid}, {state.release}, {state.smp} vCPU, "
-               f"{state.memory_mib} MiB, kaslr={'on' if state.kaslr else 'off'}\n"
+               f"{state.memory_mib} MiB, kaslr={'on' if state.kaslr else 'off'}, "
+               f"capture {state.capture}\n"
                f"  gdbstub 127.0.0.1:{state.gdb_port}  qmp 127.0.0.1:{state.qmp_port}\n"
                f"  kernel {state.kernel_image}\n  console {state.console_log}")
 

@@ -20,6 +20,8 @@ def open_target(spec: str) -> Target:
             raise TargetUnreachable("the lab's QEMU is not running: 'xenhpt lab up'")
         target = QemuTarget("127.0.0.1", state.gdb_port, ram_file=Path(state.ram_file))
         target.description = f"lab (qemu:127.0.0.1:{state.gdb_port})"
+        if state.capture == "plugin" and state.capture_file:
+            target.capture_file = Path(state.capture_file)
         return target
     if spec.startswith("qemu:"):
         host, _, port = spec[5:].rpartition(":")

@@ -19,8 +19,10 @@ from ..syscalls.decode import Decoder
 from ..syscalls.table import SyscallTable, resolve_selection
 from ..tracer.capture import BreakpointCapture
 from ..tracer.engine import CallFilter, SyscallEngine
+from ..tracer.plugin_capture import PluginCapture, build_config
 from ..tracer.recording import RecordingEngine
 from ..tracer.trappoints import full_plan, selective_plan
+from ..vmi.plugin_channel import PluginChannel
 from .process import profile_option, read_processes, scan_progress
 from .targets import open_target
 
@@ -73,11 +75,20 @@ def _selection(expression: str | None) -> dict[str, set[int]] | None:
 @click.option("--record", "record_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also save every trap record with the guest bytes the decoder read, "
                    "for a replay without the guest (tools/bench.py measures the pipeline).")
+@click.option("--capture", "capture_mode", type=click.Choice(["auto", "plugin", "breakpoints"]),
+              default="auto", show_default=True,
+              help="plugin: QEMU's in-VMM capture plugin (fast; the lab has it after "
+                   "'lab up --capture plugin'); breakpoints: trap through the gdbstub or "
+                   "LibVMI; auto: the plugin when the target has one.")
+@click.option("--capture-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="The plugin's shared file (shm=PATH given to -plugin) for a QEMU "
+                   "started by hand.")
 @profile_option
 def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str | None,
           follow: bool, string_limit: int, output: Path | None, as_json: bool, summary: bool,
           show_time: bool, duration: float | None, tree: bool, verbose: bool,
-          record_path: Path | None, profile_path: Path | None) -> None:
+          record_path: Path | None, capture_mode: str, capture_file: Path | None,
+          profile_path: Path | None) -> None:
     """Trace the system calls of TARGET (a live guest) from outside.
 
     \b
@@ -91,11 +102,18 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
     if not guest.live:
         guest.close()
         raise XenhptError(f"{target} is a snapshot: only a live guest can be traced")
+    channel_path = capture_file or getattr(guest, "capture_file", None)
+    if capture_mode == "breakpoints":
+        channel_path = None
+    elif capture_mode == "plugin" and channel_path is None:
+        guest.close()
+        raise XenhptError(f"{target} has no capture plugin: start the lab with 'xenhpt lab up "
+                          "--capture plugin', or give --capture-file")
     stop = StopFlag()
     out = open(output, "w") if output else sys.stdout
     recording = open(record_path, "w") if record_path else None
     sink = StreamSink(out, as_json=as_json, summary=summary, show_time=show_time)
-    capture = None
+    capture: BreakpointCapture | PluginCapture | None = None
     engine = None
     gone: str | None = None
     try:
@@ -111,7 +129,18 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         else:
             engine = RecordingEngine(recording, Decoder(string_limit), sink, call_filter,
                                      process_tree, tasks)
-        if numbers is None:
+        if channel_path is not None:
+            channel = PluginChannel(channel_path)
+            capture = PluginCapture(channel, kernel, engine, guest,
+                                    build_config(kernel, numbers, string_limit))
+            guest.resume()  # the plugin takes its configuration from a running guest
+            capture.start()
+            if verbose:
+                click.echo(f"xenhpt: tracing {target}: capture plugin armed "
+                           f"({'full' if numbers is None else 'selective'}, "
+                           f"{kernel.profile.path.name})", err=True)
+            points = {}
+        elif numbers is None:
             points = full_plan(kernel)
         else:
             entries = {}
@@ -122,9 +151,10 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
                     if template is not None:
                         entries[(abi, nr)] = template.entry
             points = selective_plan(kernel, entries)
-        capture = BreakpointCapture(guest, kernel, points, engine)
-        capture.arm()
-        if verbose:
+        if channel_path is None:
+            capture = BreakpointCapture(guest, kernel, points, engine)
+            capture.arm()
+        if verbose and channel_path is None:
             mode = "full" if numbers is None else "selective"
             click.echo(f"xenhpt: tracing {target}: {len(points)} trap points armed ({mode}, "
                        f"{kernel.profile.path.name})", err=True)
@@ -140,6 +170,9 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
             gone = str(exc)
     finally:
         stop.restore()
+        if isinstance(capture, PluginCapture) and gone is None:
+            if not capture.close():
+                gone = "the capture plugin did not confirm the stop (guest gone?)"
         if gone is None:
             guest.close()  # removes every breakpoint and leaves the guest running
         if engine is not None:
@@ -153,9 +186,19 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         click.echo(pstree_text(engine.tree), nl=False)
     if verbose and engine is not None and capture is not None:
         s = engine.stats
-        click.echo(f"xenhpt: {capture.stats.traps} traps, {s.captured} calls captured, "
+        if isinstance(capture, PluginCapture):
+            p = capture.stats
+            source = (f"{p.records} records (plugin: {p.dropped} dropped on a full ring, "
+                      f"{p.late_reads} late reads)")
+        else:
+            source = f"{capture.stats.traps} traps"
+        click.echo(f"xenhpt: {source}, {s.captured} calls captured, "
                    f"{sink.printed} printed, {s.unfinished} unfinished, "
                    f"{s.unpaired_exits} exits without entry; by mechanism "
                    f"{dict(sorted(s.by_mechanism.items()))}", err=True)
+    if isinstance(capture, PluginCapture) and capture.stats.dropped:
+        click.echo(f"xenhpt: warning: the capture plugin dropped {capture.stats.dropped} "
+                   "records (its ring was full): those calls are missing or unfinished",
+                   err=True)
     if gone is not None:
         raise TargetGone(f"{gone}; {sink.printed} calls were captured and written")

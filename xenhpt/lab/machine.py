@@ -45,6 +45,8 @@ class LabState:
     kernel_image: str
     initramfs: str
     started: float
+    capture: str = "gdbstub"  # or "plugin": QEMU 10 with the xenhpt_capture TCG plugin
+    capture_file: str = ""  # the plugin's shared ring and configuration
 
     @classmethod
     def load(cls, directory: Path | None = None) -> LabState:
@@ -115,13 +117,24 @@ def prepare() -> Prepared:
     return Prepared(kernel, build_initramfs(cache_dir() / "initramfs"), profile)
 
 
+CAPTURES = ("gdbstub", "plugin")
+DEFAULT_RING_MIB = 256
+
+
 def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "tcg",
        timeout: float = 120.0, directory: Path | None = None,
-       extra_append: str = "") -> LabState:
+       extra_append: str = "", capture: str = "gdbstub",
+       ring_mib: int = DEFAULT_RING_MIB) -> LabState:
     """Boot the lab guest and wait for its ready marker; nothing stays running on failure.
 
+    ``capture="plugin"`` runs QEMU 10 with the in-VMM capture plugin (``xenhpt trace lab``
+    then reads its ring instead of trapping through the gdbstub, which stays available).
     ``extra_append`` adds kernel command-line words (tests use it to break the boot).
     """
+    if capture not in CAPTURES:
+        raise LabError(f"unknown capture {capture!r}: expected one of {', '.join(CAPTURES)}")
+    if capture == "plugin" and accel != "tcg":
+        raise LabError("the capture plugin is a TCG plugin: it needs --accel tcg")
     directory = directory or run_dir()
     if (directory / "state.json").exists():
         try:
@@ -132,7 +145,20 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
             raise LabError(f"the lab is already running (QEMU pid {old.pid}); "
                            "'xenhpt lab down' first")
         _cleanup(directory)
-    qemu = shutil.which(QEMU)
+    plugin_args: list[str] = []
+    capture_file = ""
+    if capture == "plugin":
+        from .qemu10 import ensure_plugin, ensure_qemu10
+
+        qemu10 = ensure_qemu10()
+        qemu: str | None = str(qemu10.binary)
+        capture_file = str(Path("/dev/shm") / f"xenhpt-lab-{uuid.uuid4().hex[:8]}.cap")
+        plugin_args = ["-plugin", f"{ensure_plugin()},shm={capture_file},"
+                                  f"ring={ring_mib << 20}"]
+        for firmware in qemu10.firmware:
+            plugin_args += ["-L", str(firmware)]
+    else:
+        qemu = shutil.which(QEMU)
     if qemu is None:
         raise LabError(f"{QEMU} not found: install the Debian package qemu-system-x86")
     prepared = prepare()
@@ -160,16 +186,18 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
         "-serial", "chardev:exec",
         "-gdb", f"tcp:127.0.0.1:{gdb_port}",
         "-qmp", f"tcp:127.0.0.1:{qmp_port},server=on,wait=off",
-        "-pidfile", str(directory / "qemu.pid"), "-daemonize",
+        "-pidfile", str(directory / "qemu.pid"), "-daemonize", *plugin_args,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         ram_file.unlink(missing_ok=True)
+        if capture_file:
+            Path(capture_file).unlink(missing_ok=True)
         raise LabError(f"QEMU did not start: {done.stderr.strip() or done.returncode}")
     pid = int((directory / "qemu.pid").read_text().strip())
     state = LabState(pid, gdb_port, qmp_port, str(exec_socket), str(console), str(ram_file),
                      memory_mib, smp, kaslr, accel, kernel.release, str(kernel.image),
-                     str(initramfs), time.time())
+                     str(initramfs), time.time(), capture, capture_file)
     (directory / "state.json").write_text(json.dumps(asdict(state), indent=2))
     deadline = time.monotonic() + timeout
     while True:
@@ -188,7 +216,9 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
 def _cleanup(directory: Path) -> None:
     try:
         state = json.loads((directory / "state.json").read_text())
-        Path(state.get("ram_file", "")).unlink(missing_ok=True)
+        for key in ("ram_file", "capture_file"):
+            if state.get(key):
+                Path(state[key]).unlink(missing_ok=True)
     except (OSError, ValueError):
         pass
     for name in ("state.json", "qemu.pid", "exec.sock"):

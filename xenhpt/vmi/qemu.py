@@ -103,6 +103,8 @@ class QemuTarget:
                  memory_size: int | None = None) -> None:
         self.remote = GdbRemote(host, port)
         self.description = f"qemu:{host}:{port}"
+        # The xenhpt_capture plugin's shared file, when this QEMU runs it (the lab says).
+        self.capture_file: Path | None = None
         self._threads = self._list_threads()
         self._breakpoints: set[int] = set()
         self._registers: dict[int, dict[str, int]] = {}

@@ -1,0 +1,191 @@
+"""The tracer's checks again, on a lab whose QEMU 10 runs the in-VMM capture plugin.
+
+``xenhpt trace lab`` picks the plugin by itself when the lab has one, so the checks of
+``test_trace.py`` run unchanged against this lab and must give the same results; the
+plugin's own promises (selective filtering inside it, nothing left capturing after a
+stop or a killed tracer, drops counted and reported) are checked here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xenhpt.lab import machine
+from xenhpt.vmi.plugin_channel import PluginChannel
+
+from . import test_trace as checks
+from .conftest import XENHPT, guest
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def plugin_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[machine.LabState]:
+    """A plugin lab in a run directory of its own, the current lab for this module."""
+    directory = tmp_path_factory.mktemp("plugin-lab")
+    previous = os.environ.get("XENHPT_LAB_DIR")
+    os.environ["XENHPT_LAB_DIR"] = str(directory)
+    state = machine.up(directory=directory, capture="plugin")
+    try:
+        yield state
+    finally:
+        machine.down(directory)
+        if previous is None:
+            os.environ.pop("XENHPT_LAB_DIR", None)
+        else:
+            os.environ["XENHPT_LAB_DIR"] = previous
+
+
+def _capture_enabled(state: machine.LabState) -> bool:
+    channel = PluginChannel(Path(state.capture_file))
+    try:
+        return bool(int.from_bytes(channel._map[channel.config_offset:channel.config_offset + 4],
+                                   "little"))
+    finally:
+        channel.close()
+
+
+def _records_written(state: machine.LabState) -> int:
+    channel = PluginChannel(Path(state.capture_file))
+    try:
+        return channel.counters().records
+    finally:
+        channel.close()
+
+
+@pytest.fixture()
+def busy_plugin_guest(plugin_lab: machine.LabState) -> Iterator[None]:
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            try:
+                checks.in_guest("i=0; while [ $i -lt 100 ]; do cat /etc/inittab > /dev/null; "
+                                "i=$((i+1)); done", timeout=120)
+            except Exception:  # noqa: BLE001 - the workload only has to keep the guest busy
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=180)
+
+
+# --- the tracer's checks, unchanged ----------------------------------------------------
+
+def test_the_lab_runs_qemu_10_with_the_plugin(plugin_lab: machine.LabState) -> None:
+    cmdline = Path(f"/proc/{plugin_lab.pid}/cmdline").read_bytes().split(b"\0")
+    assert any(b"xenhpt_capture" in word for word in cmdline)
+    version = subprocess.run([cmdline[0].decode(), "--version"], capture_output=True,
+                             text=True).stdout
+    assert int(version.split("version ")[1].split(".")[0]) >= 10, version
+
+
+def test_random_write_is_decoded(plugin_lab: machine.LabState) -> None:
+    checks.test_random_write_is_decoded_with_path_flags_string_and_task(plugin_lab)
+
+
+@pytest.mark.parametrize("mechanism", ["int80", "sysenter", "syscall"])
+def test_32bit_mechanisms(plugin_lab: machine.LabState, mechanism: str) -> None:
+    checks.test_32bit_programs_are_seen_through_their_mechanism(plugin_lab, mechanism)
+
+
+def test_calls_agree_with_strace(plugin_lab: machine.LabState) -> None:
+    checks.test_calls_agree_with_strace_inside_the_guest(plugin_lab)
+
+
+def test_live_tree_follows_fork_and_exec(plugin_lab: machine.LabState) -> None:
+    checks.test_live_tree_and_json_events_follow_fork_and_exec(plugin_lab)
+
+
+def test_dash_p_covers_every_thread(plugin_lab: machine.LabState) -> None:
+    checks.test_dash_p_covers_every_thread_of_the_process(plugin_lab)
+
+
+def test_selective_filtering_happens_in_the_plugin(plugin_lab: machine.LabState) -> None:
+    # With the plugin, "traps" are the records it wrote: unselected calls write none.
+    checks.test_selective_trace_costs_far_fewer_traps_than_a_full_one(plugin_lab)
+
+
+# --- stopping ------------------------------------------------------------------------------
+
+def test_ctrl_c_stops_capture_in_the_plugin(plugin_lab: machine.LabState,
+                                            busy_plugin_guest: None) -> None:
+    trace = checks.Trace("--json")
+    time.sleep(4)
+    out, err = trace.interrupt()
+    c = checks.counts(err)
+    assert c["captured"] > 0 and c["captured"] == c["printed"]
+    assert len(checks.records(out)) >= c["printed"]
+    assert not _capture_enabled(plugin_lab), "the plugin still captures after Ctrl-C"
+    before = _records_written(plugin_lab)
+    time.sleep(2)  # the guest keeps making calls meanwhile
+    assert _records_written(plugin_lab) == before
+    assert guest("echo alive") == "alive\n"
+
+
+def test_a_killed_tracer_does_not_leave_capture_running(plugin_lab: machine.LabState,
+                                                        busy_plugin_guest: None) -> None:
+    process = subprocess.Popen([XENHPT, "trace", "lab", "-v", "-o", os.devnull],
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None and "armed" in process.stderr.readline()
+    time.sleep(2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    # No goodbye: the plugin notices the missing heartbeat (5 s) and stops by itself.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        before = _records_written(plugin_lab)
+        time.sleep(1)
+        if _records_written(plugin_lab) == before:
+            break
+    else:
+        pytest.fail("the plugin kept writing records for a dead tracer")
+    assert guest("echo alive") == "alive\n"
+
+
+def test_power_off_ends_a_plugin_trace_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "XENHPT_LAB_DIR": str(tmp_path)}
+    machine.up(directory=tmp_path, capture="plugin")
+    try:
+        process = subprocess.Popen([XENHPT, "trace", "lab", "-v", "--json"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None and "armed" in process.stderr.readline()
+        time.sleep(1)
+        threading.Thread(target=checks._power_off, args=(tmp_path,), daemon=True).start()
+        out, err = process.communicate(timeout=120)
+    finally:
+        machine.down(tmp_path)
+    assert process.returncode == 1, err
+    error_lines = [line for line in err.splitlines() if line.startswith("xenhpt: error:")]
+    assert len(error_lines) == 1 and "captured" in error_lines[0], err
+    assert checks.records(out), "events captured before the power-off were lost"
+
+
+def test_a_full_ring_drops_records_and_says_so(tmp_path: Path) -> None:
+    """A 1 MiB ring under a tight syscall loop overflows: the drops are counted and shown."""
+    env = {**os.environ, "XENHPT_LAB_DIR": str(tmp_path)}
+    state = machine.up(directory=tmp_path, capture="plugin", ring_mib=1)
+    try:
+        process = subprocess.Popen([XENHPT, "trace", "lab", "-v", "-o", os.devnull,
+                                    "--duration", "12"], env=env, stderr=subprocess.PIPE,
+                                   text=True)
+        assert process.stderr is not None and "armed" in process.stderr.readline()
+        machine.exec_in_guest("/opt/xenhpt/bin/bench_syscall 6", directory=tmp_path,
+                              timeout=120)
+        _, err = process.communicate(timeout=120)
+        dropped = PluginChannel(Path(state.capture_file)).counters().dropped
+    finally:
+        machine.down(tmp_path)
+    assert process.returncode == 0, err
+    assert dropped > 0, "the loop did not overflow a 1 MiB ring (make the test harder)"
+    assert f"dropped {dropped} records" in err, err

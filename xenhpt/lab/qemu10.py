@@ -1,0 +1,109 @@
+"""QEMU ≥ 10 for the plugin capture, beside (not instead of) the system's QEMU 7.2.
+
+Debian 12's QEMU 7.2 has no plugin API to read registers and guest memory; bookworm-backports
+ships QEMU 10.0, which has. Installing it over 7.2 would change the QEMU that the gdbstub lab
+and the Xen lab run on (the nested Xen guest needs 7.2), so the lab fetches the backports
+packages with ``apt-get download`` through a private package list, unpacks them into its
+cache with ``dpkg-deb -x``, and runs that binary with ``-L`` pointing at its own firmware.
+Its shared libraries are the ones 7.2 already pulled in (the backport is built for bookworm).
+
+The capture plugin (``vmi/qemu_plugin/xenhpt_capture.c``) is compiled here with gcc, into the
+cache, named by a hash of its source so that a changed plugin is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LabError
+from .paths import cache_dir
+
+BACKPORTS = "deb http://deb.debian.org/debian bookworm-backports main\n"
+PACKAGES = ("qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios")
+PLUGIN_SOURCE = Path(__file__).resolve().parent.parent / "vmi" / "qemu_plugin"
+
+
+@dataclass(frozen=True)
+class Qemu10:
+    binary: Path
+    firmware: tuple[Path, ...]  # for -L, in order
+
+    def version(self) -> str:
+        done = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True)
+        return done.stdout.splitlines()[0] if done.stdout else "unknown"
+
+
+def _apt(root: Path, *args: str, cwd: Path | None = None) -> None:
+    state = root / "apt"
+    options = [
+        "-o", f"Dir::Etc::SourceList={state / 'sources.list'}",
+        "-o", "Dir::Etc::SourceParts=/dev/null",
+        "-o", f"Dir::State::Lists={state / 'lists'}",
+        "-o", f"Dir::Cache={state / 'cache'}",
+        # apt's sandbox user cannot write into root's cache; the download is ours anyway.
+        "-o", "APT::Sandbox::User=root",
+    ]
+    done = subprocess.run(["apt-get", "-qq", *options, *args], cwd=cwd, capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise LabError(f"apt-get {args[0]} (bookworm-backports) failed: "
+                       f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+
+
+def ensure_qemu10(quiet: bool = False) -> Qemu10:
+    """QEMU 10 from bookworm-backports, unpacked once into the cache."""
+    root = cache_dir() / "qemu10"
+    unpacked = root / "root"
+    found = Qemu10(unpacked / "usr/bin/qemu-system-x86_64",
+                   (unpacked / "usr/share/qemu", unpacked / "usr/share/seabios"))
+    if found.binary.exists():
+        return found
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise LabError(f"{tool} not found: the plugin lab fetches QEMU 10 with Debian's apt")
+    if not quiet:
+        print("lab: fetching QEMU 10 from bookworm-backports (once)", flush=True)
+    for sub in ("apt/lists/partial", "apt/cache/archives/partial", "debs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "apt" / "sources.list").write_text(BACKPORTS)
+    _apt(root, "update")
+    debs = root / "debs"
+    for old in debs.glob("*.deb"):
+        old.unlink()
+    _apt(root, "download", *(f"{name}/bookworm-backports" for name in PACKAGES), cwd=debs)
+    staging = root / "root.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    for deb in sorted(debs.glob("*.deb")):
+        done = subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            raise LabError(f"cannot unpack {deb.name}: {done.stderr.strip()}")
+    shutil.rmtree(unpacked, ignore_errors=True)
+    staging.rename(unpacked)
+    if not found.binary.exists():
+        raise LabError(f"QEMU 10 package unpacked without {found.binary}")
+    return found
+
+
+def ensure_plugin() -> Path:
+    """The capture plugin, compiled for this machine (cached by source hash)."""
+    sources = sorted(PLUGIN_SOURCE.glob("*.[ch]"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
+    out = cache_dir() / "plugin" / f"xenhpt_capture-{digest}.so"
+    if out.exists():
+        return out
+    if shutil.which("gcc") is None:
+        raise LabError("gcc not found: it builds the capture plugin (Debian package gcc)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    done = subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+                           "-o", str(partial), str(PLUGIN_SOURCE / "xenhpt_capture.c")],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise LabError(f"the capture plugin does not compile:\n{done.stderr.strip()}")
+    partial.rename(out)
+    return out

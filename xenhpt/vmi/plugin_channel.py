@@ -1,0 +1,285 @@
+"""The shared file between QEMU's xenhpt_capture plugin and the tracer: a ring and a config.
+
+The plugin (``qemu_plugin/xenhpt_capture.c``, which holds the C side of this layout) creates
+the file when QEMU starts; the tracer maps it, writes a :class:`CaptureConfig` and reads
+:class:`RawRecord` objects from the ring. The guest never waits for us: when the ring is
+full the plugin drops the record and counts it (``dropped``), and when the tracer stops
+sending heartbeats the plugin stops capturing by itself.
+
+This module knows bytes and offsets only; what to capture for which call is decided by
+the tracer (``tracer/plugin_capture.py``).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import XenhptError
+
+MAGIC = b"XHPTCAP1"
+LAYOUT_VERSION = 1
+MAX_NR = 1024
+MAX_RULES = 8192
+ABI_INDEX = {"x86_64": 0, "i386": 1}
+ABI_NAMES = ("x86_64", "i386")
+MECHANISMS = (None, "syscall", "sysenter", "int80")
+_KINDS = (None, "entry", "exit", "refresh")
+
+# Capture rules (struct rule in the C file): when, and how the length is found.
+WHEN_ENTRY, WHEN_EXIT = 1, 2
+HOW_CSTRING, HOW_FIXED, HOW_BY_ARG, HOW_BY_RET, HOW_BY_DEREF, HOW_STRINGS, HOW_STACK = range(1, 8)
+
+FLAG_TASK_UNKNOWN, FLAG_RETRY_AT_EXIT = 1, 2
+CALL_SELECTED, CALL_REREAD_AT_EXIT = 1, 2
+REGION_CUT = 1  # an unreadable page ended the copy
+REGION_TERMINATED = 2  # a string whose NUL was copied
+REGION_FULL = 4  # the record's size cap ended the copy
+
+_HEADER = struct.Struct("<8sII5QQ")  # magic .. max_vcpus, reserved0
+_COUNTERS = struct.Struct("<9Q")  # head .. truncated, at offset 64
+_TAIL, _CONFIG_GEN, _HEARTBEAT, _OWNER = 256, 264, 272, 280
+_CONFIG_HEAD = struct.Struct("<IIQQ4I4IQ10III")  # struct config up to calls (112 bytes)
+_CALL = struct.Struct("<BBH")
+_RULE = struct.Struct("<BBBBIII")
+_RECORD = struct.Struct("<IBBBBIIQQiiii16sQ6QqQQQ")
+_REGION = struct.Struct("<QII")
+_WORD = struct.Struct("Q")  # one shared 64-bit word, native and aligned (see _set_u64)
+assert sys.byteorder == "little", "the capture file is little-endian, like x86"
+_SIZE_KIND = struct.Struct("<IB")
+assert _CONFIG_HEAD.size == 112 and _RECORD.size == 152
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ChannelError(XenhptError):
+    """The capture file is missing, not the plugin's, or the plugin does not answer."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One piece of guest memory to copy for a call (see the C file's HOW_* list)."""
+
+    when: int
+    how: int
+    arg: int
+    max: int
+    len_arg: int = 0
+    count: int = 0
+
+
+@dataclass
+class CaptureConfig:
+    exit_address: int
+    current_offset: int  # per-CPU offset of the current task pointer
+    task_pid: int
+    task_tgid: int
+    task_comm: int
+    task_real_parent: int
+    regs_orig_ax: int
+    regs_ax: int
+    calls: dict[tuple[int, int], list[Rule]] = field(default_factory=dict)  # wanted ones
+    # Calls whose caller is read again at exit (exec: the exit carries the new name).
+    reread_at_exit: set[tuple[int, int]] = field(default_factory=set)
+    unknown_selected: bool = True  # numbers past the tables (x32, garbage) are recorded
+    user32_cs: int = 0x23  # Linux's __USER32_CS: `syscall` from 32-bit code is the i386 ABI
+    max_record: int = 64 << 10
+    heartbeat_timeout_ms: int = 5000
+    enabled: bool = True
+    refresh_address: int = 0  # bprm_execve: execve's strings, copied again once faulted in
+
+
+@dataclass
+class RawRecord:
+    kind: str  # "entry" / "exit" / "refresh" (an entry's missing memory, copied later)
+    abi: str
+    mechanism: str | None
+    vcpu: int
+    task_known: bool
+    ts: float
+    task: int
+    pid: int
+    tid: int
+    ppid: int
+    comm: bytes
+    nr: int
+    args: tuple[int, ...]
+    ret: int
+    pc: int
+    sp: int
+    cr3: int
+    regions: list[tuple[int, int, bytes]]  # (address, flags, bytes)
+    # An entry whose argument memory was not mapped yet at the call: its exit record
+    # carries a copy taken at the return (the kernel faulted the pages in meanwhile).
+    retry_at_exit: bool = False
+
+
+@dataclass
+class ChannelCounters:
+    records: int  # written by the plugin since QEMU started
+    dropped: int  # lost to a full ring
+    instructions: int  # syscall instructions executed (traced or not)
+    read_failures: int
+    stale_stops: int
+    flushes: int
+    truncated: int
+
+
+class PluginChannel:
+    def __init__(self, path: Path) -> None:
+        try:
+            with open(path, "r+b") as f:
+                self._map = mmap.mmap(f.fileno(), 0)
+        except OSError as exc:
+            raise ChannelError(f"cannot open the capture file {path}: {exc.strerror}") from None
+        magic, version, _, config_offset, _, ring_offset, ring_size, vcpus, _ = \
+            _HEADER.unpack_from(self._map, 0)
+        if magic != MAGIC or version != LAYOUT_VERSION:
+            self._map.close()
+            raise ChannelError(f"{path} is not a version-{LAYOUT_VERSION} xenhpt capture file")
+        self.path = path
+        self.config_offset = config_offset
+        self.ring_offset = ring_offset
+        self.ring_size = ring_size
+        self.max_vcpus = vcpus
+        self._tail = self._u64(_TAIL)
+
+    # -- small accessors ----------------------------------------------------------------
+
+    def _u64(self, offset: int) -> int:
+        return _WORD.unpack_from(self._map, offset)[0]
+
+    def _set_u64(self, offset: int, value: int) -> None:
+        # Native packing ("Q") stores the word with one 8-byte copy; "<Q" and "=Q" go
+        # through a byte-wise conversion that the plugin, reading concurrently, was seen
+        # to catch half done (a heartbeat read as 0 made it stop capturing).
+        _WORD.pack_into(self._map, offset, value)
+
+    def counters(self) -> ChannelCounters:
+        _, records, dropped, _, instructions, failures, stale, flushes, truncated = \
+            _COUNTERS.unpack_from(self._map, 64)
+        return ChannelCounters(records, dropped, instructions, failures, stale, flushes,
+                               truncated)
+
+    def claim(self) -> None:
+        """Become the one reader of this ring; another live tracer holding it is an error."""
+        owner = self._u64(_OWNER)
+        if owner and owner != os.getpid() and _process_alive(owner):
+            raise ChannelError(f"another tracer (pid {owner}) is reading this capture plugin")
+        self._set_u64(_OWNER, os.getpid())
+
+    def release(self) -> None:
+        if self._u64(_OWNER) == os.getpid():
+            self._set_u64(_OWNER, 0)
+
+    def heartbeat(self) -> None:
+        self._set_u64(_HEARTBEAT, time.monotonic_ns())
+
+    # -- configuration ------------------------------------------------------------------
+
+    def configure(self, config: CaptureConfig, timeout: float = 10.0) -> None:
+        """Hand the plugin a configuration and wait until it took it.
+
+        The plugin takes it at its next syscall instruction or idle moment; a guest that
+        is paused (gdbstub) cannot, so call this while the guest runs.
+        """
+        calls = {key: rules for key, rules in config.calls.items() if key[1] < MAX_NR}
+        n_rules = sum(len(rules) for rules in calls.values())
+        if n_rules > MAX_RULES:
+            raise ChannelError(f"{n_rules} capture rules: the plugin takes {MAX_RULES}")
+        base = self.config_offset
+        table = base + _CONFIG_HEAD.size
+        rules_at = table + 2 * MAX_NR * _CALL.size
+        self._map[table:rules_at] = bytes(rules_at - table)
+        index = 0
+        for (abi, nr), rules in sorted(calls.items()):
+            flags = CALL_SELECTED | (CALL_REREAD_AT_EXIT if (abi, nr) in config.reread_at_exit
+                                     else 0)
+            _CALL.pack_into(self._map, table + (abi * MAX_NR + nr) * _CALL.size, flags,
+                            len(rules), index)
+            for rule in rules:
+                _RULE.pack_into(self._map, rules_at + index * _RULE.size, rule.when, rule.how,
+                                rule.arg, rule.len_arg, rule.max, rule.count, 0)
+                index += 1
+        _CONFIG_HEAD.pack_into(
+            self._map, base, int(config.enabled), config.max_record, config.exit_address,
+            config.current_offset, config.task_pid, config.task_tgid, config.task_comm,
+            config.task_real_parent, config.regs_orig_ax, config.regs_ax, config.user32_cs,
+            int(config.unknown_selected), config.refresh_address, *([0] * 10), n_rules,
+            config.heartbeat_timeout_ms)
+        self._publish(timeout)
+
+    def disable(self, timeout: float = 2.0) -> bool:
+        """Stop capture (the guest runs on untouched); False if the plugin did not confirm."""
+        struct.pack_into("<I", self._map, self.config_offset, 0)
+        try:
+            self._publish(timeout)
+        except ChannelError:
+            return False
+        return True
+
+    def _publish(self, timeout: float) -> None:
+        self.heartbeat()
+        generation = self._u64(_CONFIG_GEN) + 1
+        self._set_u64(_CONFIG_GEN, generation)
+        deadline = time.monotonic() + timeout
+        while self._u64(64 + 3 * 8) != generation:  # applied_gen
+            if time.monotonic() > deadline:
+                raise ChannelError("the capture plugin did not take its configuration "
+                                   f"within {timeout:.0f} s (is the guest paused?)")
+            time.sleep(0.002)
+
+    # -- records ------------------------------------------------------------------------
+
+    def skip_pending(self) -> None:
+        """Forget what is in the ring (records of an earlier trace)."""
+        self._tail = self._u64(64)
+        self._set_u64(_TAIL, self._tail)
+
+    def read(self, limit: int = 4096) -> list[RawRecord]:
+        """Up to ``limit`` records, oldest first (empty: nothing new)."""
+        head = self._u64(64)
+        tail = self._tail
+        out: list[RawRecord] = []
+        mask = self.ring_size - 1
+        ring = self.ring_offset
+        buf = self._map
+        while tail < head and len(out) < limit:
+            at = ring + (tail & mask)
+            size, kind = _SIZE_KIND.unpack_from(buf, at)
+            tail += size
+            if kind == 0:
+                continue  # padding to the ring's end: as short as 8 bytes
+            fields = _RECORD.unpack_from(buf, at)
+            regions = []
+            offset = at + _RECORD.size
+            for _ in range(fields[4]):
+                address, length, flags = _REGION.unpack_from(buf, offset)
+                offset += _REGION.size
+                regions.append((address, flags, bytes(buf[offset:offset + length])))
+                offset += (length + 7) & ~7
+            out.append(RawRecord(
+                _KINDS[kind], ABI_NAMES[fields[2]], MECHANISMS[fields[3]],
+                fields[5], not fields[6] & 1, fields[7] / 1e9, fields[8], fields[9], fields[10],
+                fields[11], fields[13].split(b"\0", 1)[0], fields[14], fields[15:21],
+                fields[21], fields[22], fields[23], fields[24], regions,
+                bool(fields[6] & FLAG_RETRY_AT_EXIT)))
+        self._tail = tail
+        self._set_u64(_TAIL, tail)
+        return out
+
+    def close(self) -> None:
+        self._map.close()

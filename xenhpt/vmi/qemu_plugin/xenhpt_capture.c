@@ -1,0 +1,937 @@
+/*
+ * xenhpt_capture — system-call capture inside QEMU, as a TCG plugin.
+ *
+ * Through the gdbstub every trapped call stops the whole VM and makes QEMU throw away
+ * translated code; here the capture runs inside the emulator, in the vCPU thread, for
+ * about a microsecond per call, and hands records to the xenhpt tracer through a ring in
+ * a shared file that never blocks the guest (a full ring drops and counts).
+ *
+ * What it instruments (at translation time, so untouched code costs nothing):
+ *  - every user instruction that enters the kernel for a system call: `syscall`
+ *    (0f 05), `sysenter` (0f 34) and `int 0x80` (cd 80). QEMU hands us whole decoded
+ *    instructions; we accept only legacy prefixes and (64-bit code) one REX byte in front
+ *    of the opcode, so bytes that merely end in 0f 05 are never taken for a syscall;
+ *  - the kernel's common syscall exit (syscall_exit_to_user_mode(struct pt_regs *regs)),
+ *    whose address the tracer gives us once it knows the kernel's layout.
+ *
+ * What it records is driven by the tracer's configuration (see plugin_channel.py, which
+ * owns the layout below): which call numbers are wanted (selective tracing filters here),
+ * the kernel offsets that name the calling task, and for each call a few capture rules
+ * derived from xenhpt's syscall templates — copy the path string in argument 0, the
+ * buffer in argument 1 with the length in argument 2 up to -s bytes, the struct the
+ * kernel wrote at exit, ... The decoder then reads those bytes as they were at the call.
+ *
+ * Entry and exit are joined here only to know, at exit, the ABI and the arguments whose
+ * memory the kernel filled in; the tracer does the real pairing, by task.
+ *
+ * SPDX-License-Identifier: LGPL-3.0-or-later
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qemu_plugin_abi.h"
+
+QEMU_PLUGIN_EXPORT int qemu_plugin_version = XENHPT_QEMU_PLUGIN_API_VERSION;
+
+/* ---- the shared file: keep in step with xenhpt/vmi/plugin_channel.py ---------------- */
+
+#define MAGIC "XHPTCAP1"
+#define LAYOUT_VERSION 1
+#define HEADER_SIZE 4096
+#define CONFIG_SIZE (1u << 20)
+#define MAX_NR 1024
+#define MAX_RULES 8192
+#define ABIS 2 /* 0: x86_64, 1: i386 */
+
+struct header {
+    char magic[8];
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t config_offset, config_size, ring_offset, ring_size;
+    uint64_t max_vcpus;
+    uint64_t reserved0;
+    /* written by the plugin (offset 64) */
+    uint64_t head;          /* bytes ever written to the ring */
+    uint64_t records;       /* records written */
+    uint64_t dropped;       /* records dropped because the ring was full */
+    uint64_t applied_gen;   /* the configuration generation in effect */
+    uint64_t instructions;  /* syscall instructions executed, traced or not */
+    uint64_t read_failures; /* guest reads that failed (unmapped pages) */
+    uint64_t stale_stops;   /* times capture stopped because the tracer went silent */
+    uint64_t flushes;       /* code-cache flushes to (un)instrument the exit point */
+    uint64_t truncated;     /* captured regions cut because a record was full */
+    uint64_t stale_age_ns;  /* how old the heartbeat was at the last stale stop */
+    uint64_t qemu_exited;   /* QEMU ran its exit callbacks: no record will follow */
+    uint64_t reserved1[13];
+    /* written by the tracer (offset 256) */
+    uint64_t tail;          /* bytes ever consumed */
+    uint64_t config_gen;    /* bumped after each configuration write */
+    uint64_t heartbeat_ns;  /* CLOCK_MONOTONIC: the tracer is alive */
+    uint64_t owner_pid;     /* the tracer reading the ring (one at a time) */
+};
+_Static_assert(__builtin_offsetof(struct header, head) == 64, "header layout");
+_Static_assert(__builtin_offsetof(struct header, tail) == 256, "header layout");
+
+enum { WHEN_ENTRY = 1, WHEN_EXIT = 2 };
+enum {
+    HOW_CSTRING = 1, /* NUL-terminated string at args[arg], at most max bytes */
+    HOW_FIXED = 2,   /* max bytes at args[arg] */
+    HOW_BY_ARG = 3,  /* args[len_arg] * count bytes at args[arg], at most max */
+    HOW_BY_RET = 4,  /* ret * count bytes at args[arg] (ret > 0), at most max */
+    HOW_BY_DEREF = 5,/* (u32 at args[len_arg]) bytes at args[arg], at most max */
+    HOW_STRINGS = 6, /* array of up to count pointers at args[arg], and their strings */
+    HOW_STACK = 7,   /* max bytes at the user stack pointer (entry only) */
+};
+
+/* selected: bit 0 = capture this call; bit 1 = read the caller again at exit (exec). */
+struct call_spec { uint8_t selected; uint8_t n_rules; uint16_t first_rule; };
+#define CALL_SELECTED 1u
+#define CALL_REREAD_AT_EXIT 2u
+struct rule { uint8_t when, how, arg, len_arg; uint32_t max; uint32_t count; uint32_t reserved; };
+
+struct config {
+    uint32_t enabled;
+    uint32_t max_record;         /* bytes: the cap on one record */
+    uint64_t exit_address;       /* syscall_exit_to_user_mode, or 0 */
+    uint64_t current_offset;     /* per-CPU offset of the current task pointer */
+    uint32_t task_pid, task_tgid, task_comm, task_real_parent;
+    uint32_t regs_orig_ax, regs_ax, user32_cs, unknown_selected;
+    uint64_t refresh_address;    /* bprm_execve, or 0: see on_refresh_point */
+    uint32_t reserved[10];
+    uint32_t n_rules;
+    uint32_t heartbeat_timeout_ms;
+    struct call_spec calls[ABIS][MAX_NR];
+    struct rule rules[MAX_RULES];
+};
+_Static_assert(__builtin_offsetof(struct config, calls) == 112, "config layout");
+_Static_assert(sizeof(struct config) <= CONFIG_SIZE, "config layout");
+
+enum { TYPE_PAD = 0, TYPE_ENTRY = 1, TYPE_EXIT = 2, TYPE_REFRESH = 3 };
+enum { MECH_NONE = 0, MECH_SYSCALL = 1, MECH_SYSENTER = 2, MECH_INT80 = 3 };
+#define FLAG_TASK_UNKNOWN 1u
+/* Entry record: some argument memory was not mapped yet (demand paging: the kernel faults
+ * it in during the call). Its exit record carries a second copy taken at the return. */
+#define FLAG_RETRY_AT_EXIT 2u
+
+struct record {
+    uint32_t size; /* whole record with its regions, a multiple of 8 */
+    uint8_t type, abi, mechanism, n_regions;
+    uint32_t vcpu, flags;
+    uint64_t ts_ns; /* CLOCK_REALTIME, like the tracer's time.time() */
+    uint64_t task;
+    int32_t pid, tid, ppid, reserved;
+    char comm[16];
+    uint64_t nr;
+    uint64_t args[6];
+    int64_t ret;
+    uint64_t pc, sp, cr3;
+};
+_Static_assert(sizeof(struct record) == 152, "record layout");
+
+#define REGION_CUT 1u        /* an unreadable page ended the copy early */
+#define REGION_TERMINATED 2u /* a string whose NUL was copied: nothing after it matters */
+#define REGION_FULL 4u       /* the record's size cap ended the copy early */
+struct region { uint64_t addr; uint32_t len; uint32_t flags; };
+
+/* ---- plugin state ------------------------------------------------------------------- */
+
+enum { R_RAX, R_RBX, R_RCX, R_RDX, R_RSI, R_RDI, R_RBP, R_RSP, R_R8, R_R9, R_R10,
+       R_RIP, R_CS, R_CR3, R_GS_BASE, R_K_GS_BASE, R_COUNT };
+static const char *const register_names[R_COUNT] = {
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
+    "rip", "cs", "cr3", "gs_base", "k_gs_base"};
+
+struct vcpu_state {
+    GByteArray *buf;   /* register and memory reads land here */
+    uint8_t *scratch;  /* one record is built here before it goes to the ring */
+};
+
+struct pending {
+    uint64_t task;
+    uint8_t live, abi;
+    uint32_t retry_rules; /* entry rules (bit = index in the call's list) that found nothing */
+    uint64_t nr;
+    uint64_t args[6];
+    int32_t pid, tid, ppid; /* the caller, as read at entry: the exit reuses it */
+    uint32_t flags;
+    char comm[16];
+};
+#define PENDING_SLOTS 4096
+#define PENDING_PROBES 64
+
+static qemu_plugin_id_t plugin_id;
+static struct header *hdr;
+static struct config *shared_config;
+static uint8_t *ring;
+static uint64_t ring_size;
+static struct config cfg;          /* our copy of the tracer's configuration */
+static uint64_t exit_address;      /* what translation instruments right now */
+static uint64_t refresh_address;
+static struct qemu_plugin_register *reg_handles[R_COUNT];
+static struct vcpu_state *vcpus;
+static unsigned max_vcpus;
+static struct pending pending[PENDING_SLOTS];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static const char *shm_path;
+
+#define SCRATCH_SIZE (256u << 10)
+
+static uint64_t now_ns(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t read_reg(struct vcpu_state *v, int which)
+{
+    uint64_t value = 0;
+    if (!reg_handles[which]) {
+        return 0;
+    }
+    g_byte_array_set_size(v->buf, 0);
+    int n = qemu_plugin_read_register(reg_handles[which], v->buf);
+    if (n > 0) {
+        memcpy(&value, v->buf->data, n < 8 ? (size_t)n : 8);
+    }
+    return value;
+}
+
+/* Up to len bytes at addr, page by page; returns how many were readable from the start. */
+static size_t read_guest(struct vcpu_state *v, uint64_t addr, uint8_t *dst, size_t len,
+                         bool stop_at_nul, bool *terminated)
+{
+    size_t done = 0;
+    while (done < len) {
+        uint64_t at = addr + done;
+        size_t piece = 4096 - (at & 4095);
+        if (piece > len - done) {
+            piece = len - done;
+        }
+        if (!qemu_plugin_read_memory_vaddr(at, v->buf, piece)) {
+            __atomic_add_fetch(&hdr->read_failures, 1, __ATOMIC_RELAXED);
+            break;
+        }
+        if (stop_at_nul) {
+            uint8_t *nul = memchr(v->buf->data, 0, piece);
+            if (nul) {
+                size_t keep = (size_t)(nul - v->buf->data) + 1;
+                memcpy(dst + done, v->buf->data, keep);
+                *terminated = true;
+                return done + keep;
+            }
+        }
+        memcpy(dst + done, v->buf->data, piece);
+        done += piece;
+    }
+    return done;
+}
+
+static bool read_u64(struct vcpu_state *v, uint64_t addr, uint64_t *out)
+{
+    bool unused = false;
+    *out = 0;
+    return read_guest(v, addr, (uint8_t *)out, 8, false, &unused) == 8;
+}
+
+/* ---- configuration ------------------------------------------------------------------ */
+
+static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
+static void on_idle(qemu_plugin_id_t id, unsigned int vcpu);
+
+static void install_callbacks(qemu_plugin_id_t id)
+{
+    qemu_plugin_register_vcpu_tb_trans_cb(id, on_tb_trans);
+    qemu_plugin_register_vcpu_idle_cb(id, on_idle);
+}
+
+static void on_exit_qemu(qemu_plugin_id_t id, void *userdata);
+
+/* qemu_plugin_reset drops every callback we had: put back all but vCPU init (done). */
+static void reinstall(qemu_plugin_id_t id)
+{
+    install_callbacks(id);
+    qemu_plugin_register_atexit_cb(id, on_exit_qemu, NULL);
+}
+
+static bool config_valid(const struct config *c)
+{
+    if (c->n_rules > MAX_RULES || c->max_record < sizeof(struct record)
+        || c->max_record > SCRATCH_SIZE || c->max_record > ring_size / 4) {
+        return false;
+    }
+    for (int abi = 0; abi < ABIS; abi++) {
+        for (int nr = 0; nr < MAX_NR; nr++) {
+            const struct call_spec *s = &c->calls[abi][nr];
+            if ((uint32_t)s->first_rule + s->n_rules > c->n_rules) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/*
+ * The tracer writes the whole configuration, then bumps config_gen; we copy it once and
+ * acknowledge. A new exit address needs the translated code flushed so that the exit
+ * point gets (or loses) its callback: qemu_plugin_reset does that, asynchronously.
+ */
+static void check_config(void)
+{
+    uint64_t gen = __atomic_load_n(&hdr->config_gen, __ATOMIC_ACQUIRE);
+    if (gen == __atomic_load_n(&hdr->applied_gen, __ATOMIC_RELAXED)) {
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    if (gen != hdr->applied_gen) {
+        static struct config incoming;
+        memcpy(&incoming, shared_config, sizeof(incoming));
+        if (!config_valid(&incoming)) {
+            incoming.enabled = 0; /* refuse it whole rather than read out of bounds */
+        }
+        bool flush = incoming.exit_address != cfg.exit_address
+                     || incoming.refresh_address != cfg.refresh_address
+                     || (incoming.enabled && !cfg.enabled);
+        memcpy(&cfg, &incoming, sizeof(cfg));
+        memset(pending, 0, sizeof(pending));
+        __atomic_store_n(&exit_address, cfg.enabled ? cfg.exit_address : 0,
+                         __ATOMIC_RELEASE);
+        __atomic_store_n(&refresh_address, cfg.enabled ? cfg.refresh_address : 0,
+                         __ATOMIC_RELEASE);
+        __atomic_store_n(&hdr->applied_gen, gen, __ATOMIC_RELEASE);
+        if (flush) {
+            hdr->flushes++;
+            qemu_plugin_reset(plugin_id, reinstall);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* A tracer killed without a goodbye must not leave capture running forever. */
+static bool tracer_alive(void)
+{
+    uint64_t beat = __atomic_load_n(&hdr->heartbeat_ns, __ATOMIC_RELAXED);
+    uint64_t limit = (uint64_t)cfg.heartbeat_timeout_ms * 1000000u;
+    uint64_t now = now_ns(CLOCK_MONOTONIC);
+    if (limit == 0 || now - beat < limit) {
+        return true;
+    }
+    /* The tracer's store may be caught half done (seen as 0 while Python wrote it): a
+     * stale beat must still be stale when read again a moment later. */
+    for (int again = 0; again < 1000; again++) {
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        beat = __atomic_load_n(&hdr->heartbeat_ns, __ATOMIC_RELAXED);
+        if (now - beat < limit || (int64_t)(now - beat) < 0) {
+            return true;
+        }
+    }
+    pthread_mutex_lock(&lock);
+    if (cfg.enabled) {
+        hdr->stale_age_ns = now - beat;
+        cfg.enabled = 0;
+        __atomic_store_n(&exit_address, 0, __ATOMIC_RELEASE);
+        hdr->stale_stops++;
+    }
+    pthread_mutex_unlock(&lock);
+    return false;
+}
+
+/* ---- records ------------------------------------------------------------------------ */
+
+static struct vcpu_state *vcpu_state(unsigned vcpu)
+{
+    struct vcpu_state *v = &vcpus[vcpu < max_vcpus ? vcpu : 0];
+    if (!v->buf) {
+        v->buf = g_byte_array_new();
+        v->scratch = calloc(1, SCRATCH_SIZE);
+    }
+    return v;
+}
+
+/* The task running on this vCPU: the per-CPU current task through whichever GS base is
+ * the kernel's (KERNEL_GS_BASE in user mode, before swapgs; GS_BASE in the kernel). */
+static uint64_t current_task(struct vcpu_state *v, bool user_mode)
+{
+    uint64_t base = read_reg(v, user_mode ? R_K_GS_BASE : R_GS_BASE), task = 0;
+    if (!(base >> 63)) {
+        base = read_reg(v, user_mode ? R_GS_BASE : R_K_GS_BASE);
+    }
+    if (!(base >> 63) || !read_u64(v, base + cfg.current_offset, &task) || !(task >> 63)) {
+        return 0;
+    }
+    return task;
+}
+
+/* Who the task is. pid and tgid are neighbours in task_struct (one read when they are). */
+static void read_identity(struct vcpu_state *v, uint64_t task, struct record *r)
+{
+    uint64_t parent = 0, word = 0;
+    bool unused = false;
+    r->task = task;
+    r->flags |= FLAG_TASK_UNKNOWN;
+    if (!task || !read_u64(v, task + cfg.task_pid, &word)) {
+        return;
+    }
+    r->tid = (int32_t)word;
+    if (cfg.task_tgid == cfg.task_pid + 4) {
+        r->pid = (int32_t)(word >> 32);
+    } else if (read_u64(v, task + cfg.task_tgid, &word)) {
+        r->pid = (int32_t)word;
+    } else {
+        return;
+    }
+    if (read_guest(v, task + cfg.task_comm, (uint8_t *)r->comm, 16, false, &unused) != 16) {
+        return;
+    }
+    if (read_u64(v, task + cfg.task_real_parent, &parent)
+        && read_u64(v, parent + cfg.task_tgid, &word)) {
+        r->ppid = (int32_t)word;
+    }
+    r->flags &= ~FLAG_TASK_UNKNOWN;
+}
+
+struct builder {
+    struct vcpu_state *v;
+    struct record *r;
+    uint8_t *end; /* the record's size cap */
+    uint8_t *p;
+    uint64_t mask; /* i386 pointers are 32-bit */
+};
+
+static void add_region(struct builder *b, uint64_t addr, uint64_t len, bool cstring)
+{
+    addr &= b->mask;
+    if (addr == 0 || len == 0 || b->r->n_regions == 255) {
+        return;
+    }
+    struct region *reg = (struct region *)b->p;
+    uint8_t *data = b->p + sizeof(*reg);
+    uint32_t flags = 0;
+    if (data >= b->end) {
+        __atomic_add_fetch(&hdr->truncated, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (len > (uint64_t)(b->end - data)) {
+        len = (uint64_t)(b->end - data);
+        flags |= REGION_FULL;
+        __atomic_add_fetch(&hdr->truncated, 1, __ATOMIC_RELAXED);
+    }
+    bool terminated = false;
+    size_t got = read_guest(b->v, addr, data, len, cstring, &terminated);
+    if (got == 0) {
+        return; /* nothing readable: the decoder finds out the same way, later */
+    }
+    if (terminated) {
+        flags = REGION_TERMINATED;
+    } else if (got < len) {
+        flags |= REGION_CUT;
+    }
+    reg->addr = addr;
+    reg->len = (uint32_t)got;
+    reg->flags = flags;
+    b->p = data + ((got + 7) & ~(size_t)7);
+    b->r->n_regions++;
+}
+
+/* Copy what the call's rules for this moment ask for; returns the rules (as bits) whose
+ * memory was not readable at all. `only`, if not 0, limits the work to those rules. */
+static uint32_t apply_rules(struct builder *b, uint64_t nr, int when, const uint64_t *args,
+                            int64_t ret, uint64_t sp, uint32_t only)
+{
+    const struct call_spec *spec = &cfg.calls[b->r->abi][nr];
+    uint32_t missing = 0;
+    for (unsigned i = 0; i < spec->n_rules; i++) {
+        const struct rule *rule = &cfg.rules[spec->first_rule + i];
+        if (rule->when != when || rule->arg > 5 || rule->len_arg > 5) {
+            continue;
+        }
+        if (only && (i >= 32 || !(only & (1u << i)))) {
+            continue;
+        }
+        uint64_t at = args[rule->arg], len = 0;
+        uint8_t before = b->r->n_regions;
+        bool part_missing = false; /* an argv string that could not be read */
+        switch (rule->how) {
+        case HOW_CSTRING:
+            add_region(b, at, rule->max, true);
+            break;
+        case HOW_FIXED:
+            add_region(b, at, rule->max, false);
+            break;
+        case HOW_BY_ARG:
+            len = (args[rule->len_arg] & b->mask) * (rule->count ? rule->count : 1);
+            add_region(b, at, len < rule->max ? len : rule->max, false);
+            break;
+        case HOW_BY_RET:
+            if (ret > 0) {
+                len = (uint64_t)ret * (rule->count ? rule->count : 1);
+                add_region(b, at, len < rule->max ? len : rule->max, false);
+            }
+            break;
+        case HOW_BY_DEREF: {
+            uint64_t word = 0;
+            bool unused = false;
+            if (read_guest(b->v, args[rule->len_arg] & b->mask, (uint8_t *)&word, 4, false,
+                           &unused) == 4) {
+                len = (uint32_t)word;
+                add_region(b, at, len < rule->max ? len : rule->max, false);
+            }
+            break;
+        }
+        case HOW_STRINGS: {
+            unsigned word = b->mask == 0xffffffffu ? 4 : 8;
+            uint8_t *array = b->p + sizeof(struct region);
+            uint8_t before = b->r->n_regions;
+            add_region(b, at, (uint64_t)rule->count * word, false);
+            if (b->r->n_regions == before) {
+                break;
+            }
+            uint32_t got = ((struct region *)(array - sizeof(struct region)))->len;
+            for (uint32_t k = 0; k + word <= got; k += word) {
+                uint64_t ptr = 0;
+                memcpy(&ptr, array + k, word);
+                if (ptr == 0) {
+                    break;
+                }
+                uint8_t strings_before = b->r->n_regions;
+                add_region(b, ptr, rule->max, true);
+                part_missing |= b->r->n_regions == strings_before;
+            }
+            break;
+        }
+        case HOW_STACK:
+            add_region(b, sp, rule->max, false);
+            break;
+        }
+        if ((b->r->n_regions == before || part_missing) && (at & b->mask) && i < 32
+            && rule->how != HOW_STACK) {
+            missing |= 1u << i;
+        }
+    }
+    return missing;
+}
+
+static bool ring_put(const struct record *r)
+{
+    /* The caller holds the lock: one producer at a time, however many vCPUs. */
+    uint64_t head = hdr->head, tail = __atomic_load_n(&hdr->tail, __ATOMIC_ACQUIRE);
+    uint64_t pos = head & (ring_size - 1), to_end = ring_size - pos;
+    uint64_t need = r->size + (to_end < r->size ? to_end : 0);
+    if (ring_size - (head - tail) < need) {
+        hdr->dropped++;
+        return false;
+    }
+    if (to_end < r->size) { /* no record wraps: pad to the end, start over at 0 */
+        struct record *pad = (struct record *)(ring + pos);
+        pad->size = (uint32_t)to_end;
+        pad->type = TYPE_PAD;
+        head += to_end;
+        pos = 0;
+    }
+    memcpy(ring + pos, r, r->size);
+    __atomic_store_n(&hdr->records, hdr->records + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&hdr->head, head + r->size, __ATOMIC_RELEASE);
+    return true;
+}
+
+static struct record *start_record(struct vcpu_state *v, struct builder *b, int type,
+                                   unsigned vcpu, int abi)
+{
+    struct record *r = (struct record *)v->scratch;
+    memset(r, 0, sizeof(*r));
+    r->type = (uint8_t)type;
+    r->abi = (uint8_t)abi;
+    r->vcpu = vcpu;
+    r->ts_ns = now_ns(CLOCK_REALTIME);
+    r->pid = r->tid = r->ppid = -1;
+    b->v = v;
+    b->r = r;
+    b->p = v->scratch + sizeof(*r);
+    b->end = v->scratch + cfg.max_record;
+    b->mask = abi == 1 ? 0xffffffffu : ~(uint64_t)0;
+    return r;
+}
+
+static void finish_record(struct builder *b)
+{
+    b->r->size = (uint32_t)(b->p - (uint8_t *)b->r);
+}
+
+static struct pending *pending_slot(uint64_t task, bool insert)
+{
+    unsigned start = (unsigned)((task >> 6) * 0x9E3779B1u) % PENDING_SLOTS;
+    struct pending *free_slot = NULL;
+    for (unsigned i = 0; i < PENDING_PROBES; i++) {
+        struct pending *p = &pending[(start + i) % PENDING_SLOTS];
+        if (p->task == task) {
+            return p;
+        }
+        if (!p->live && !free_slot) {
+            free_slot = p;
+        }
+        if (p->task == 0) {
+            break; /* never used: the task is not further on */
+        }
+    }
+    return insert ? free_slot : NULL;
+}
+
+/* ---- the two instrumentation points -------------------------------------------------- */
+
+static void on_syscall_insn(unsigned int vcpu, void *udata)
+{
+    /* udata: the instruction's address, shifted, with the mechanism in the low bits. */
+    int mechanism = (int)((uintptr_t)udata & 3);
+    __atomic_add_fetch(&hdr->instructions, 1, __ATOMIC_RELAXED);
+    check_config();
+    if (!cfg.enabled || !tracer_alive()) {
+        return;
+    }
+    struct vcpu_state *v = vcpu_state(vcpu);
+    uint64_t cs = read_reg(v, R_CS) & 0xffff;
+    int abi = (mechanism == MECH_SYSCALL && cs != cfg.user32_cs) ? 0 : 1;
+    uint64_t nr = read_reg(v, R_RAX);
+    if (abi == 1) {
+        nr &= 0xffffffffu;
+    }
+    bool known = nr < MAX_NR;
+    if (known ? !(cfg.calls[abi][nr].selected & CALL_SELECTED) : !cfg.unknown_selected) {
+        return;
+    }
+    struct builder b;
+    struct record *r = start_record(v, &b, TYPE_ENTRY, vcpu, abi);
+    r->mechanism = (uint8_t)mechanism;
+    r->nr = nr;
+    r->pc = (uint64_t)(uintptr_t)udata >> 2;
+    r->sp = read_reg(v, R_RSP);
+    r->cr3 = read_reg(v, R_CR3);
+    if (abi == 0) {
+        static const int regs64[6] = {R_RDI, R_RSI, R_RDX, R_R10, R_R8, R_R9};
+        for (int i = 0; i < 6; i++) {
+            r->args[i] = read_reg(v, regs64[i]);
+        }
+    } else {
+        /* As the kernel's entry code takes them: 32-bit `syscall` loses ecx, so the vDSO
+         * passes argument 2 in ebp; both fast paths find argument 6 on the user stack
+         * (sysenter loses esp too: the vDSO copies it to ebp). */
+        static const int regs32[6] = {R_RBX, R_RCX, R_RDX, R_RSI, R_RDI, R_RBP};
+        for (int i = 0; i < 6; i++) {
+            r->args[i] = read_reg(v, regs32[i]) & 0xffffffffu;
+        }
+        if (mechanism != MECH_INT80) {
+            uint64_t stack = mechanism == MECH_SYSENTER ? r->args[5] : r->sp & 0xffffffffu;
+            uint64_t word = 0;
+            bool unused = false;
+            if (mechanism == MECH_SYSCALL) {
+                r->args[1] = r->args[5];
+            }
+            read_guest(v, stack, (uint8_t *)&word, 4, false, &unused);
+            r->args[5] = word & 0xffffffffu;
+        }
+    }
+    read_identity(v, current_task(v, true), r);
+    uint32_t missing = 0;
+    if (known) {
+        missing = apply_rules(&b, nr, WHEN_ENTRY, r->args, 0, r->sp, 0);
+        if (missing) {
+            r->flags |= FLAG_RETRY_AT_EXIT;
+        }
+    }
+    finish_record(&b);
+    pthread_mutex_lock(&lock);
+    if (ring_put(r) && r->task) {
+        struct pending *p = pending_slot(r->task, true);
+        if (p) {
+            p->task = r->task;
+            p->live = 1;
+            p->abi = (uint8_t)abi;
+            p->retry_rules = missing;
+            p->nr = nr;
+            p->pid = r->pid;
+            p->tid = r->tid;
+            p->ppid = r->ppid;
+            p->flags = r->flags;
+            memcpy(p->comm, r->comm, sizeof(p->comm));
+            memcpy(p->args, r->args, sizeof(p->args));
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static void on_exit_point(unsigned int vcpu, void *udata)
+{
+    (void)udata;
+    if (!cfg.enabled) {
+        return;
+    }
+    struct vcpu_state *v = vcpu_state(vcpu);
+    uint64_t task = current_task(v, false);
+    if (!task) {
+        return;
+    }
+    struct pending call;
+    pthread_mutex_lock(&lock);
+    struct pending *p = pending_slot(task, false);
+    bool found = p && p->live;
+    if (found) {
+        call = *p;
+        p->live = 0;
+    }
+    pthread_mutex_unlock(&lock);
+    if (!found) {
+        return; /* not a call we captured: unselected, a fork child's first return, ... */
+    }
+    uint64_t regs = read_reg(v, R_RDI), orig_ax = 0, ax = 0;
+    if (!read_u64(v, regs + cfg.regs_orig_ax, &orig_ax) || !read_u64(v, regs + cfg.regs_ax, &ax)) {
+        return;
+    }
+    struct builder b;
+    struct record *r = start_record(v, &b, TYPE_EXIT, vcpu, call.abi);
+    bool known = call.nr < MAX_NR;
+    if (known && cfg.calls[call.abi][call.nr].selected & CALL_REREAD_AT_EXIT) {
+        read_identity(v, task, r); /* exec: the new program's name */
+    } else {
+        r->task = task;
+        r->pid = call.pid;
+        r->tid = call.tid;
+        r->ppid = call.ppid;
+        r->flags = call.flags;
+        memcpy(r->comm, call.comm, sizeof(r->comm));
+    }
+    r->nr = orig_ax;
+    r->ret = (int64_t)ax;
+    memcpy(r->args, call.args, sizeof(r->args));
+    r->pc = __atomic_load_n(&exit_address, __ATOMIC_RELAXED);
+    r->cr3 = read_reg(v, R_CR3);
+    if (known) {
+        /* The rules are those of the entry's call (exec may rewrite orig_ax). */
+        apply_rules(&b, call.nr, WHEN_EXIT, call.args, r->ret, 0, 0);
+        if (call.retry_rules) {
+            apply_rules(&b, call.nr, WHEN_ENTRY, call.args, 0, 0, call.retry_rules);
+        }
+    }
+    finish_record(&b);
+    pthread_mutex_lock(&lock);
+    ring_put(r);
+    pthread_mutex_unlock(&lock);
+}
+
+/*
+ * execve's strings may sit in pages the caller has not touched since fork (a static
+ * binary's string literals: fork copies no page-table entries for file mappings), so they
+ * are unreadable at the syscall instruction, and by the return the old address space is
+ * gone. bprm_execve() runs after the kernel has copied the filename and argv (faulting
+ * those pages in) and before the point of no return: copy what was missing there.
+ */
+static void on_refresh_point(unsigned int vcpu, void *udata)
+{
+    (void)udata;
+    if (!cfg.enabled) {
+        return;
+    }
+    struct vcpu_state *v = vcpu_state(vcpu);
+    uint64_t task = current_task(v, false);
+    if (!task) {
+        return;
+    }
+    struct pending call;
+    pthread_mutex_lock(&lock);
+    struct pending *p = pending_slot(task, false);
+    bool found = p && p->live && p->retry_rules && p->nr < MAX_NR;
+    if (found) {
+        call = *p;
+        p->retry_rules = 0;
+    }
+    pthread_mutex_unlock(&lock);
+    if (!found) {
+        return;
+    }
+    struct builder b;
+    struct record *r = start_record(v, &b, TYPE_REFRESH, vcpu, call.abi);
+    r->task = task;
+    r->pid = call.pid;
+    r->tid = call.tid;
+    r->ppid = call.ppid;
+    r->flags = call.flags;
+    r->nr = call.nr;
+    memcpy(r->args, call.args, sizeof(r->args));
+    apply_rules(&b, call.nr, WHEN_ENTRY, call.args, 0, 0, call.retry_rules);
+    finish_record(&b);
+    pthread_mutex_lock(&lock);
+    ring_put(r);
+    pthread_mutex_unlock(&lock);
+}
+
+/* ---- translation ---------------------------------------------------------------------- */
+
+static bool legacy_prefix(uint8_t byte)
+{
+    switch (byte) {
+    case 0x26: case 0x2e: case 0x36: case 0x3e: case 0x64: case 0x65:
+    case 0x66: case 0x67: case 0xf0: case 0xf2: case 0xf3:
+        return true;
+    }
+    return false;
+}
+
+/* The mechanism of one whole decoded instruction, or MECH_NONE. */
+static int classify(const uint8_t *bytes, size_t size)
+{
+    size_t i = 0;
+    while (i < size && legacy_prefix(bytes[i])) {
+        i++;
+    }
+    if (size - i == 3 && (bytes[i] & 0xf0) == 0x40) {
+        i++; /* REX: only ever a prefix in an instruction QEMU decoded as one */
+    }
+    if (size - i != 2) {
+        return MECH_NONE;
+    }
+    if (bytes[i] == 0x0f && bytes[i + 1] == 0x05) {
+        return MECH_SYSCALL;
+    }
+    if (bytes[i] == 0x0f && bytes[i + 1] == 0x34) {
+        return MECH_SYSENTER;
+    }
+    if (bytes[i] == 0xcd && bytes[i + 1] == 0x80) {
+        return MECH_INT80;
+    }
+    return MECH_NONE;
+}
+
+static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+{
+    (void)id;
+    uint64_t exit_at = __atomic_load_n(&exit_address, __ATOMIC_ACQUIRE);
+    uint64_t refresh_at = __atomic_load_n(&refresh_address, __ATOMIC_ACQUIRE);
+    size_t n = qemu_plugin_tb_n_insns(tb);
+    for (size_t i = 0; i < n; i++) {
+        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        size_t size = qemu_plugin_insn_size(insn);
+        uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
+        if (exit_at && vaddr == exit_at) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_exit_point,
+                                                   QEMU_PLUGIN_CB_R_REGS, NULL);
+            continue;
+        }
+        if (refresh_at && vaddr == refresh_at) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_refresh_point,
+                                                   QEMU_PLUGIN_CB_R_REGS, NULL);
+            continue;
+        }
+        if (size < 2 || size > 15) {
+            continue;
+        }
+        uint8_t bytes[15];
+        int mechanism = classify(bytes, qemu_plugin_insn_data(insn, bytes, size));
+        if (mechanism != MECH_NONE) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_syscall_insn, QEMU_PLUGIN_CB_R_REGS,
+                                                   (void *)(uintptr_t)(vaddr << 2 | mechanism));
+        }
+    }
+}
+
+static void on_idle(qemu_plugin_id_t id, unsigned int vcpu)
+{
+    (void)id;
+    (void)vcpu;
+    check_config(); /* an idle guest makes no calls: take a new configuration here too */
+}
+
+static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu)
+{
+    (void)id;
+    (void)vcpu;
+    if (reg_handles[R_RAX]) {
+        return; /* register handles are the same for every vCPU */
+    }
+    GArray *registers = qemu_plugin_get_registers();
+    qemu_plugin_reg_descriptor *d = (qemu_plugin_reg_descriptor *)registers->data;
+    for (unsigned i = 0; i < registers->len; i++) {
+        for (int k = 0; k < R_COUNT; k++) {
+            if (strcmp(d[i].name, register_names[k]) == 0) {
+                reg_handles[k] = d[i].handle;
+            }
+        }
+    }
+    for (int k = 0; k < R_COUNT; k++) {
+        if (!reg_handles[k]) {
+            char line[128];
+            snprintf(line, sizeof(line), "xenhpt_capture: QEMU offers no register %s\n",
+                     register_names[k]);
+            qemu_plugin_outs(line);
+        }
+    }
+}
+
+static void on_exit_qemu(qemu_plugin_id_t id, void *userdata)
+{
+    (void)id;
+    (void)userdata;
+    if (hdr) {
+        __atomic_store_n(&hdr->qemu_exited, 1, __ATOMIC_RELEASE);
+    }
+}
+
+QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info,
+                                           int argc, char **argv)
+{
+    uint64_t ring_bytes = 32u << 20;
+    for (int i = 0; i < argc; i++) {
+        if (strncmp(argv[i], "shm=", 4) == 0) {
+            shm_path = argv[i] + 4;
+        } else if (strncmp(argv[i], "ring=", 5) == 0) {
+            ring_bytes = strtoull(argv[i] + 5, NULL, 0);
+        } else {
+            fprintf(stderr, "xenhpt_capture: unknown argument %s\n", argv[i]);
+            return -1;
+        }
+    }
+    if (!info->system_emulation || strcmp(info->target_name, "x86_64") != 0) {
+        fprintf(stderr, "xenhpt_capture: needs qemu-system-x86_64\n");
+        return -1;
+    }
+    if (!shm_path || ring_bytes < (1u << 20) || (ring_bytes & (ring_bytes - 1))) {
+        fprintf(stderr, "xenhpt_capture: needs shm=PATH and ring=<power of two >= 1 MiB>\n");
+        return -1;
+    }
+    size_t total = HEADER_SIZE + CONFIG_SIZE + ring_bytes;
+    int fd = open(shm_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, (off_t)total) != 0) {
+        fprintf(stderr, "xenhpt_capture: cannot create %s: %s\n", shm_path, strerror(errno));
+        return -1;
+    }
+    uint8_t *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (base == MAP_FAILED) {
+        fprintf(stderr, "xenhpt_capture: cannot map %s: %s\n", shm_path, strerror(errno));
+        return -1;
+    }
+    hdr = (struct header *)base;
+    shared_config = (struct config *)(base + HEADER_SIZE);
+    ring = base + HEADER_SIZE + CONFIG_SIZE;
+    ring_size = ring_bytes;
+    max_vcpus = info->system.max_vcpus > 0 ? (unsigned)info->system.max_vcpus : 1;
+    vcpus = calloc(max_vcpus, sizeof(*vcpus));
+    hdr->version = LAYOUT_VERSION;
+    hdr->header_size = HEADER_SIZE;
+    hdr->config_offset = HEADER_SIZE;
+    hdr->config_size = CONFIG_SIZE;
+    hdr->ring_offset = HEADER_SIZE + CONFIG_SIZE;
+    hdr->ring_size = ring_bytes;
+    hdr->max_vcpus = max_vcpus;
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(hdr->magic, MAGIC, 8); /* last: a reader that sees the magic sees the rest */
+    plugin_id = id;
+    qemu_plugin_register_vcpu_init_cb(id, on_vcpu_init);
+    qemu_plugin_register_atexit_cb(id, on_exit_qemu, NULL);
+    install_callbacks(id);
+    return 0;
+}
