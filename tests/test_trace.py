@@ -114,6 +114,20 @@ def test_32bit_programs_are_seen_through_their_mechanism(lab: machine.LabState,
     assert f'"hello from {mechanism}\\n"' in by_name["write"]["decoded"]
 
 
+def test_exec_arguments_in_pages_fork_did_not_map_are_shown(lab: machine.LabState) -> None:
+    """bench_shell, a static binary, forks and execs sh with string literals: in the child
+    those pages are not mapped until the kernel's own copy faults them in."""
+    trace = Trace("-e", "trace=execve", "--comm", "bench_shell", "-f", "--json",
+                  "--duration", "20")
+    in_guest("/opt/xenhpt/bin/bench_shell 0.2 > /dev/null")
+    out, _ = trace.finish()
+    execs = [r["decoded"] for r in records(out) if r.get("type") == "syscall"
+             and r["name"] == "execve" and r["comm"] == "bench_shell"]
+    assert execs, records(out)
+    assert all(d.startswith('execve("/bin/sh", ["sh", "/opt/xenhpt/bench/tst.sh"]')
+               for d in execs), execs
+
+
 # --- strace cross-check -----------------------------------------------------------------
 
 COMPARED = {"openat", "read", "write", "close", "execve", "clone", "vfork", "fork", "wait4",

@@ -99,6 +99,10 @@ def test_32bit_mechanisms(plugin_lab: machine.LabState, mechanism: str) -> None:
     checks.test_32bit_programs_are_seen_through_their_mechanism(plugin_lab, mechanism)
 
 
+def test_exec_arguments_in_unmapped_pages(plugin_lab: machine.LabState) -> None:
+    checks.test_exec_arguments_in_pages_fork_did_not_map_are_shown(plugin_lab)
+
+
 def test_calls_agree_with_strace(plugin_lab: machine.LabState) -> None:
     checks.test_calls_agree_with_strace_inside_the_guest(plugin_lab)
 

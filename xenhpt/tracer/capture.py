@@ -139,6 +139,9 @@ class BreakpointCapture:
             self._function_entry(point, vcpu, registers, identity, now)
         elif point.role == "return":
             self._function_return(point, vcpu, registers, identity, now)
+        elif point.role == "exec-refresh":
+            self.engine.refresh(identity.task,
+                                self._user_reader(registers["cr3"], self._abi_of(identity)))
 
     def _abi_of(self, identity: TaskIdentity) -> str | None:
         pending = self.engine.pending.get(identity.task)

@@ -16,7 +16,7 @@ from ..linux.process_tree import ProcessTree
 from ..syscalls.decode import Decoder
 from ..syscalls.memory import read_cstring, read_words
 from ..syscalls.table import SyscallTable, Template
-from .records import ProcessEvent, SyscallRecord, TaskIdentity, TrapRecord
+from .records import ProcessEvent, ReadMemory, SyscallRecord, TaskIdentity, TrapRecord
 
 # Calls that never come back to the caller when they succeed (or at all).
 NO_RETURN = frozenset({"exit", "exit_group"})
@@ -119,6 +119,24 @@ class SyscallEngine:
                                                        else 0})
             return False
         self.pending[record.task.task] = pending
+        return True
+
+    def refresh(self, task: int, read: ReadMemory) -> bool:
+        """Decode an exec in flight again, now that the kernel has copied its arguments.
+
+        A static binary's string literals sit in pages that fork did not map in the child;
+        at the call they are unreadable, and by the exit the old address space is gone. A
+        capture that stops in ``bprm_execve`` (the kernel has faulted the strings in, the
+        old program still stands) hands the engine a reader for that moment.
+        """
+        pending = self.pending.get(task)
+        if pending is None or pending.name not in EXEC_CALLS:
+            return False
+        entry = pending.entry
+        abi = entry.abi or "x86_64"
+        template = self.tables[abi].by_number(entry.nr) or Template.unknown(abi, entry.nr)
+        pending.state = self.decoder.entry(template, entry.args, read,
+                                           stack_pointer=entry.stack_pointer)
         return True
 
     def exit(self, record: TrapRecord) -> None:

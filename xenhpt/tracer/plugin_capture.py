@@ -45,11 +45,8 @@ from ..vmi.plugin_channel import (
 from ..vmi.target import Target
 from .engine import EXEC_CALLS, SyscallEngine
 from .records import TaskIdentity, TrapRecord
-from .trappoints import EXIT_FUNCTION
+from .trappoints import EXEC_REFRESH, EXIT_FUNCTION
 
-# Where execve's strings are copied again when they were not mapped at the call (the
-# kernel has faulted them in, the old address space still stands).
-EXEC_REFRESH = "bprm_execve"
 PATH_BYTES = 4096 + 1  # PATH_MAX and one more: is the string longer?
 MASK32 = 0xFFFF_FFFF
 UNKNOWN_TASK = TaskIdentity(task=0, pid=-1, tid=-1, ppid=-1, comm=b"?")

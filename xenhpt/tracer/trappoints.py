@@ -12,6 +12,7 @@ symbol                              mechanism   ABI      where the CPU arrives f
 ``entry_INT80_compat`` or           int80       i386     IDT vector 0x80 (Debian's 6.1.192
 ``asm_int80_emulation``                                  backports the IDTENTRY form)
 ``syscall_exit_to_user_mode``       (exit)      any      every syscall return path
+``bprm_execve``                     (exec)      any      an exec's arguments, readable again
 ==================================  ==========  =======  =================================
 
 At an entry stub the registers still hold the user's: number in rax, arguments in
@@ -60,6 +61,14 @@ _ENTRY_STUBS = (
     ("asm_int80_emulation", "int80", "i386", ARGS_INT80),
 )
 EXIT_FUNCTION = "syscall_exit_to_user_mode"
+# Where an exec's arguments are readable again (see SyscallEngine.refresh).
+EXEC_REFRESH = "bprm_execve"
+
+
+def _exec_refresh(kernel: Kernel, points: dict[int, TrapPoint]) -> None:
+    if kernel.has_symbol(EXEC_REFRESH):
+        address = kernel.symbol(EXEC_REFRESH)
+        points.setdefault(address, TrapPoint(address, "exec-refresh", symbol=EXEC_REFRESH))
 
 
 def full_plan(kernel: Kernel) -> dict[int, TrapPoint]:
@@ -77,6 +86,7 @@ def full_plan(kernel: Kernel) -> dict[int, TrapPoint]:
                            "(kernels before 5.8 need another exit point)")
     address = kernel.symbol(EXIT_FUNCTION)
     points[address] = TrapPoint(address, "exit", symbol=EXIT_FUNCTION)
+    _exec_refresh(kernel, points)
     return points
 
 
@@ -92,4 +102,6 @@ def selective_plan(kernel: Kernel, entries: dict[tuple[str, int], str]) -> dict[
         # is read from pt_regs->orig_ax at the trap anyway.
         points.setdefault(address, TrapPoint(address, "syscall-function", abi, None,
                                              registers, nr, symbol))
+    if any(symbol and "execve" in symbol for symbol in entries.values()):
+        _exec_refresh(kernel, points)
     return points
