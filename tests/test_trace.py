@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -221,8 +222,9 @@ def _no_trap_fires(state: machine.LabState, seconds: float) -> bool:
         target.close()
 
 
-@pytest.fixture()
-def busy_guest(lab: machine.LabState) -> Iterator[None]:
+@contextmanager
+def guest_kept_busy() -> Iterator[None]:
+    """The current lab guest runs a file-reading loop for as long as the block lasts."""
     stop = threading.Event()
 
     def spin() -> None:
@@ -235,9 +237,17 @@ def busy_guest(lab: machine.LabState) -> Iterator[None]:
 
     thread = threading.Thread(target=spin, daemon=True)
     thread.start()
-    yield
-    stop.set()
-    thread.join(timeout=180)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=180)
+
+
+@pytest.fixture()
+def busy_guest(lab: machine.LabState) -> Iterator[None]:
+    with guest_kept_busy():
+        yield
 
 
 def test_ctrl_c_mid_trace_removes_every_trap(lab: machine.LabState, busy_guest: None) -> None:

@@ -63,21 +63,8 @@ def _records_written(state: machine.LabState) -> int:
 
 @pytest.fixture()
 def busy_plugin_guest(plugin_lab: machine.LabState) -> Iterator[None]:
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            try:
-                checks.in_guest("i=0; while [ $i -lt 100 ]; do cat /etc/inittab > /dev/null; "
-                                "i=$((i+1)); done", timeout=120)
-            except Exception:  # noqa: BLE001 - the workload only has to keep the guest busy
-                time.sleep(0.1)
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(timeout=180)
+    with checks.guest_kept_busy():
+        yield
 
 
 # --- the tracer's checks, unchanged ----------------------------------------------------

@@ -665,6 +665,41 @@ static void on_syscall_insn(unsigned int vcpu, void *udata)
     pthread_mutex_unlock(&lock);
 }
 
+/* In the kernel: the task on this vCPU and a copy of its call in flight, if it has one.
+ * `finish` ends the call (its exit); otherwise only its missing memory is taken over. */
+static bool pending_of_current(struct vcpu_state *v, bool finish, uint64_t *task,
+                               struct pending *call)
+{
+    *task = current_task(v, false);
+    if (!*task) {
+        return false;
+    }
+    pthread_mutex_lock(&lock);
+    struct pending *p = pending_slot(*task, false);
+    bool found = p && p->live && (finish || (p->retry_rules && p->nr < MAX_NR));
+    if (found) {
+        *call = *p;
+        if (finish) {
+            p->live = 0;
+        } else {
+            p->retry_rules = 0;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return found;
+}
+
+/* A later record of a call names the caller as its entry did. */
+static void identity_from_entry(struct record *r, uint64_t task, const struct pending *call)
+{
+    r->task = task;
+    r->pid = call->pid;
+    r->tid = call->tid;
+    r->ppid = call->ppid;
+    r->flags = call->flags;
+    memcpy(r->comm, call->comm, sizeof(r->comm));
+}
+
 static void on_exit_point(unsigned int vcpu, void *udata)
 {
     (void)udata;
@@ -672,20 +707,9 @@ static void on_exit_point(unsigned int vcpu, void *udata)
         return;
     }
     struct vcpu_state *v = vcpu_state(vcpu);
-    uint64_t task = current_task(v, false);
-    if (!task) {
-        return;
-    }
+    uint64_t task;
     struct pending call;
-    pthread_mutex_lock(&lock);
-    struct pending *p = pending_slot(task, false);
-    bool found = p && p->live;
-    if (found) {
-        call = *p;
-        p->live = 0;
-    }
-    pthread_mutex_unlock(&lock);
-    if (!found) {
+    if (!pending_of_current(v, true, &task, &call)) {
         return; /* not a call we captured: unselected, a fork child's first return, ... */
     }
     uint64_t regs = read_reg(v, R_RDI), orig_ax = 0, ax = 0;
@@ -698,12 +722,7 @@ static void on_exit_point(unsigned int vcpu, void *udata)
     if (known && cfg.calls[call.abi][call.nr].selected & CALL_REREAD_AT_EXIT) {
         read_identity(v, task, r); /* exec: the new program's name */
     } else {
-        r->task = task;
-        r->pid = call.pid;
-        r->tid = call.tid;
-        r->ppid = call.ppid;
-        r->flags = call.flags;
-        memcpy(r->comm, call.comm, sizeof(r->comm));
+        identity_from_entry(r, task, &call);
     }
     r->nr = orig_ax;
     r->ret = (int64_t)ax;
@@ -737,29 +756,14 @@ static void on_refresh_point(unsigned int vcpu, void *udata)
         return;
     }
     struct vcpu_state *v = vcpu_state(vcpu);
-    uint64_t task = current_task(v, false);
-    if (!task) {
-        return;
-    }
+    uint64_t task;
     struct pending call;
-    pthread_mutex_lock(&lock);
-    struct pending *p = pending_slot(task, false);
-    bool found = p && p->live && p->retry_rules && p->nr < MAX_NR;
-    if (found) {
-        call = *p;
-        p->retry_rules = 0;
-    }
-    pthread_mutex_unlock(&lock);
-    if (!found) {
+    if (!pending_of_current(v, false, &task, &call)) {
         return;
     }
     struct builder b;
     struct record *r = start_record(v, &b, TYPE_REFRESH, vcpu, call.abi);
-    r->task = task;
-    r->pid = call.pid;
-    r->tid = call.tid;
-    r->ppid = call.ppid;
-    r->flags = call.flags;
+    identity_from_entry(r, task, &call);
     r->nr = call.nr;
     memcpy(r->args, call.args, sizeof(r->args));
     apply_rules(&b, call.nr, WHEN_ENTRY, call.args, 0, 0, call.retry_rules);
