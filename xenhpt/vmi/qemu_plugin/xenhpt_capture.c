@@ -143,10 +143,10 @@ struct region { uint64_t addr; uint32_t len; uint32_t flags; };
 /* ---- plugin state ------------------------------------------------------------------- */
 
 enum { R_RAX, R_RBX, R_RCX, R_RDX, R_RSI, R_RDI, R_RBP, R_RSP, R_R8, R_R9, R_R10,
-       R_RIP, R_CS, R_CR3, R_GS_BASE, R_K_GS_BASE, R_COUNT };
+       R_CS, R_CR3, R_GS_BASE, R_K_GS_BASE, R_COUNT };
 static const char *const register_names[R_COUNT] = {
     "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
-    "rip", "cs", "cr3", "gs_base", "k_gs_base"};
+    "cs", "cr3", "gs_base", "k_gs_base"};
 
 struct vcpu_state {
     GByteArray *buf;   /* register and memory reads land here */
