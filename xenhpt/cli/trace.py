@@ -129,34 +129,30 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         else:
             engine = RecordingEngine(recording, Decoder(string_limit), sink, call_filter,
                                      process_tree, tasks)
+        mode = "full" if numbers is None else "selective"
         if channel_path is not None:
-            channel = PluginChannel(channel_path)
-            capture = PluginCapture(channel, kernel, engine, guest,
+            capture = PluginCapture(PluginChannel(channel_path), kernel, engine, guest,
                                     build_config(kernel, numbers, string_limit))
             guest.resume()  # the plugin takes its configuration from a running guest
             capture.start()
-            if verbose:
-                click.echo(f"xenhpt: tracing {target}: capture plugin armed "
-                           f"({'full' if numbers is None else 'selective'}, "
-                           f"{kernel.profile.path.name})", err=True)
-            points = {}
-        elif numbers is None:
-            points = full_plan(kernel)
+            armed = "capture plugin armed"
         else:
-            entries = {}
-            for abi in ABIS:
-                table = SyscallTable.load(abi)
-                for nr in numbers[abi]:
-                    template = table.by_number(nr)
-                    if template is not None:
-                        entries[(abi, nr)] = template.entry
-            points = selective_plan(kernel, entries)
-        if channel_path is None:
+            if numbers is None:
+                points = full_plan(kernel)
+            else:
+                entries = {}
+                for abi in ABIS:
+                    table = SyscallTable.load(abi)
+                    for nr in numbers[abi]:
+                        template = table.by_number(nr)
+                        if template is not None:
+                            entries[(abi, nr)] = template.entry
+                points = selective_plan(kernel, entries)
             capture = BreakpointCapture(guest, kernel, points, engine)
             capture.arm()
-        if verbose and channel_path is None:
-            mode = "full" if numbers is None else "selective"
-            click.echo(f"xenhpt: tracing {target}: {len(points)} trap points armed ({mode}, "
+            armed = f"{len(points)} trap points armed"
+        if verbose:
+            click.echo(f"xenhpt: tracing {target}: {armed} ({mode}, "
                        f"{kernel.profile.path.name})", err=True)
         deadline = None if duration is None else time.monotonic() + duration
 

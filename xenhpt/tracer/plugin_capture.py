@@ -227,6 +227,7 @@ class PluginCapture:
         self._held.clear()
         self._update_counters()
         self.channel.release()
+        self.channel.close()
         return confirmed
 
     def _update_counters(self) -> None:

@@ -564,6 +564,15 @@ static void finish_record(struct builder *b)
     b->r->size = (uint32_t)(b->p - (uint8_t *)b->r);
 }
 
+/* Finish a record that needs nothing else under the lock, and hand it to the ring. */
+static void publish(struct builder *b)
+{
+    finish_record(b);
+    pthread_mutex_lock(&lock);
+    ring_put(b->r);
+    pthread_mutex_unlock(&lock);
+}
+
 static struct pending *pending_slot(uint64_t task, bool insert)
 {
     unsigned start = (unsigned)((task >> 6) * 0x9E3779B1u) % PENDING_SLOTS;
@@ -736,10 +745,7 @@ static void on_exit_point(unsigned int vcpu, void *udata)
             apply_rules(&b, call.nr, WHEN_ENTRY, call.args, 0, 0, call.retry_rules);
         }
     }
-    finish_record(&b);
-    pthread_mutex_lock(&lock);
-    ring_put(r);
-    pthread_mutex_unlock(&lock);
+    publish(&b);
 }
 
 /*
@@ -767,10 +773,7 @@ static void on_refresh_point(unsigned int vcpu, void *udata)
     r->nr = call.nr;
     memcpy(r->args, call.args, sizeof(r->args));
     apply_rules(&b, call.nr, WHEN_ENTRY, call.args, 0, 0, call.retry_rules);
-    finish_record(&b);
-    pthread_mutex_lock(&lock);
-    ring_put(r);
-    pthread_mutex_unlock(&lock);
+    publish(&b);
 }
 
 /* ---- translation ---------------------------------------------------------------------- */
