@@ -101,6 +101,42 @@ class ProcessTree:
         if self._graph is not None:
             self._graph.remove_node(pid)
 
+    def reconcile(self, tasks: list[Task], complete: bool) -> list[tuple[int, int, bytes]]:
+        """Follow the kernel's task list (processes: thread-group leaders).
+
+        Returns (pid, ppid, comm) of each process removed.
+
+        The syscall stream shows ``exit``/``exit_group`` only: a task killed by a signal,
+        the threads torn down by another thread's ``execve`` and a reaped zombie leave no
+        call behind. A process the list no longer holds (or holds under another
+        ``task_struct``: the pid was reused) has ended. With ``complete``, processes the
+        list has and the tree lacks (kernel threads, forks the trace did not see) are added
+        and every name and parent is taken from the list, so that the tree equals ``ps``.
+        """
+        alive = {task.pid: task for task in tasks}
+        gone = []
+        for pid, node in list(self._nodes.items()):
+            task = alive.get(pid)
+            if task is None or (node.get("task") and task.address != node["task"]):
+                gone.append((pid, self._parent.get(pid, -1), node.get("comm", b"?")))
+        for pid, _, _ in gone:
+            self.exit(pid)
+        if complete:
+            for task in tasks:
+                if task.pid not in self._nodes:
+                    self._add(task.pid, comm=task.comm, task=task.address,
+                              parent=task.parent_address, uid=task.uid)
+                else:
+                    node = self._nodes[task.pid]
+                    node.update(comm=task.comm, task=task.address,
+                                parent=task.parent_address, uid=task.uid)
+                    if self._graph is not None:
+                        self._graph.nodes[task.pid].update(node)
+            for task in tasks:
+                if task.pid != ROOT and self._parent.get(task.pid) != task.ppid:
+                    self._link(task.ppid, task.pid)
+        return gone
+
     # -- reading -------------------------------------------------------------------------
 
     def __contains__(self, pid: int) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from ..errors import MemoryReadError
 from ..linux.process_tree import ProcessTree
+from ..linux.tasks import Task
 from ..syscalls.decode import Decoder
 from ..syscalls.memory import read_cstring, read_words
 from ..syscalls.table import SyscallTable, Template
@@ -174,15 +175,28 @@ class SyscallEngine:
                 if self.tree is not None:
                     self.tree.exec(entry.task.pid, comm)
                 self._process_event("rename", record.ts, entry.task.pid, entry.task.ppid,
-                                    comm, {"old_comm": entry.task.comm.decode("utf-8",
-                                                                              "replace")})
+                                    comm, {"old_comm": entry.task.comm})
         elif pending.name in EXEC_CALLS and ret == 0:
             # The exit trap reads the task again: its comm is already the new program's.
             if self.tree is not None:
                 self.tree.exec(entry.task.pid, record.task.comm)
             self._process_event("exec", record.ts, entry.task.pid, entry.task.ppid,
-                                record.task.comm, {"old_comm": entry.task.comm.decode(
-                                    "utf-8", "replace")})
+                                record.task.comm, {"old_comm": entry.task.comm})
+
+    def reconcile(self, tasks: list[Task], ts: float, complete: bool = False) -> int:
+        """Take the deaths the call stream did not show from the kernel's task list.
+
+        Each process gone from the list ends in the tree and gets an ``exit`` event
+        (``"seen": "task list"``: no exit call was traced for it). ``complete`` also takes
+        the processes the stream never showed (see :meth:`ProcessTree.reconcile`).
+        """
+        if self.tree is None:
+            return 0
+        gone = self.tree.reconcile(tasks, complete)
+        for pid, ppid, comm in gone:
+            self.sink.process_event(ProcessEvent("exit", ts, pid, ppid, comm,
+                                                 {"seen": "task list"}))
+        return len(gone)
 
     def _same_call(self, pending: _Pending, nr: int) -> bool:
         """Exec into a binary of the other ABI rewrites orig_ax to that ABI's number for
