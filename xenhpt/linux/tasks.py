@@ -37,10 +37,6 @@ class Task:
     flags: int
 
     @property
-    def name(self) -> str:
-        return self.comm.decode("utf-8", "replace")
-
-    @property
     def is_kernel_thread(self) -> bool:
         return self.mm == 0
 

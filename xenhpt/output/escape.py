@@ -4,6 +4,11 @@ Process names, paths and buffers are chosen by the guest (or by malware in it).
 Printed raw they could move the cursor, rewrite earlier lines or change the
 terminal's title; so every byte outside printable ASCII is shown as an escape,
 the way strace does.
+
+This is the one encoding of guest bytes in every output of xenhpt: trace lines and their
+JSON, process events, ``ps``/``pstree``/``process_trace`` in text and JSON. It is
+reversible (a backslash is itself escaped) and plain ASCII, so a JSON consumer gets the
+same characters a terminal shows (docs/tracing.md, "Guest text").
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from .escape import escape_text
 def ps_record(task: Task) -> dict[str, object]:
     """The JSON form of one ``ps`` row (addresses as hex strings: JSON numbers lose bits)."""
     return {"pid": task.pid, "ppid": task.ppid, "tid": task.tid, "uid": task.uid,
-            "comm": task.name, "task": f"{task.address:#x}"}
+            "comm": escape_text(task.comm), "task": f"{task.address:#x}"}
 
 
 def ps_json(tasks: Iterable[Task]) -> str:
@@ -72,7 +72,7 @@ def pstree_json(tree: ProcessTree) -> str:
     def node(pid: int, seen: set[int], depth: int) -> dict[str, object]:
         seen.add(pid)
         kids = [c for c in tree.children(pid) if c not in seen] if depth < MAX_DEPTH else []
-        return {"pid": pid, "comm": tree.comm(pid).decode("utf-8", "replace"),
+        return {"pid": pid, "comm": escape_text(tree.comm(pid)),
                 "task": f"{tree.node(pid).get('task', 0):#x}",
                 "children": [node(c, seen, depth + 1) for c in kids]}
 

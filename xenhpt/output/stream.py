@@ -30,7 +30,7 @@ def json_record(record: SyscallRecord) -> dict[str, object]:
     return {
         "type": "syscall", "ts": round(record.ts, 6), "vcpu": record.vcpu,
         "pid": record.pid, "tid": record.tid, "ppid": record.ppid,
-        "comm": record.comm.decode("utf-8", "backslashreplace"), "abi": record.abi,
+        "comm": escape_text(record.comm), "abi": record.abi,
         "mechanism": record.mechanism, "nr": record.nr, "name": record.name,
         "args": list(record.args), "decoded": record.decoded, "ret": record.ret,
         "ret_text": record.ret_text,
@@ -41,9 +41,10 @@ def json_record(record: SyscallRecord) -> dict[str, object]:
 
 
 def json_event(event: ProcessEvent) -> dict[str, object]:
+    detail = {key: escape_text(value) if isinstance(value, bytes) else value
+              for key, value in event.detail.items()}
     return {"type": "process", "event": event.kind, "ts": round(event.ts, 6),
-            "pid": event.pid, "ppid": event.ppid,
-            "comm": event.comm.decode("utf-8", "backslashreplace"), **event.detail}
+            "pid": event.pid, "ppid": event.ppid, "comm": escape_text(event.comm), **detail}
 
 
 @dataclass
