@@ -94,6 +94,24 @@ class MappedRam:
         self._map.close()
 
 
+def _attach_clean(host: str, port: int) -> GdbRemote:
+    """Connect to the gdbstub with no breakpoint left by an earlier debugger.
+
+    QEMU keeps the breakpoints of a client that went away without removing them (a
+    tracer killed with SIGKILL) and the protocol cannot list them: the first hit stops
+    the VM for good, and a new client that does not know the address sees a stop it
+    cannot step over. A detach (``D``) removes every breakpoint of the stub and resumes
+    the VM, so we detach once and attach again: a few milliseconds for a clean stub.
+    """
+    remote = GdbRemote(host, port)
+    try:
+        remote.send("D")
+        remote.receive(timeout=2.0)
+    finally:
+        remote.close()
+    return GdbRemote(host, port)
+
+
 class QemuTarget:
     """:class:`~xenhpt.vmi.target.Target` over QEMU's gdbstub."""
 
@@ -101,7 +119,7 @@ class QemuTarget:
 
     def __init__(self, host: str, port: int, ram_file: Path | None = None,
                  memory_size: int | None = None) -> None:
-        self.remote = GdbRemote(host, port)
+        self.remote = _attach_clean(host, port)
         self.description = f"qemu:{host}:{port}"
         # The xenhpt_capture plugin's shared file, when this QEMU runs it (the lab says).
         self.capture_file: Path | None = None
