@@ -61,11 +61,17 @@ def records(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
+SUMMARY = re.compile(r"(\d+) calls captured, (\d+) decoded, (\d+) printed, (\d+) dropped, "
+                     r"(\d+) undecoded \((\d+) (?:traps|records)\b")
+
+
 def counts(err: str) -> dict[str, int]:
-    """The -v summary: traps (breakpoints) or records (plugin), calls captured, printed."""
-    match = re.search(r"(\d+) (?:traps|records)\b.*?(\d+) calls captured, (\d+) printed", err)
+    """The -v summary line: calls captured, decoded, printed, dropped, undecoded, and the
+    source's traps (breakpoints) or records (plugin)."""
+    match = SUMMARY.search(err)
     assert match, err
-    return dict(zip(("traps", "captured", "printed"), map(int, match.groups()), strict=True))
+    return dict(zip(("captured", "decoded", "printed", "dropped", "undecoded", "traps"),
+                    map(int, match.groups()), strict=True))
 
 
 def in_guest(command: str, timeout: float = 300) -> machine.ExecResult:

@@ -22,6 +22,7 @@ from xenhpt.lab import machine
 from xenhpt.vmi.plugin_channel import PluginChannel
 
 from . import test_trace as checks
+from . import test_trace_robust as robust
 from .conftest import XENHPT, guest
 
 pytestmark = pytest.mark.lab
@@ -126,22 +127,56 @@ def test_ctrl_c_stops_capture_in_the_plugin(plugin_lab: machine.LabState,
 
 def test_a_killed_tracer_does_not_leave_capture_running(plugin_lab: machine.LabState,
                                                         busy_plugin_guest: None) -> None:
-    process = subprocess.Popen([XENHPT, "trace", "lab", "-v", "-o", os.devnull],
-                               stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None and "armed" in process.stderr.readline()
+    process = robust.start_tracer()
     time.sleep(2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    # No goodbye: the plugin notices the missing heartbeat (5 s) and stops by itself.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        before = _records_written(plugin_lab)
-        time.sleep(1)
-        if _records_written(plugin_lab) == before:
-            break
-    else:
-        pytest.fail("the plugin kept writing records for a dead tracer")
+    # The tracer's guardian switches capture off at once (without it the plugin would
+    # notice the missing heartbeat only after 5 s).
+    deadline = time.monotonic() + 2
+    while _capture_enabled(plugin_lab) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _capture_enabled(plugin_lab), "capture still on 2 s after the tracer died"
+    before = _records_written(plugin_lab)
+    time.sleep(1)
+    assert _records_written(plugin_lab) == before, "the plugin writes for a dead tracer"
     assert guest("echo alive") == "alive\n"
+
+
+@pytest.mark.parametrize("selection", [[], ["-e", "trace=wait4,openat"]],
+                         ids=["full", "selective"])
+def test_a_killed_tracer_leaves_the_guest_traceable(plugin_lab: machine.LabState,
+                                                    selection: list[str]) -> None:
+    said = robust.check_sigkill_leaves_the_guest_running_and_traceable(selection)
+    assert "guardian" in said, said
+
+
+def test_ctrl_c_under_a_syscall_storm_ends_promptly(plugin_lab: machine.LabState) -> None:
+    """The ring holds far more than the decoder keeps up with; Ctrl-C must not wait for it
+    to be decoded: it ends the trace about a second later and counts what was left."""
+    storm = threading.Thread(target=lambda: guest("/opt/xenhpt/bin/bench_syscall 8",
+                                                  timeout=120))
+    process = robust.start_tracer()
+    storm.start()
+    time.sleep(5)
+    process.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    _, err = process.communicate(timeout=120)
+    took = time.monotonic() - interrupted
+    storm.join(timeout=120)
+    assert process.returncode == 0, err
+    assert took < 5, f"Ctrl-C took {took:.1f} s to end the trace:\n{err}"
+    c = checks.counts(err)
+    assert c["undecoded"] > 0, f"the storm left nothing behind (make it harder): {err}"
+    assert f"{c['undecoded']} captured records were still in the ring" in err
+
+
+def test_the_live_tree_follows_deaths_by_signal(plugin_lab: machine.LabState) -> None:
+    robust.check_the_tree_follows_deaths_and_equals_ps()
+
+
+def test_output_that_stalls_ends_the_trace_with_one_line(plugin_lab: machine.LabState) -> None:
+    robust.check_a_stalled_reader_never_holds_the_guest()
 
 
 def test_power_off_ends_a_plugin_trace_with_one_line(tmp_path: Path) -> None:

@@ -186,7 +186,7 @@ class Tracer:
         match = re.search(r"(\d+) (?:traps|records)\b", text)
         if self.process.returncode != 0 or not match:
             raise RuntimeError(f"tracer failed ({self.process.returncode}): {text}")
-        dropped = re.search(r"(\d+) dropped on a full ring", text)
+        dropped = re.search(r"(\d+) dropped, \d+ undecoded", text)
         return int(match.group(1)), seconds, cpu, int(dropped.group(1)) if dropped else None
 
 

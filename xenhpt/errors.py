@@ -8,6 +8,14 @@ class XenhptError(Exception):
     """Base of every error that is the user's input or environment, not a bug."""
 
 
+class BadUsage(XenhptError):
+    """The command line asks for something that cannot be: exit status 2, like click's."""
+
+
+class OutputError(XenhptError):
+    """The trace's output cannot be written (broken pipe, full disk, bad path)."""
+
+
 class TargetUnreachable(XenhptError):
     """The target (gdbstub, Xen domain, lab) cannot be contacted."""
 

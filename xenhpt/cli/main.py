@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..errors import XenhptError
+from ..errors import BadUsage, XenhptError
 from .info import info
 from .lab import lab
 from .process import process_trace, ps, pstree
@@ -32,15 +32,27 @@ for command in (lab, info, ps, pstree, process_trace, profile, trace):
 
 
 def run(command: click.Command, args: list[str] | None = None) -> None:
-    """Run a click command; user errors become one line on stderr and exit status 1."""
+    """Run a click command; user errors become one line on stderr and exit status 1
+    (2 for a command line that cannot be right, as click does for its own checks)."""
     try:
         command.main(args=args, prog_name=None, standalone_mode=False)
+    except BadUsage as exc:
+        click.echo(f"xenhpt: error: {exc}", err=True)
+        sys.exit(2)
     except XenhptError as exc:
         click.echo(f"xenhpt: error: {exc}", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("xenhpt: interrupted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # the help text itself, as asked for by giving nothing
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # One line, like every other error; the command's --help has the rest.
+        where = f"'{exc.ctx.command_path} --help'" if exc.ctx else "--help"
+        click.echo(f"xenhpt: error: {exc.format_message()} (see {where})", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import TargetUnreachable, XenhptError
+from ..errors import BadUsage, TargetUnreachable
 from ..lab.machine import LabState
 from ..vmi.qemu import QemuTarget
 from ..vmi.target import Target
@@ -25,8 +25,9 @@ def open_target(spec: str) -> Target:
         return target
     if spec.startswith("qemu:"):
         host, _, port = spec[5:].rpartition(":")
-        if not host or not port.isdigit():
-            raise XenhptError(f"bad target {spec!r}: expected qemu:HOST:PORT")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise BadUsage(f"bad target {spec!r}: expected qemu:HOST:PORT, "
+                           "PORT from 1 to 65535")
         return QemuTarget(host, int(port))
     if spec.startswith("xen:"):
         from ..vmi.xen import open_xen
@@ -37,4 +38,4 @@ def open_target(spec: str) -> Target:
         from ..vmi.snapshot import open_snapshot
 
         return open_snapshot(path)
-    raise XenhptError(f"unknown target {spec!r}: expected {TARGET_HELP}")
+    raise BadUsage(f"unknown target {spec!r}: expected {TARGET_HELP}")

@@ -2,43 +2,59 @@
 
 from __future__ import annotations
 
+import math
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
 import click
 
-from ..errors import TargetGone, XenhptError
+from ..errors import BadUsage, OutputError, TargetGone, XenhptError
 from ..linux.kernel import Kernel
 from ..linux.process_tree import ProcessTree
+from ..linux.tasks import Task
 from ..output.processes import pstree_text
 from ..output.stream import StreamSink
+from ..output.writer import BackgroundWriter
 from ..syscalls.decode import Decoder
-from ..syscalls.table import SyscallTable, resolve_selection
+from ..syscalls.table import SelectionError, SyscallTable, resolve_selection
 from ..tracer.capture import BreakpointCapture
 from ..tracer.engine import CallFilter, SyscallEngine
 from ..tracer.plugin_capture import PluginCapture, build_config
 from ..tracer.recording import RecordingEngine
+from ..tracer.source import STOP_GRACE_SECONDS, CaptureReport, CaptureSource
 from ..tracer.trappoints import full_plan, selective_plan
 from ..vmi.plugin_channel import PluginChannel
+from .guardian import Guardian
 from .process import profile_option, read_processes, scan_progress
 from .targets import open_target
 
 ABIS = ("x86_64", "i386")
+# -s above this is a typo, not a wish: the plugin copies at most 64 KiB per call anyway.
+MAX_STRING_LIMIT = 1 << 20
 
 
 class StopFlag:
-    """Ctrl-C and SIGTERM end the trace cleanly instead of interrupting a packet exchange."""
+    """Ctrl-C, SIGTERM and SIGHUP end the trace cleanly instead of interrupting a packet
+    exchange; a second one also gives up decoding what is still waiting (what was already
+    written stays written)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.reason: str | None = None
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT,
-                                                                       signal.SIGTERM)}
+        self.hurry = False
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.reason = signal.Signals(signum).name
+        if self.reason is None:
+            self.reason = signal.Signals(signum).name
+        else:
+            self.hurry = True
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
@@ -46,12 +62,77 @@ class StopFlag:
 
 
 def _selection(expression: str | None) -> dict[str, set[int]] | None:
-    if not expression:
+    if expression is None:
         return None
-    expression = expression.removeprefix("trace=")
+    expression = expression.strip().removeprefix("trace=")
     if expression in ("all", "%all"):
         return None
-    return {abi: resolve_selection(expression, abi) for abi in ABIS}
+    if not expression:
+        raise BadUsage("-e trace= names no system call (give names or classes, "
+                       "e.g. -e trace=openat,%process)")
+    try:
+        return {abi: resolve_selection(expression, abi) for abi in ABIS}
+    except SelectionError as exc:
+        raise BadUsage(f"-e {expression}: {exc}") from None
+
+
+def _positive_seconds(ctx: click.Context, param: click.Parameter, value: float | None
+                      ) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a number of seconds above 0")
+    return value
+
+
+def _open_output(path: Path | None) -> tuple[BinaryIO, str]:
+    if path is None:
+        sys.stdout.flush()
+        return sys.stdout.buffer, "stdout"
+    try:
+        return open(path, "wb"), str(path)
+    except OSError as exc:
+        raise BadUsage(f"cannot write the trace to {path}: {exc.strerror}") from None
+
+
+def _warn_if_nothing_matches(tasks: list[Task], pids: tuple[int, ...], comm: str | None
+                             ) -> None:
+    """-p/--comm that match nothing now may match later (a pid reused, a program started):
+    say so rather than trace in silence."""
+    running = {task.pid for task in tasks}
+    for pid in pids:
+        if pid not in running:
+            click.echo(f"xenhpt: warning: -p {pid}: no such process in the guest now; "
+                       "nothing is traced for it unless it appears", err=True)
+    if comm is not None and comm.encode() not in {task.comm for task in tasks}:
+        click.echo(f"xenhpt: warning: --comm {comm}: no process of that name in the guest "
+                   "now; its calls are traced once one runs", err=True)
+
+
+class TaskListWatch:
+    """Keeps the live tree honest about deaths the call stream does not show.
+
+    Every ``interval`` seconds (and once at the end) the kernel's task list is read and
+    handed to the engine (:meth:`SyscallEngine.reconcile`). A walk that met a problem
+    (a cycle, an unreadable link) is not trusted to say who died.
+    """
+
+    def __init__(self, kernel: Kernel, engine: SyscallEngine, interval: float = 1.0) -> None:
+        self.kernel = kernel
+        self.engine = engine
+        self.interval = interval
+        self._next = time.monotonic() + interval
+
+    def maybe_check(self) -> None:
+        if time.monotonic() >= self._next:
+            self.check(complete=False)
+            self._next = time.monotonic() + self.interval
+
+    def check(self, complete: bool) -> None:
+        try:
+            walk = read_processes(self.kernel)
+        except XenhptError:
+            return  # the guest is gone or mid-change: the next look will tell
+        if not walk.problems:
+            self.engine.reconcile(walk.tasks, time.time(), complete=complete)
 
 
 @click.command()
@@ -63,13 +144,15 @@ def _selection(expression: str | None) -> dict[str, set[int]] | None:
 @click.option("--comm", help="Only processes with this name.")
 @click.option("-f", "follow", is_flag=True, help="Follow the descendants of -p/--comm.")
 @click.option("-s", "string_limit", default=32, show_default=True,
+              type=click.IntRange(0, MAX_STRING_LIMIT),
               help="Print at most this many bytes of each string.")
 @click.option("-o", "output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the trace here instead of stdout.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per call/event.")
 @click.option("-c", "summary", is_flag=True, help="Print a summary table at the end.")
 @click.option("-T", "show_time", is_flag=True, help="Show the time spent in each call.")
-@click.option("--duration", type=float, help="Stop after this many seconds.")
+@click.option("--duration", type=float, callback=_positive_seconds,
+              help="Stop after this many seconds.")
 @click.option("--tree", is_flag=True, help="Print the process tree when the trace ends.")
 @click.option("-v", "verbose", is_flag=True, help="Print trap and event counts at the end.")
 @click.option("--record", "record_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -98,6 +181,7 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
       xenhpt trace lab -c --duration 10
     """
     numbers = _selection(expression)
+    out_file, out_name = _open_output(output)  # like strace: -o first, a bad path says so
     guest = open_target(target)
     if not guest.live:
         guest.close()
@@ -109,17 +193,25 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         guest.close()
         raise XenhptError(f"{target} has no capture plugin: start the lab with 'xenhpt lab up "
                           "--capture plugin', or give --capture-file")
+    try:
+        recording = open(record_path, "w") if record_path else None
+    except OSError as exc:
+        guest.close()
+        raise BadUsage(f"cannot write {record_path}: {exc.strerror}") from None
+    writer = BackgroundWriter(out_file, out_name)
+    sink = StreamSink(writer, as_json=as_json, summary=summary, show_time=show_time)
     stop = StopFlag()
-    out = open(output, "w") if output else sys.stdout
-    recording = open(record_path, "w") if record_path else None
-    sink = StreamSink(out, as_json=as_json, summary=summary, show_time=show_time)
-    capture: BreakpointCapture | PluginCapture | None = None
+    guardian = Guardian.start(target)
+    capture: CaptureSource | None = None
+    report: CaptureReport | None = None
     engine = None
+    watch = None
     gone: str | None = None
     try:
         guest.pause()
         kernel = Kernel.open(guest, profile_path, progress=scan_progress)
         tasks = read_processes(kernel).tasks
+        _warn_if_nothing_matches(tasks, pids, comm)
         process_tree = ProcessTree.from_tasks(tasks)
         process_tree.graph  # noqa: B018 - from here on the live tree is a networkx graph
         call_filter = CallFilter(numbers, set(pids) if pids else None,
@@ -129,72 +221,120 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         else:
             engine = RecordingEngine(recording, Decoder(string_limit), sink, call_filter,
                                      process_tree, tasks)
+        watch = TaskListWatch(kernel, engine)
         mode = "full" if numbers is None else "selective"
         if channel_path is not None:
-            capture = PluginCapture(PluginChannel(channel_path), kernel, engine, guest,
-                                    build_config(kernel, numbers, string_limit))
+            plugin = PluginCapture(PluginChannel(channel_path), kernel, engine, guest,
+                                   build_config(kernel, numbers, string_limit))
+            guardian.watch_plugin(channel_path)
             guest.resume()  # the plugin takes its configuration from a running guest
-            capture.start()
-            armed = "capture plugin armed"
+            plugin.start()
+            capture, armed = plugin, "capture plugin armed"
         else:
-            if numbers is None:
-                points = full_plan(kernel)
-            else:
-                entries = {}
-                for abi in ABIS:
-                    table = SyscallTable.load(abi)
-                    for nr in numbers[abi]:
-                        template = table.by_number(nr)
-                        if template is not None:
-                            entries[(abi, nr)] = template.entry
-                points = selective_plan(kernel, entries)
-            capture = BreakpointCapture(guest, kernel, points, engine)
-            capture.arm()
-            armed = f"{len(points)} trap points armed"
+            points = full_plan(kernel) if numbers is None else _selective_points(kernel,
+                                                                                 numbers)
+            breakpoints = BreakpointCapture(guest, kernel, points, engine)
+            breakpoints.arm()
+            capture, armed = breakpoints, f"{len(points)} trap points armed"
         if verbose:
             click.echo(f"xenhpt: tracing {target}: {armed} ({mode}, "
                        f"{kernel.profile.path.name})", err=True)
         deadline = None if duration is None else time.monotonic() + duration
 
         def should_stop() -> bool:
-            return stop.reason is not None or (deadline is not None
-                                               and time.monotonic() >= deadline)
+            watch.maybe_check()
+            return (stop.reason is not None or writer.error is not None
+                    or (deadline is not None and time.monotonic() >= deadline))
 
         try:
             capture.run(should_stop)
         except TargetGone as exc:
             gone = str(exc)
     finally:
-        stop.restore()
-        if isinstance(capture, PluginCapture) and gone is None:
-            if not capture.close():
-                gone = "the capture plugin did not confirm the stop (guest gone?)"
+        if capture is not None and gone is None:
+            try:
+                if stop.reason is None:  # --duration, or the output failed: decode it all
+                    report = capture.stop(lambda: stop.reason is not None, grace=None)
+                else:  # a signal: end within about a second, a second signal at once
+                    report = capture.stop(lambda: stop.hurry, grace=STOP_GRACE_SECONDS)
+                if not report.confirmed:
+                    gone = "the capture plugin did not confirm the stop (guest gone?)"
+                elif watch is not None:
+                    watch.check(complete=True)  # the tree at the end equals the guest's ps
+            except TargetGone as exc:
+                gone = str(exc)
         if gone is None:
             guest.close()  # removes every breakpoint and leaves the guest running
+        guardian.dismiss()  # (a guest that is gone has nothing left to undo)
+        stop.restore()
         if engine is not None:
             engine.finish()
         sink.close()
+        if not writer.close(timeout=None if not stop.hurry else 1.0):
+            writer.abandon()
         if output:
-            out.close()
+            _close_quietly(out_file)
         if recording is not None:
             recording.close()
-    if tree and engine is not None and engine.tree is not None:
+    _report(target, verbose, tree, engine, sink, writer, report, gone)
+
+
+def _selective_points(kernel: Kernel, numbers: dict[str, set[int]]) -> dict:
+    entries = {}
+    for abi in ABIS:
+        table = SyscallTable.load(abi)
+        for nr in numbers[abi]:
+            template = table.by_number(nr)
+            if template is not None:
+                entries[(abi, nr)] = template.entry
+    return selective_plan(kernel, entries)
+
+
+def _close_quietly(file: BinaryIO) -> None:
+    try:
+        file.close()
+    except OSError:
+        pass  # the writer already reported why it could not write
+
+
+def _report(target: str, verbose: bool, tree: bool, engine: SyscallEngine | None,
+            sink: StreamSink, writer: BackgroundWriter, report: CaptureReport | None,
+            gone: str | None) -> None:
+    """The end of a trace on stderr (and the tree on stdout): counts, warnings, errors."""
+    broken_stdout = writer.error is not None and writer.name == "stdout"
+    if broken_stdout:
+        # Nothing more can reach the reader; keep Python's exit-time flush from failing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    if tree and engine is not None and engine.tree is not None and not broken_stdout:
         click.echo(pstree_text(engine.tree), nl=False)
-    if verbose and engine is not None and capture is not None:
-        s = engine.stats
-        if isinstance(capture, PluginCapture):
-            p = capture.stats
-            source = (f"{p.records} records (plugin: {p.dropped} dropped on a full ring, "
-                      f"{p.late_reads} late reads)")
-        else:
-            source = f"{capture.stats.traps} traps"
-        click.echo(f"xenhpt: {source}, {s.captured} calls captured, "
-                   f"{sink.printed} printed, {s.unfinished} unfinished, "
-                   f"{s.unpaired_exits} exits without entry; by mechanism "
-                   f"{dict(sorted(s.by_mechanism.items()))}", err=True)
-    if isinstance(capture, PluginCapture) and capture.stats.dropped:
-        click.echo(f"xenhpt: warning: the capture plugin dropped {capture.stats.dropped} "
-                   "records (its ring was full): those calls are missing or unfinished",
+    stats = engine.stats if engine is not None else None
+    counts = "no call captured"
+    if stats is not None:
+        counts = (f"{stats.captured} calls captured, {stats.emitted} decoded, "
+                  f"{sink.printed} printed, {report.dropped if report else 0} dropped, "
+                  f"{report.undecoded if report else 0} undecoded")
+    if verbose and stats is not None and report is not None:
+        unit = "traps" if report.source == "breakpoints" else "records"
+        detail = f"{report.events} {unit}, {report.unknown_task} of unknown task"
+        if report.source == "plugin":
+            detail += f", {report.late_reads} late reads"
+        click.echo(f"xenhpt: {counts} ({detail}; {stats.unfinished} unfinished, "
+                   f"{stats.unpaired_exits} exits without entry; by mechanism "
+                   f"{dict(sorted(stats.by_mechanism.items()))})", err=True)
+    if report is not None and report.dropped:
+        click.echo(f"xenhpt: warning: the capture plugin dropped {report.dropped} records "
+                   "(its ring was full): those calls are missing or unfinished", err=True)
+    if report is not None and report.undecoded:
+        click.echo(f"xenhpt: warning: {report.undecoded} captured records were still in the "
+                   "ring when the trace ended and were not decoded", err=True)
+    if writer.lost_bytes and writer.error is None:
+        click.echo(f"xenhpt: warning: {writer.lost_bytes} bytes of output were not written",
                    err=True)
     if gone is not None:
-        raise TargetGone(f"{gone}; {sink.printed} calls were captured and written")
+        raise TargetGone(f"{gone}; {counts}")
+    if writer.error is not None:
+        raise OutputError(f"cannot write the trace to {writer.name}: "
+                          f"{writer.error.strerror or writer.error}; {counts}, "
+                          f"{writer.lost_bytes} bytes not written")

@@ -21,6 +21,7 @@ from ..syscalls.render import signed
 from ..vmi.target import Target
 from .engine import SyscallEngine
 from .records import TaskIdentity, TrapRecord
+from .source import CaptureReport
 from .trappoints import TrapPoint
 
 MASK32 = 0xFFFF_FFFF
@@ -78,9 +79,19 @@ class BreakpointCapture:
             self.stats.traps += 1
             self._handle(point, trap.vcpu)
 
-    def close(self) -> None:
-        """Remove every trap and leave the guest running (the target's close does both)."""
-        self.target.close()
+    def stop(self, give_up: Callable[[], bool], grace: float | None = None) -> CaptureReport:
+        """Remove every trap of ours; the guest stays paused until the target is closed.
+
+        Nothing waits to be decoded: each trap was handed to the engine as it came.
+        """
+        self.target.pause()
+        for address in set(self.points) | set(self._returns):
+            self.target.remove_breakpoint(address)
+        self._returns.clear()
+        self._waiting.clear()
+        self._armed = False
+        return CaptureReport("breakpoints", events=self.stats.traps,
+                             unknown_task=self.stats.unknown_task)
 
     # -- one trap ------------------------------------------------------------------------
 

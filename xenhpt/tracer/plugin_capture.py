@@ -11,6 +11,7 @@ read may see memory the guest has changed since.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ from ..vmi.plugin_channel import (
 from ..vmi.target import Target
 from .engine import EXEC_CALLS, SyscallEngine
 from .records import TaskIdentity, TrapRecord
+from .source import STOP_GRACE_SECONDS, CaptureReport
 from .trappoints import EXEC_REFRESH, EXIT_FUNCTION
 
 PATH_BYTES = 4096 + 1  # PATH_MAX and one more: is the string longer?
@@ -162,6 +164,7 @@ class PluginStats:
     unknown_task: int = 0
     dropped: int = 0  # records the plugin dropped on a full ring during this trace
     stale_stops: int = 0  # the plugin stopped itself: our heartbeat went missing
+    undecoded: int = 0  # records still in the ring when the trace had to end
 
 
 class PluginCapture:
@@ -191,44 +194,55 @@ class PluginCapture:
     def run(self, should_stop: Callable[[], bool], poll: float = 0.005) -> None:
         if not self._started:
             self.start()
+        # One batch at a time, asking should_stop() in between: under a syscall storm the
+        # ring never empties, and a Ctrl-C must not wait for it to.
         while not should_stop():
-            if not self.drain():
+            if not self.drain_batch():
                 # Waiting on the gdbstub both paces us and notices a guest that died
                 # (TargetGone); nothing stops the guest while it runs with no breakpoint.
                 self.target.wait_for_trap(timeout=poll)
-        self.drain()
 
-    def drain(self, limit: int = 2048) -> int:
-        """Hand every record in the ring to the engine; how many there were."""
-        total = 0
-        while True:
-            self.channel.heartbeat()
-            batch = self.channel.read(limit)
-            if not batch:
-                break
+    def drain_batch(self, limit: int = 2048) -> int:
+        """Hand up to ``limit`` records of the ring to the engine; how many there were."""
+        self.channel.heartbeat()
+        batch = self.channel.read(limit)
+        if batch:
             flush = getattr(getattr(self.target, "paging", None), "flush", None)
             if flush is not None:
                 flush()  # late reads see the guest as it is now, not a cached old mapping
             for raw in batch:
                 self._feed(raw)
-            total += len(batch)
-            if len(batch) < limit:
-                break
         self._update_counters()
+        return len(batch)
+
+    def drain(self, limit: int = 2048) -> int:
+        """Hand every record in the ring to the engine; how many there were."""
+        total = 0
+        while (count := self.drain_batch(limit)) > 0:
+            total += count
         return total
 
-    def close(self) -> bool:
-        """Stop capture in the plugin; False if it did not confirm (the guest is gone)."""
+    def stop(self, give_up: Callable[[], bool], grace: float | None = STOP_GRACE_SECONDS
+             ) -> CaptureReport:
+        """Switch capture off in the plugin, decode what the ring holds for at most
+        ``grace`` seconds (None: all of it) or until ``give_up()``, count what is left."""
         confirmed = self.channel.disable() if self._started else True
         if confirmed:
-            self.drain()  # records written before the plugin took the stop
+            deadline = None if grace is None else time.monotonic() + grace
+            while (deadline is None or time.monotonic() < deadline) and not give_up():
+                if not self.drain_batch():
+                    break
+        self.stats.undecoded = self.channel.pending_records()
         for held in list(self._held.values()):
             self._feed_entry(held, held.regions)
         self._held.clear()
         self._update_counters()
         self.channel.release()
         self.channel.close()
-        return confirmed
+        s = self.stats
+        return CaptureReport("plugin", events=s.records, unknown_task=s.unknown_task,
+                             dropped=s.dropped, undecoded=s.undecoded,
+                             late_reads=s.late_reads, confirmed=confirmed)
 
     def _update_counters(self) -> None:
         if self._start is None:

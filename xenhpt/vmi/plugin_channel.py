@@ -145,11 +145,20 @@ class PluginChannel:
                 self._map = mmap.mmap(f.fileno(), 0)
         except OSError as exc:
             raise ChannelError(f"cannot open the capture file {path}: {exc.strerror}") from None
+        except ValueError:  # mmap of an empty file
+            raise ChannelError(f"{path} is empty: not a xenhpt capture file") from None
+        if len(self._map) < 4096:
+            self._map.close()
+            raise ChannelError(f"{path} is too short to be a xenhpt capture file")
         magic, version, _, config_offset, _, ring_offset, ring_size, vcpus, _ = \
             _HEADER.unpack_from(self._map, 0)
         if magic != MAGIC or version != LAYOUT_VERSION:
             self._map.close()
             raise ChannelError(f"{path} is not a version-{LAYOUT_VERSION} xenhpt capture file")
+        if (not ring_size or ring_size & (ring_size - 1) or ring_offset + ring_size > len(self._map)
+                or config_offset >= ring_offset):
+            self._map.close()
+            raise ChannelError(f"{path}: its layout does not fit the file (corrupt?)")
         self.path = path
         self.config_offset = config_offset
         self.ring_offset = ring_offset
@@ -248,6 +257,20 @@ class PluginChannel:
         """Forget what is in the ring (records of an earlier trace)."""
         self._tail = self._u64(64)
         self._set_u64(_TAIL, self._tail)
+
+    def pending_records(self) -> int:
+        """How many records the ring holds that nobody has read (padding not counted)."""
+        head = self._u64(64)
+        tail = self._tail
+        mask = self.ring_size - 1
+        count = 0
+        while tail < head:
+            size, kind = _SIZE_KIND.unpack_from(self._map, self.ring_offset + (tail & mask))
+            if size == 0:
+                break  # torn or corrupt: never loop on it
+            tail += size
+            count += kind != 0
+        return count
 
     def read(self, limit: int = 4096) -> list[RawRecord]:
         """Up to ``limit`` records, oldest first (empty: nothing new)."""

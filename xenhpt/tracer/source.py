@@ -1,0 +1,44 @@
+"""What every capture source offers the tracer: run until told, stop, say what it saw.
+
+Two sources exist (breakpoints through the gdbstub or LibVMI, ``capture.py``; the QEMU
+capture plugin, ``plugin_capture.py``); both feed a :class:`~.engine.SyscallEngine` and
+end with one :class:`CaptureReport`, so the command line treats them alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+# How long a stopping source may keep decoding what it captured before it gives up and
+# counts the rest (a second Ctrl-C gives up at once).
+STOP_GRACE_SECONDS = 1.0
+
+
+@dataclass
+class CaptureReport:
+    """A capture's counts at the end of a trace (the ``-v`` summary line)."""
+
+    source: str  # "breakpoints" or "plugin"
+    events: int = 0  # traps handled (breakpoints) or ring records read (plugin)
+    unknown_task: int = 0  # events whose calling task could not be read
+    dropped: int = 0  # records the source lost before we could read them (full ring)
+    undecoded: int = 0  # records still waiting when the trace had to end
+    late_reads: int = 0  # decoder reads the capture did not foresee (served live)
+    confirmed: bool = True  # the source confirmed it stopped (False: the guest is gone?)
+
+
+class CaptureSource(Protocol):
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        """Capture and feed the engine until ``should_stop()`` (asked often) is true."""
+        ...
+
+    def stop(self, give_up: Callable[[], bool], grace: float | None = STOP_GRACE_SECONDS
+             ) -> CaptureReport:
+        """End capturing; no trap of ours is left (the target stays attached).
+
+        What was captured is handed to the engine for at most ``grace`` seconds (None:
+        all of it), or until ``give_up()``; the rest is counted as undecoded.
+        """
+        ...
