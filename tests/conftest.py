@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from xenhpt.lab import machine
+from xenhpt.lab.kernel import GuestKernel, find_cached
 
 XENHPT = str(Path(sys.executable).with_name("xenhpt"))
 
@@ -28,6 +29,21 @@ sh /tmp/tree.sh > /dev/null 2>&1 &
 while [ ! -s /tmp/tree.pids ]; do sleep 0.1; done
 cat /tmp/tree.pids
 """
+
+
+def lab_kernel() -> GuestKernel:
+    """The kernel the lab fetched (whatever release Debian ships today).
+
+    Absent, the tests that read it skip, unless CI=true: there ``make test`` has just
+    fetched it, so an absent kernel is a broken set-up and must fail, not hide.
+    """
+    kernel = find_cached()
+    if kernel is None:
+        message = "no lab kernel in the cache ('make setup' fetches it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return kernel
 
 
 @pytest.fixture(scope="session")

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
 import pytest
 
+from xenhpt.lab import machine
 from xenhpt.tracer.trappoints import EXIT_FUNCTION
 from xenhpt.vmi.emulate import EFLAGS_AC, UnsupportedInstruction, decode, emulate
 
-KERNEL = Path.home() / ".cache/xenhpt/kernel/root/boot/vmlinuz-6.1.0-56-cloud-amd64"
-PROFILE = Path.home() / ".cache/xenhpt/profiles/6.1.0-56-cloud-amd64.json"
+from .conftest import lab_kernel
+
 AT = 0xFFFF_FFFF_81C0_0080
+
+
+@pytest.fixture(scope="module")
+def lab_image_and_symbols() -> tuple[Path, dict]:
+    """The kernel the lab fetched and its profile's symbols (both made by 'make setup')."""
+    kernel = lab_kernel()
+    profile = machine.profile_path(kernel.release)
+    if not profile.is_file():
+        message = f"no lab profile {profile} ('make setup' builds it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return kernel.image, json.loads(profile.read_text())["symbols"]
 
 
 def regs(**changes: int) -> dict[str, int]:
@@ -111,14 +126,12 @@ def test_an_instruction_it_cannot_execute_is_refused_with_its_bytes(code):
         decode(bytes.fromhex(code), AT)
 
 
-@pytest.mark.skipif(not (KERNEL.is_file() and PROFILE.is_file()),
-                    reason="needs the lab kernel image and profile (make test fetches them)")
-def test_every_trap_point_of_the_lab_kernel_can_be_executed():
+def test_every_trap_point_of_the_lab_kernel_can_be_executed(lab_image_and_symbols):
     """The real first bytes of this kernel's trap points (full and selective plans)."""
     from xenhpt.profile.kimage import KernelImage
 
-    symbols = json.loads(PROFILE.read_text())["symbols"]
-    image = KernelImage.open(KERNEL)
+    path, symbols = lab_image_and_symbols
+    image = KernelImage.open(path)
     names = ["entry_SYSCALL_64", "entry_SYSCALL_compat", "entry_SYSENTER_compat",
              "asm_int80_emulation", EXIT_FUNCTION]
     names += [n for n in symbols if n.startswith(("__x64_sys_", "__ia32_sys_"))
@@ -160,16 +173,14 @@ def test_mov_rsp_to_a_gs_relative_per_cpu_slot():
     assert effect.memory_write == (0xFFFF_8880_3FC0_6014, struct.pack("<Q", 0x7FFF_0000_1000))
 
 
-@pytest.mark.skipif(not (KERNEL.is_file() and PROFILE.is_file()),
-                    reason="needs the lab kernel image and profile (make test fetches them)")
-def test_every_trap_point_of_the_lab_kernel_takes_the_3_byte_sldt_trap():
+def test_every_trap_point_of_the_lab_kernel_takes_the_3_byte_sldt_trap(lab_image_and_symbols):
     """XENHPT_XEN_TRAP=sldt (the QEMU Xen lab): after a leading swapgs (which the guest
     runs itself), the instructions covering 3 bytes can all be executed by the tracer."""
     from xenhpt.profile.kimage import KernelImage
     from xenhpt.vmi.xen_breakpoints import displaced_steps
 
-    symbols = json.loads(PROFILE.read_text())["symbols"]
-    image = KernelImage.open(KERNEL)
+    path, symbols = lab_image_and_symbols
+    image = KernelImage.open(path)
     shapes = {}
     for name in ("entry_SYSCALL_64", "entry_SYSCALL_compat", "entry_SYSENTER_compat",
                  "asm_int80_emulation", EXIT_FUNCTION, "__x64_sys_read"):

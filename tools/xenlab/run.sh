@@ -18,16 +18,24 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${XENLAB_CACHE:-$HOME/.cache/xenhpt/xenlab}
 TIMEOUT=${XENLAB_TIMEOUT:-1200}
-KREL=6.1.0-56
 XENV=4.17
-DOMU_KERNEL=$HOME/.cache/xenhpt/kernel/root/boot/vmlinuz-$KREL-cloud-amd64
+say() { echo "xenlab: $*" >&2; }
+
+# The domU boots the kernel the lab fetched (Debian moves it every few weeks); dom0 boots
+# the generic -amd64 image of the same release.
+DOMU_KERNEL=$(ls "$HOME"/.cache/xenhpt/kernel/root/boot/vmlinuz-*-cloud-amd64 2>/dev/null \
+              | sort -V | tail -n 1 || true)
+[ -n "$DOMU_KERNEL" ] || { say "no lab kernel in ~/.cache/xenhpt/kernel: run 'make setup' first"; exit 1; }
+KREL=$(basename "$DOMU_KERNEL"); KREL=${KREL#vmlinuz-}; KREL=${KREL%-cloud-amd64}
+for tool in cpio gzip; do
+    command -v "$tool" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "$tool" >/dev/null || { say "cannot install $tool"; exit 1; }
+done
 PY=python3.11
 PACKAGES=(xen-hypervisor-$XENV-amd64 xen-utils-$XENV xen-utils-common libxenmisc$XENV
           libxenstore4 libxentoollog1 libxenevtchn1 libxengnttab1 libxenforeignmemory1
           libxendevicemodel1 libxencall1 libxentoolcore1 libxenhypfs1 libyajl2
           linux-image-$KREL-amd64 busybox-static)
-
-say() { echo "xenlab: $*" >&2; }
 
 [ -f "$DOMU_KERNEL" ] || { say "missing $DOMU_KERNEL: run 'make test' (or xenhpt lab up) once"; exit 1; }
 mkdir -p "$CACHE/debs"
