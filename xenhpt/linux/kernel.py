@@ -13,16 +13,21 @@ for which those tables map ``linux_banner`` onto the banner we found.
 
 from __future__ import annotations
 
+import logging
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import MemoryReadError, ProfileError
 from ..profile import Profile, find_profile
 from ..vmi.paging import PageWalker
 from ..vmi.target import Target
 from .banner import Banner, find_banner, find_banners, iter_banners
+
+log = logging.getLogger(__name__)
 
 # Virtual KASLR moves the kernel image in 2 MiB steps within 1 GiB.
 KASLR_ALIGN = 0x20_0000
@@ -64,8 +69,13 @@ class Kernel:
 
     @classmethod
     def open(cls, target: Target, profile_path: Path | None = None,
-             progress: Progress | None = None) -> Kernel:
-        """Find the banner, pick (or check) the profile, find the slide."""
+             progress: Progress | None = None, build_missing: bool = True) -> Kernel:
+        """Find the banner, pick (or check) the profile, find the slide.
+
+        With no profile matching the guest's banner, one is built from the guest's own
+        memory (BTF and kallsyms, ``profile/guest_memory.py``), cached under the whole
+        banner, and said so in one line on stderr; ``build_missing=False`` raises instead.
+        """
         if profile_path is not None:
             profile = Profile.load(profile_path)
             layout = locate(target, profile, progress)
@@ -92,8 +102,16 @@ class Kernel:
         if first is None:
             raise ProfileError("no Linux kernel banner in guest memory: not a Linux guest, "
                                "or the snapshot is empty/corrupt")
-        raise ProfileError(f"no profile matches {first.text!r}; build one with: "
-                           + profile_hint(first.release))
+        if not build_missing:
+            raise ProfileError(f"no profile matches {first.text!r}; build one with: "
+                               + profile_hint(first.release))
+        path = cached_profile_from_memory(target, first.text, progress)
+        profile = Profile.load(path)
+        layout = locate(target, profile, progress)
+        if layout is None:
+            raise ProfileError(f"the profile built from memory ({path}) does not fit the "
+                               "guest it came from (memory changed while it was read?)")
+        return cls(target, profile, layout)
 
     # -- symbols and memory --------------------------------------------------------------
 
@@ -123,6 +141,31 @@ class Kernel:
     def physical(self, address: int) -> int:
         return self.paging.translate(self.dtb, address)
 
+
+
+def profile_from_memory(target: Target, progress: Progress | None = None) -> dict[str, Any]:
+    """An ISF for the kernel in ``target`` from its memory alone (pause a live guest first)."""
+    from ..profile.guest_memory import build_profile_from_memory
+
+    banners = (banner.physical_address for banner in iter_banners(target, progress))
+    return build_profile_from_memory(target, banners, getattr(target, "description",
+                                                              "guest memory"))
+
+
+def cached_profile_from_memory(target: Target, banner: str,
+                               progress: Progress | None = None) -> Path:
+    """Build a profile from memory into the profile cache; its path (said on stderr)."""
+    from ..profile import write_profile
+    from ..profile.guest_memory import cache_path
+    from ..profile.isf import default_cache_dir
+
+    path = cache_path(banner, default_cache_dir() / "profiles")
+    started = time.monotonic()
+    isf = profile_from_memory(target, progress)
+    write_profile(isf, path)
+    log.warning("xenhpt: no profile matched %r: built one from guest memory in %.1f s "
+                "(cached: %s)", banner.split(" (", 1)[0], time.monotonic() - started, path)
+    return path
 
 
 def locate(target: Target, profile: Profile, progress: Progress | None = None,

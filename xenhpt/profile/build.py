@@ -29,7 +29,7 @@ import logging
 import lzma
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import xenhpt
 from xenhpt.errors import ProfileError
@@ -73,6 +73,14 @@ GLOBAL_TYPES: dict[str, tuple[str, str]] = {
     "cap_last_cap": ("int", ""),
     "nr_cpu_ids": ("unsigned int", ""),
 }
+
+
+class KernelBytes(Protocol):
+    """The kernel's own bytes at link-time addresses: an image file, or guest memory."""
+
+    def read(self, vaddr: int, size: int) -> bytes: ...
+
+    def read_cstring(self, vaddr: int, limit: int = 4096) -> bytes: ...
 
 
 def _sha256(path: Path) -> str:
@@ -172,7 +180,15 @@ def build_profile(
     else:
         raise ProfileError("raw BTF has no symbols: add --system-map FILE (or use --kernel IMAGE)")
 
-    parsed = B.parse_btf(btf_bytes, str(btf or kernel))
+    return assemble_isf(btf_bytes, str(btf or kernel), symbols, image,
+                        {"symbols": symbol_sources, "types": types_sources})
+
+
+def assemble_isf(btf: bytes | B.Btf, where: str, symbols: dict[str, int],
+                 image: KernelBytes | None, sources: dict[str, Any]) -> dict[str, Any]:
+    """The ISF from BTF (raw or parsed) and link-time symbol addresses; ``image`` gives
+    the banner's bytes and sizes pointer tables (None: neither is known)."""
+    parsed = btf if isinstance(btf, B.Btf) else B.parse_btf(btf, where)
     builder = IsfTypeBuilder(parsed)
     base_types = builder.base_types()
     user_types = builder.user_types()
@@ -194,7 +210,7 @@ def build_profile(
         "metadata": {
             "format": ISF_FORMAT,
             "producer": {"name": "xenhpt", "version": xenhpt.__version__},
-            "linux": {"symbols": symbol_sources, "types": types_sources},
+            "linux": sources,
         },
         "symbols": isf_symbols,
         "base_types": base_types,
@@ -209,7 +225,7 @@ def _isf_symbols(
     builder: IsfTypeBuilder,
     base_types: dict[str, Descriptor],
     user_types: dict[str, Descriptor],
-    image: KernelImage | None,
+    image: KernelBytes | None,
 ) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     banner = None
@@ -270,7 +286,7 @@ def _isf_symbols(
     return out
 
 
-def _trim_zero_tail(image: KernelImage, address: int, count: int, size: int) -> int:
+def _trim_zero_tail(image: KernelBytes, address: int, count: int, size: int) -> int:
     # A pointer table (sys_call_table) is followed by alignment padding up to the next
     # symbol; its initialised entries are never NULL, so drop trailing NULL slots.
     try:
