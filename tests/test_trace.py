@@ -42,8 +42,11 @@ class Trace:
         self.stdout = ""  # what the trace printed besides its records (the --tree)
         # -v announces when the traps are armed; only then may the workload start.
         assert self.process.stderr is not None
-        line = self.process.stderr.readline()
-        assert "armed" in line, f"trace did not start: {line}{self.process.stderr.read()}"
+        said = ""
+        while "armed" not in said:  # warnings (e.g. --comm matching nothing yet) may come first
+            line = self.process.stderr.readline()
+            assert line, f"trace did not start: {said}{self.process.stderr.read()}"
+            said += line
 
     def finish(self, timeout: float = 300) -> tuple[str, str]:
         self.stdout, err = self.process.communicate(timeout=timeout)

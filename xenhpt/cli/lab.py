@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import BadUsage
 from ..lab import machine
 
 
@@ -54,12 +55,22 @@ def prepare(quiet: bool, no_plugin: bool) -> None:
                    "fetched into the cache once).")
 @click.option("--ring-mib", default=machine.DEFAULT_RING_MIB, show_default=True,
               help="Size of the plugin's record ring (a power of two).")
+@click.option("--append", "extra_append", default="", metavar="WORDS",
+              help="More kernel command-line words, e.g. --append 'pti=on'.")
 def up(smp: int, memory_mib: int, kaslr: bool, accel: str, capture: str,
-       ring_mib: int) -> None:
-    """Boot the lab guest and wait until it is ready."""
+       ring_mib: int, extra_append: str) -> None:
+    """Boot the lab guest and wait until it is ready.
+
+    \b
+    Examples:
+      xenhpt lab up --capture plugin
+      xenhpt lab up --smp 2 --kaslr --append 'pti=on'
+    """
+    if "\n" in extra_append or len(extra_append) > 1024:
+        raise BadUsage("--append takes one line of kernel words (at most 1024 bytes)")
     started = time.monotonic()
     state = machine.up(smp=smp, memory_mib=memory_mib, kaslr=kaslr, accel=accel,
-                       capture=capture, ring_mib=ring_mib)
+                       capture=capture, ring_mib=ring_mib, extra_append=extra_append)
     click.echo(f"lab up: {state.release}, {smp} vCPU, {memory_mib} MiB, "
                f"gdbstub 127.0.0.1:{state.gdb_port}, capture {capture}, "
                f"ready in {time.monotonic() - started:.1f} s")

@@ -47,7 +47,7 @@ from ..vmi.target import Target
 from .engine import EXEC_CALLS, SyscallEngine
 from .records import TaskIdentity, TrapRecord
 from .source import STOP_GRACE_SECONDS, CaptureReport
-from .trappoints import EXEC_REFRESH, EXIT_FUNCTION
+from .trappoints import EXEC_REFRESH, EXIT_FUNCTION, identity_points
 
 PATH_BYTES = 4096 + 1  # PATH_MAX and one more: is the string longer?
 MASK32 = 0xFFFF_FFFF
@@ -142,7 +142,8 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
         task_real_parent=profile.offset("task_struct", "real_parent"),
         regs_orig_ax=profile.offset("pt_regs", "orig_ax"),
         regs_ax=profile.offset("pt_regs", "ax"), unknown_selected=numbers is None,
-        refresh_address=kernel.symbol(EXEC_REFRESH) if kernel.has_symbol(EXEC_REFRESH) else 0)
+        refresh_address=kernel.symbol(EXEC_REFRESH) if kernel.has_symbol(EXEC_REFRESH) else 0,
+        identity_addresses=identity_points(kernel))
     for abi, index in ABI_INDEX.items():
         table = SyscallTable.load(abi)
         wanted = numbers[abi] if numbers is not None else None

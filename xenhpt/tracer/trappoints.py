@@ -15,6 +15,9 @@ symbol                              mechanism   ABI      where the CPU arrives f
 ``bprm_execve``                     (exec)      any      an exec's arguments, readable again
 ==================================  ==========  =======  =================================
 
+The capture plugin also names a caller it could not read at the instruction (KPTI) at
+the first C function of the entry path (:data:`IDENTITY_FUNCTIONS`).
+
 At an entry stub the registers still hold the user's: number in rax, arguments in
 registers (below). At ``syscall_exit_to_user_mode(regs)`` rdi points at ``pt_regs``.
 
@@ -61,6 +64,12 @@ _ENTRY_STUBS = (
     ("asm_int80_emulation", "int80", "i386", ARGS_INT80),
 )
 EXIT_FUNCTION = "syscall_exit_to_user_mode"
+# The first C code of each entry path: on the kernel's page tables, interrupts still off,
+# so the task there is the caller even with KPTI (where the user page tables do not map
+# the per-CPU current task at the instruction). One per path; the first of each pair that
+# the kernel has.
+IDENTITY_FUNCTIONS = (("do_syscall_64",), ("do_fast_syscall_32",),
+                      ("int80_emulation", "do_int80_syscall_32"))
 # Where an exec's arguments are readable again (see SyscallEngine.refresh).
 EXEC_REFRESH = "bprm_execve"
 
@@ -69,6 +78,17 @@ def _exec_refresh(kernel: Kernel, points: dict[int, TrapPoint]) -> None:
     if kernel.has_symbol(EXEC_REFRESH):
         address = kernel.symbol(EXEC_REFRESH)
         points.setdefault(address, TrapPoint(address, "exec-refresh", symbol=EXEC_REFRESH))
+
+
+def identity_points(kernel: Kernel) -> tuple[int, ...]:
+    """Addresses of :data:`IDENTITY_FUNCTIONS` in this kernel."""
+    found = []
+    for choices in IDENTITY_FUNCTIONS:
+        for symbol in choices:
+            if kernel.has_symbol(symbol):
+                found.append(kernel.symbol(symbol))
+                break
+    return tuple(found)
 
 
 def full_plan(kernel: Kernel) -> dict[int, TrapPoint]:

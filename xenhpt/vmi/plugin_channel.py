@@ -44,7 +44,8 @@ REGION_FULL = 4  # the record's size cap ended the copy
 _HEADER = struct.Struct("<8sII5QQ")  # magic .. max_vcpus, reserved0
 _COUNTERS = struct.Struct("<9Q")  # head .. truncated, at offset 64
 _TAIL, _CONFIG_GEN, _HEARTBEAT, _OWNER = 256, 264, 272, 280
-_CONFIG_HEAD = struct.Struct("<IIQQ4I4IQ10III")  # struct config up to calls (112 bytes)
+IDENTITY_POINTS = 3
+_CONFIG_HEAD = struct.Struct("<IIQQ4I4IQ3Q4III")  # struct config up to calls (112 bytes)
 _CALL = struct.Struct("<BBH")
 _RULE = struct.Struct("<BBBBIII")
 _RECORD = struct.Struct("<IBBBBIIQQiiii16sQ6QqQQQ")
@@ -100,6 +101,9 @@ class CaptureConfig:
     heartbeat_timeout_ms: int = 5000
     enabled: bool = True
     refresh_address: int = 0  # bprm_execve: execve's strings, copied again once faulted in
+    # The first kernel code of each entry path, on kernel page tables: where an entry
+    # whose caller was unreadable at the instruction (KPTI) is named (at most 3).
+    identity_addresses: tuple[int, ...] = ()
 
 
 @dataclass
@@ -209,6 +213,9 @@ class PluginChannel:
         n_rules = sum(len(rules) for rules in calls.values())
         if n_rules > MAX_RULES:
             raise ChannelError(f"{n_rules} capture rules: the plugin takes {MAX_RULES}")
+        if len(config.identity_addresses) > IDENTITY_POINTS:
+            raise ChannelError(f"the plugin takes {IDENTITY_POINTS} identity points")
+        identity = (tuple(config.identity_addresses) + (0,) * IDENTITY_POINTS)[:IDENTITY_POINTS]
         base = self.config_offset
         table = base + _CONFIG_HEAD.size
         rules_at = table + 2 * MAX_NR * _CALL.size
@@ -227,8 +234,8 @@ class PluginChannel:
             self._map, base, int(config.enabled), config.max_record, config.exit_address,
             config.current_offset, config.task_pid, config.task_tgid, config.task_comm,
             config.task_real_parent, config.regs_orig_ax, config.regs_ax, config.user32_cs,
-            int(config.unknown_selected), config.refresh_address, *([0] * 10), n_rules,
-            config.heartbeat_timeout_ms)
+            int(config.unknown_selected), config.refresh_address, *identity, *([0] * 4),
+            n_rules, config.heartbeat_timeout_ms)
         self._publish(timeout)
 
     def disable(self, timeout: float = 2.0) -> bool:

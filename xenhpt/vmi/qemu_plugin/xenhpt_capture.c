@@ -96,6 +96,7 @@ struct call_spec { uint8_t selected; uint8_t n_rules; uint16_t first_rule; };
 #define CALL_REREAD_AT_EXIT 2u
 struct rule { uint8_t when, how, arg, len_arg; uint32_t max; uint32_t count; uint32_t reserved; };
 
+#define IDENTITY_POINTS 3
 struct config {
     uint32_t enabled;
     uint32_t max_record;         /* bytes: the cap on one record */
@@ -104,7 +105,8 @@ struct config {
     uint32_t task_pid, task_tgid, task_comm, task_real_parent;
     uint32_t regs_orig_ax, regs_ax, user32_cs, unknown_selected;
     uint64_t refresh_address;    /* bprm_execve, or 0: see on_refresh_point */
-    uint32_t reserved[10];
+    uint64_t identity_address[IDENTITY_POINTS]; /* see on_identity_point; 0 = unused */
+    uint32_t reserved[4];
     uint32_t n_rules;
     uint32_t heartbeat_timeout_ms;
     struct call_spec calls[ABIS][MAX_NR];
@@ -148,9 +150,25 @@ static const char *const register_names[R_COUNT] = {
     "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
     "cs", "cr3", "gs_base", "k_gs_base"};
 
+struct vcpu_state;
+/* One record being built in a vCPU's scratch buffer. */
+struct builder {
+    struct vcpu_state *v;
+    struct record *r;
+    uint8_t *end; /* the record's size cap */
+    uint8_t *p;
+    uint64_t mask; /* i386 pointers are 32-bit */
+};
+
 struct vcpu_state {
     GByteArray *buf;   /* register and memory reads land here */
     uint8_t *scratch;  /* one record is built here before it goes to the ring */
+    /* An entry whose caller could not be read at the instruction (KPTI: the user page
+     * tables do not map the per-CPU area) waits in scratch for the kernel's first C code
+     * of the call, where it is named (on_identity_point). */
+    bool deferred;
+    struct builder deferred_builder;
+    uint32_t deferred_missing;
 };
 
 struct pending {
@@ -174,6 +192,7 @@ static uint64_t ring_size;
 static struct config cfg;          /* our copy of the tracer's configuration */
 static uint64_t exit_address;      /* what translation instruments right now */
 static uint64_t refresh_address;
+static uint64_t identity_address[IDENTITY_POINTS];
 static struct qemu_plugin_register *reg_handles[R_COUNT];
 static struct vcpu_state *vcpus;
 static unsigned max_vcpus;
@@ -298,6 +317,8 @@ static void check_config(void)
         }
         bool flush = incoming.exit_address != cfg.exit_address
                      || incoming.refresh_address != cfg.refresh_address
+                     || memcmp(incoming.identity_address, cfg.identity_address,
+                               sizeof(cfg.identity_address)) != 0
                      || (incoming.enabled && !cfg.enabled);
         memcpy(&cfg, &incoming, sizeof(cfg));
         memset(pending, 0, sizeof(pending));
@@ -305,6 +326,10 @@ static void check_config(void)
                          __ATOMIC_RELEASE);
         __atomic_store_n(&refresh_address, cfg.enabled ? cfg.refresh_address : 0,
                          __ATOMIC_RELEASE);
+        for (int i = 0; i < IDENTITY_POINTS; i++) {
+            __atomic_store_n(&identity_address[i], cfg.enabled ? cfg.identity_address[i] : 0,
+                             __ATOMIC_RELEASE);
+        }
         __atomic_store_n(&hdr->applied_gen, gen, __ATOMIC_RELEASE);
         if (flush) {
             hdr->flushes++;
@@ -397,13 +422,6 @@ static void read_identity(struct vcpu_state *v, uint64_t task, struct record *r)
     r->flags &= ~FLAG_TASK_UNKNOWN;
 }
 
-struct builder {
-    struct vcpu_state *v;
-    struct record *r;
-    uint8_t *end; /* the record's size cap */
-    uint8_t *p;
-    uint64_t mask; /* i386 pointers are 32-bit */
-};
 
 static void add_region(struct builder *b, uint64_t addr, uint64_t len, bool cstring)
 {
@@ -594,6 +612,19 @@ static struct pending *pending_slot(uint64_t task, bool insert)
 
 /* ---- the two instrumentation points -------------------------------------------------- */
 
+static bool identity_points(void);
+static void put_entry(struct builder *b, uint32_t missing);
+
+/* An entry still waiting for its caller's name never got to the kernel's C code (a
+ * 32-bit syscall on a kernel without IA32 emulation): it goes out as it is. */
+static void flush_deferred(struct vcpu_state *v)
+{
+    if (v->deferred) {
+        v->deferred = false;
+        put_entry(&v->deferred_builder, v->deferred_missing);
+    }
+}
+
 static void on_syscall_insn(unsigned int vcpu, void *udata)
 {
     /* udata: the instruction's address, shifted, with the mechanism in the low bits. */
@@ -604,6 +635,7 @@ static void on_syscall_insn(unsigned int vcpu, void *udata)
         return;
     }
     struct vcpu_state *v = vcpu_state(vcpu);
+    flush_deferred(v);
     uint64_t cs = read_reg(v, R_CS) & 0xffff;
     int abi = (mechanism == MECH_SYSCALL && cs != cfg.user32_cs) ? 0 : 1;
     uint64_t nr = read_reg(v, R_RAX);
@@ -654,6 +686,32 @@ static void on_syscall_insn(unsigned int vcpu, void *udata)
         }
     }
     finish_record(&b);
+    if ((r->flags & FLAG_TASK_UNKNOWN) && identity_points()) {
+        v->deferred_builder = b;
+        v->deferred_missing = missing;
+        v->deferred = true; /* named and put in the ring at the kernel's entry */
+        return;
+    }
+    put_entry(&b, missing);
+}
+
+static bool identity_points(void)
+{
+    for (int i = 0; i < IDENTITY_POINTS; i++) {
+        if (cfg.identity_address[i]) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The entry record in the builder goes to the ring; a named caller gets a pending slot,
+ * which its exit (and exec's refresh) will find. */
+static void put_entry(struct builder *b, uint32_t missing)
+{
+    struct record *r = b->r;
+    uint64_t nr = r->nr;
+    int abi = r->abi;
     pthread_mutex_lock(&lock);
     if (ring_put(r) && r->task) {
         struct pending *p = pending_slot(r->task, true);
@@ -716,6 +774,7 @@ static void on_exit_point(unsigned int vcpu, void *udata)
         return;
     }
     struct vcpu_state *v = vcpu_state(vcpu);
+    flush_deferred(v);
     uint64_t task;
     struct pending call;
     if (!pending_of_current(v, true, &task, &call)) {
@@ -762,6 +821,7 @@ static void on_refresh_point(unsigned int vcpu, void *udata)
         return;
     }
     struct vcpu_state *v = vcpu_state(vcpu);
+    flush_deferred(v);
     uint64_t task;
     struct pending call;
     if (!pending_of_current(v, false, &task, &call)) {
@@ -774,6 +834,30 @@ static void on_refresh_point(unsigned int vcpu, void *udata)
     memcpy(r->args, call.args, sizeof(r->args));
     apply_rules(&b, call.nr, WHEN_ENTRY, call.args, 0, 0, call.retry_rules);
     publish(&b);
+}
+
+/*
+ * With KPTI the caller cannot be read at the syscall instruction: the user page tables do
+ * not map the per-CPU area. The first C function of each entry path (do_syscall_64,
+ * do_fast_syscall_32, the int 0x80 handler) runs on the kernel's page tables with
+ * interrupts still off, so the task there is the caller: name the waiting entry and
+ * put it in the ring (the exit then pairs with it as without KPTI).
+ */
+static void on_identity_point(unsigned int vcpu, void *udata)
+{
+    (void)udata;
+    struct vcpu_state *v = vcpu_state(vcpu);
+    if (!v->deferred) {
+        return;
+    }
+    v->deferred = false;
+    struct builder *b = &v->deferred_builder;
+    if (cfg.enabled) {
+        uint32_t size = b->r->size;
+        read_identity(v, current_task(v, false), b->r);
+        b->r->size = size;
+        put_entry(b, v->deferred_missing);
+    }
 }
 
 /* ---- translation ---------------------------------------------------------------------- */
@@ -830,6 +914,16 @@ static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         }
         if (refresh_at && vaddr == refresh_at) {
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_refresh_point,
+                                                   QEMU_PLUGIN_CB_R_REGS, NULL);
+            continue;
+        }
+        bool identity = false;
+        for (int k = 0; k < IDENTITY_POINTS; k++) {
+            uint64_t at = __atomic_load_n(&identity_address[k], __ATOMIC_ACQUIRE);
+            identity |= at && vaddr == at;
+        }
+        if (identity) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_identity_point,
                                                    QEMU_PLUGIN_CB_R_REGS, NULL);
             continue;
         }
