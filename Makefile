@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up what they need first (tools/setup.sh).
-.PHONY: demo test setup lint
+.PHONY: demo test setup lint matrix
 
 setup:
 	@bash tools/setup.sh
@@ -13,3 +13,8 @@ test: setup
 
 lint:
 	@.venv/bin/ruff check xenhpt tests tools
+
+# The kernel matrix (a bullseye 5.10, the bookworm default, a trixie 6.12; both capture
+# modes; one KPTI boot): slow, so not part of 'make test'.
+matrix: setup
+	@.venv/bin/pytest -q -m matrix tests/test_kernel_matrix.py

@@ -57,20 +57,27 @@ def prepare(quiet: bool, no_plugin: bool) -> None:
               help="Size of the plugin's record ring (a power of two).")
 @click.option("--append", "extra_append", default="", metavar="WORDS",
               help="More kernel command-line words, e.g. --append 'pti=on'.")
+@click.option("--kernel", "kernel_package", metavar="PACKAGE",
+              help="Boot this Debian kernel image package instead of the current bookworm "
+                   "cloud kernel, e.g. linux-image-cloud-amd64/trixie or "
+                   "linux-image-5.10.0-32-cloud-amd64 (fetched into the cache, never "
+                   "installed).")
 def up(smp: int, memory_mib: int, kaslr: bool, accel: str, capture: str,
-       ring_mib: int, extra_append: str) -> None:
+       ring_mib: int, extra_append: str, kernel_package: str | None) -> None:
     """Boot the lab guest and wait until it is ready.
 
     \b
     Examples:
       xenhpt lab up --capture plugin
       xenhpt lab up --smp 2 --kaslr --append 'pti=on'
+      xenhpt lab up --kernel linux-image-cloud-amd64/trixie --capture plugin
     """
     if "\n" in extra_append or len(extra_append) > 1024:
         raise BadUsage("--append takes one line of kernel words (at most 1024 bytes)")
     started = time.monotonic()
     state = machine.up(smp=smp, memory_mib=memory_mib, kaslr=kaslr, accel=accel,
-                       capture=capture, ring_mib=ring_mib, extra_append=extra_append)
+                       capture=capture, ring_mib=ring_mib, extra_append=extra_append,
+                       kernel_package=kernel_package)
     click.echo(f"lab up: {state.release}, {smp} vCPU, {memory_mib} MiB, "
                f"gdbstub 127.0.0.1:{state.gdb_port}, capture {capture}, "
                f"ready in {time.monotonic() - started:.1f} s")

@@ -64,8 +64,15 @@ def find_cached() -> GuestKernel | None:
                        f"linux-image-{release}")
 
 
-def ensure_kernel() -> GuestKernel:
-    """Return the cached guest kernel, fetching and unpacking it the first time."""
+def ensure_kernel(package: str | None = None) -> GuestKernel:
+    """Return the cached guest kernel, fetching and unpacking it the first time.
+
+    ``package`` (``xenhpt lab up --kernel``) names any Debian x86-64 kernel image package,
+    versioned (``linux-image-5.10.0-32-cloud-amd64``) or a meta package with a suite
+    (``linux-image-cloud-amd64/trixie``); None is the host suite's current cloud kernel.
+    """
+    if package is not None:
+        return _ensure_other_kernel(package)
     cached = find_cached()
     if cached is not None:
         return cached
@@ -83,3 +90,60 @@ def ensure_kernel() -> GuestKernel:
     if cached is None:
         raise LabError(f"{package} holds no /boot/vmlinuz-*: not a kernel image package?")
     return cached
+
+
+# Suites a kernel for the matrix may come from (a private package list: see apt.py).
+KERNEL_SUITES = ("bullseye", "bookworm", "bookworm-backports", "trixie")
+_VERSIONED = r"linux-image-\d[\w.+~-]*"
+
+
+def _other_root() -> Path:
+    return cache_dir() / "kernels"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.+-]", "_", name)[:128]
+
+
+def _unpacked(directory: Path, package: str) -> GuestKernel | None:
+    images = sorted((directory / "root" / "boot").glob("vmlinuz-*"))
+    if not images:
+        return None
+    release = images[-1].name.removeprefix("vmlinuz-")
+    return GuestKernel(release, images[-1], images[-1].with_name(f"config-{release}"), package)
+
+
+def _ensure_other_kernel(spec: str) -> GuestKernel:
+    if not re.fullmatch(r"linux-image-[\w.+~-]+(/[\w-]+)?", spec):
+        raise LabError(f"--kernel {spec!r}: expected a Debian kernel image package, e.g. "
+                       "linux-image-cloud-amd64/trixie or linux-image-5.10.0-32-cloud-amd64")
+    root = _other_root()
+    resolved_file = root / "resolved" / _safe(spec)
+    versioned = resolved_file.read_text().strip() if resolved_file.exists() else None
+    if versioned:
+        cached = _unpacked(root / _safe(versioned), versioned)
+        if cached is not None:
+            return cached
+    from .apt import PrivateApt, unpack
+
+    apt = PrivateApt(root, KERNEL_SUITES)
+    apt.update()
+    name, _, suite = spec.partition("/")
+    if re.fullmatch(_VERSIONED, name):
+        versioned = name
+    else:
+        versioned = apt.depends(spec, _VERSIONED)
+        if versioned is None:
+            raise LabError(f"--kernel {spec}: no kernel image package behind it in "
+                           f"{', '.join(KERNEL_SUITES)}")
+    directory = root / _safe(versioned)
+    debs = apt.download([f"{versioned}/{suite}" if suite else versioned], directory / "debs")
+    if not debs:
+        raise LabError(f"apt-get download {versioned} produced no .deb")
+    unpack(debs[0], directory / "root")
+    kernel = _unpacked(directory, versioned)
+    if kernel is None:
+        raise LabError(f"{versioned} holds no /boot/vmlinuz-*: not a kernel image package?")
+    resolved_file.parent.mkdir(parents=True, exist_ok=True)
+    resolved_file.write_text(versioned + "\n")
+    return kernel

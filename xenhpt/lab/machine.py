@@ -105,10 +105,10 @@ def profile_path(release: str) -> Path:
     return cache_dir() / "profiles" / f"{release}.json"
 
 
-def prepare() -> Prepared:
+def prepare(kernel_package: str | None = None) -> Prepared:
     """Everything a boot needs, fetched or built once and cached: kernel, initramfs, and
     the kernel's profile (built from the image's own BTF and kallsyms)."""
-    kernel = ensure_kernel()
+    kernel = ensure_kernel(kernel_package)
     profile = profile_path(kernel.release)
     if not profile.exists():
         from ..profile import build_profile, write_profile  # the builder is heavy: only here
@@ -124,12 +124,13 @@ DEFAULT_RING_MIB = 256
 def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "tcg",
        timeout: float = 120.0, directory: Path | None = None,
        extra_append: str = "", capture: str = "gdbstub",
-       ring_mib: int = DEFAULT_RING_MIB) -> LabState:
+       ring_mib: int = DEFAULT_RING_MIB, kernel_package: str | None = None) -> LabState:
     """Boot the lab guest and wait for its ready marker; nothing stays running on failure.
 
     ``capture="plugin"`` runs QEMU 10 with the in-VMM capture plugin (``xenhpt trace lab``
     then reads its ring instead of trapping through the gdbstub, which stays available).
     ``extra_append`` adds kernel command-line words (tests use it to break the boot).
+    ``kernel_package`` boots another Debian kernel (see :func:`kernel.ensure_kernel`).
     """
     if capture not in CAPTURES:
         raise LabError(f"unknown capture {capture!r}: expected one of {', '.join(CAPTURES)}")
@@ -161,7 +162,7 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
         qemu = shutil.which(QEMU)
     if qemu is None:
         raise LabError(f"{QEMU} not found: install the Debian package qemu-system-x86")
-    prepared = prepare()
+    prepared = prepare(kernel_package)
     kernel, initramfs = prepared.kernel, prepared.initramfs
     directory.mkdir(parents=True, exist_ok=True)
     console = directory / "console.log"

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LabError
+from .apt import PrivateApt, unpack
 from .paths import cache_dir
 
-BACKPORTS = "deb http://deb.debian.org/debian bookworm-backports main\n"
 PACKAGES = ("qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios")
 PLUGIN_SOURCE = Path(__file__).resolve().parent.parent / "vmi" / "qemu_plugin"
 
@@ -35,23 +35,6 @@ class Qemu10:
     def version(self) -> str:
         done = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True)
         return done.stdout.splitlines()[0] if done.stdout else "unknown"
-
-
-def _apt(root: Path, *args: str, cwd: Path | None = None) -> None:
-    state = root / "apt"
-    options = [
-        "-o", f"Dir::Etc::SourceList={state / 'sources.list'}",
-        "-o", "Dir::Etc::SourceParts=/dev/null",
-        "-o", f"Dir::State::Lists={state / 'lists'}",
-        "-o", f"Dir::Cache={state / 'cache'}",
-        # apt's sandbox user cannot write into root's cache; the download is ours anyway.
-        "-o", "APT::Sandbox::User=root",
-    ]
-    done = subprocess.run(["apt-get", "-qq", *options, *args], cwd=cwd, capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        raise LabError(f"apt-get {args[0]} (bookworm-backports) failed: "
-                       f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
 
 
 def ensure_qemu10(quiet: bool = False) -> Qemu10:
@@ -67,21 +50,13 @@ def ensure_qemu10(quiet: bool = False) -> Qemu10:
             raise LabError(f"{tool} not found: the plugin lab fetches QEMU 10 with Debian's apt")
     if not quiet:
         print("lab: fetching QEMU 10 from bookworm-backports (once)", flush=True)
-    for sub in ("apt/lists/partial", "apt/cache/archives/partial", "debs"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "apt" / "sources.list").write_text(BACKPORTS)
-    _apt(root, "update")
-    debs = root / "debs"
-    for old in debs.glob("*.deb"):
-        old.unlink()
-    _apt(root, "download", *(f"{name}/bookworm-backports" for name in PACKAGES), cwd=debs)
+    apt = PrivateApt(root, ("bookworm-backports",))
+    apt.update()
+    debs = apt.download([f"{name}/bookworm-backports" for name in PACKAGES], root / "debs")
     staging = root / "root.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    for deb in sorted(debs.glob("*.deb")):
-        done = subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], capture_output=True,
-                              text=True)
-        if done.returncode != 0:
-            raise LabError(f"cannot unpack {deb.name}: {done.stderr.strip()}")
+    for deb in debs:
+        unpack(deb, staging)
     shutil.rmtree(unpacked, ignore_errors=True)
     staging.rename(unpacked)
     if not found.binary.exists():
