@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,24 @@ def lab(lab_dir: Path) -> Iterator[machine.LabState]:
         yield state
     finally:
         machine.down(lab_dir)
+
+
+@contextmanager
+def current_lab(directory: Path, **boot: object) -> Iterator[machine.LabState]:
+    """Boot a lab in ``directory`` and make it the one ``lab`` means until the block ends."""
+    previous = os.environ.get("XENHPT_LAB_DIR")
+    os.environ["XENHPT_LAB_DIR"] = str(directory)
+    try:
+        state = machine.up(directory=directory, **boot)  # type: ignore[arg-type]
+        try:
+            yield state
+        finally:
+            machine.down(directory)
+    finally:
+        if previous is None:
+            os.environ.pop("XENHPT_LAB_DIR", None)
+        else:
+            os.environ["XENHPT_LAB_DIR"] = previous
 
 
 def run_xenhpt(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:

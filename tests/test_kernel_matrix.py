@@ -9,7 +9,6 @@ Slow (a boot and the whole set of checks per kernel and mode): marked ``matrix``
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from xenhpt.lab import machine
 
 from . import test_trace as checks
-from .conftest import guest
+from .conftest import current_lab, guest
 from .test_processes import _proc_name, guest_ps, ps_json
 
 pytestmark = [pytest.mark.lab, pytest.mark.matrix]
@@ -37,20 +36,10 @@ BOOTS.append(("6.12-trixie", "plugin", "pti=on"))
 def matrix_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[machine.LabState]:
     kernel, capture, append = request.param
-    directory = tmp_path_factory.mktemp(f"matrix-{kernel}-{capture}")
-    previous = os.environ.get("XENHPT_LAB_DIR")
-    os.environ["XENHPT_LAB_DIR"] = str(directory)
-    state = machine.up(directory=directory, capture=capture, extra_append=append,
-                       kernel_package=KERNELS[kernel])
-    BOOTED["kernel"] = kernel
-    try:
+    with current_lab(tmp_path_factory.mktemp(f"matrix-{kernel}-{capture}"), capture=capture,
+                     extra_append=append, kernel_package=KERNELS[kernel]) as state:
+        BOOTED["kernel"] = kernel
         yield state
-    finally:
-        machine.down(directory)
-        if previous is None:
-            os.environ.pop("XENHPT_LAB_DIR", None)
-        else:
-            os.environ["XENHPT_LAB_DIR"] = previous
 
 
 def test_the_guest_runs_the_kernel_asked_for(matrix_lab: machine.LabState) -> None:

@@ -8,7 +8,6 @@ the same results here, and no record may be left without its task.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -16,25 +15,16 @@ import pytest
 from xenhpt.lab import machine
 
 from . import test_trace as checks
-from .conftest import guest
+from .conftest import current_lab, guest
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
 def kpti_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[machine.LabState]:
-    directory = tmp_path_factory.mktemp("kpti-lab")
-    previous = os.environ.get("XENHPT_LAB_DIR")
-    os.environ["XENHPT_LAB_DIR"] = str(directory)
-    state = machine.up(directory=directory, capture="plugin", extra_append="pti=on")
-    try:
+    with current_lab(tmp_path_factory.mktemp("kpti-lab"), capture="plugin",
+                     extra_append="pti=on") as state:
         yield state
-    finally:
-        machine.down(directory)
-        if previous is None:
-            os.environ.pop("XENHPT_LAB_DIR", None)
-        else:
-            os.environ["XENHPT_LAB_DIR"] = previous
 
 
 def test_the_guest_really_runs_with_page_table_isolation(kpti_lab: machine.LabState) -> None:

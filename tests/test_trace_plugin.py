@@ -23,7 +23,7 @@ from xenhpt.vmi.plugin_channel import PluginChannel
 
 from . import test_trace as checks
 from . import test_trace_robust as robust
-from .conftest import XENHPT, guest
+from .conftest import XENHPT, current_lab, guest
 
 pytestmark = pytest.mark.lab
 
@@ -31,18 +31,8 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(scope="module")
 def plugin_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[machine.LabState]:
     """A plugin lab in a run directory of its own, the current lab for this module."""
-    directory = tmp_path_factory.mktemp("plugin-lab")
-    previous = os.environ.get("XENHPT_LAB_DIR")
-    os.environ["XENHPT_LAB_DIR"] = str(directory)
-    state = machine.up(directory=directory, capture="plugin")
-    try:
+    with current_lab(tmp_path_factory.mktemp("plugin-lab"), capture="plugin") as state:
         yield state
-    finally:
-        machine.down(directory)
-        if previous is None:
-            os.environ.pop("XENHPT_LAB_DIR", None)
-        else:
-            os.environ["XENHPT_LAB_DIR"] = previous
 
 
 def _capture_enabled(state: machine.LabState) -> bool:
