@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: QEMU for the lab, busybox for its initramfs, multilib gcc for the
-# 32-bit test programs, strace for the in-guest cross-check.
-packages=(qemu-system-x86 busybox-static gcc gcc-multilib strace)
+# 32-bit test programs, strace for the in-guest cross-check, zstd for the kernel-image
+# decompression test (kernels compressed with zstd are read through it).
+packages=(qemu-system-x86 busybox-static gcc gcc-multilib strace zstd)
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
