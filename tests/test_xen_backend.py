@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from xenhpt.errors import XenhptError
+from xenhpt.errors import TargetUnreachable, XenhptError
+from xenhpt.vmi import xen as xen_module
 from xenhpt.vmi.emulate import UnsupportedInstruction
 from xenhpt.vmi.xen import REGISTER_IDS, XenTarget, exception_trap_unavailable
 from xenhpt.vmi.xen_breakpoints import BreakpointBook, repair_leftovers
@@ -372,3 +373,40 @@ def test_repair_puts_back_the_bytes_of_a_multi_byte_trap(tmp_path):
 def test_an_unknown_trap_kind_is_refused(tmp_path):
     with pytest.raises(XenhptError, match="XENHPT_XEN_TRAP"):
         XenTarget(lambda events: None, "lab", 7, trap="ud2", state_dir=tmp_path)
+
+
+def _monitor_refused_once(fake: FakeVmi, refusals: list[bool]):
+    def connect(events: bool) -> FakeVmi:
+        if events and refusals:
+            refusals.pop()
+            raise TargetUnreachable("xen:lab: LibVMI cannot attach (another monitor attached?)")
+        return fake
+    return connect
+
+
+def test_a_refused_monitor_is_one_error_and_the_target_still_closes(tmp_path):
+    pytest.importorskip("libvmi.event", reason="the libvmi bindings are a dependency")
+    fake = FakeVmi(bytearray(0x40000), {0: {"cr4": 0x3606F0, "cr3": PML4}})
+    target = XenTarget(_monitor_refused_once(fake, [True]), "lab", 7, responses=Responses,
+                       state_dir=tmp_path)
+    with pytest.raises(TargetUnreachable, match="another monitor"):
+        target._ensure_events()
+    target.close()  # was: TypeError on the destroyed handle
+    assert fake.paused == 0
+
+
+def test_a_killed_tracers_monitor_ring_is_taken_down_after_its_bytes(tmp_path, monkeypatch):
+    pytest.importorskip("libvmi.event", reason="the libvmi bindings are a dependency")
+    memory = bytearray(0x40000)
+    memory[0x30080] = 0xCC
+    (tmp_path / "lab.json").write_text(json.dumps({"format": 1, "domain": "lab", "domid": 7,
+                                                   "bytes": {"0x30080": 0x0F}}))
+    released: list[int] = []
+    monkeypatch.setattr(xen_module, "release_stale_monitor", released.append)
+    fake = FakeVmi(memory, {0: {"cr4": 0x3606F0, "cr3": PML4, "k_gs_base": 0}})
+    target = XenTarget(_monitor_refused_once(fake, [True]), "lab", 7, responses=Responses,
+                       state_dir=tmp_path)
+    assert memory[0x30080] == 0x0F  # the bytes first, then the ring
+    target._ensure_events()
+    assert released == [7] and len(fake.events) >= 2
+    target.close()

@@ -8,6 +8,8 @@
 #   XENLAB_TIMEOUT=900 tools/xenlab/run.sh
 #   XENLAB_STEPS=my-steps.sh tools/xenlab/run.sh   run these dom0 shell lines instead of the
 #                                                  default checks (e.g. python3.11 /lab/probe.py)
+#   XENLAB_STEPS=tools/xenlab/guardian-steps.sh tools/xenlab/run.sh
+#                                                  SIGKILL a tracer: the guardian's Xen path
 #
 # Everything lives in ~/.cache/xenhpt/xenlab (Debian packages fetched with
 # `apt-get download`, never installed on this host). The serial log is console.log there;

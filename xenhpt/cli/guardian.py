@@ -17,7 +17,9 @@ ends; otherwise it acts at once:
 - the target (always): attach again and detach. For QEMU's gdbstub a detach (``D``)
   removes every breakpoint of the stub and resumes the VM; for Xen, opening the domain
   puts back every byte recorded in the breakpoint state file
-  (``vmi/xen_breakpoints.py``), and closing it resumes the domain.
+  (``vmi/xen_breakpoints.py``), the dead tracer's vm_event monitor ring is taken down
+  (``vmi/xen_monitor.py``: it would keep trapped vCPUs waiting and refuse every later
+  monitor), and closing it resumes the domain.
 
 The guardian knows no Linux and holds no connection while the tracer lives, so it costs
 nothing during a trace; it needs well under a second to act (docs/tracing.md).
@@ -112,12 +114,22 @@ def _detach(target_spec: str) -> list[str]:
     from ..errors import XenhptError
     from .targets import open_target
 
+    problems = []
     try:
         target = open_target(target_spec)
-        target.close()
     except XenhptError as exc:
         return [f"{target_spec}: {exc}"]
-    return []
+    try:
+        # A hypervisor monitor ring (Xen's vm_event) outlives its process: take it down,
+        # or the vCPUs that hit a trap wait forever and no new tracer can attach.
+        release = getattr(target, "release_stale_monitor", None)
+        if release is not None:
+            release()
+    except XenhptError as exc:
+        problems.append(f"{target_spec}: {exc}")
+    finally:
+        target.close()
+    return problems
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from .emulate import MAX_INSTRUCTION, emulate
 from .paging import PageWalker, kernel_dtb, levels_from_cr4
 from .target import Trap
 from .xen_breakpoints import TRAP_PATCHES, BreakpointBook, repair_leftovers, state_path
+from .xen_monitor import release_stale_monitor
 from .xen_msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP, MsrChange, MsrWatch
 
 log = logging.getLogger("xenhpt.xen")
@@ -125,6 +126,7 @@ class XenTarget:
         # swapped back so they look as they did before the swapgs).
         self._after_swapgs: set[int] = set()
         self._closed = False
+        self._repaired_leftovers = False
         self.msr = MsrWatch()
         self.msr_changes: list[MsrChange] = []
         self.cr3_writes = 0
@@ -134,6 +136,7 @@ class XenTarget:
         try:
             self.paging.levels = levels_from_cr4(self.registers(0)["cr4"])
             repaired = repair_leftovers(self, domid, self.book.state_file)
+            self._repaired_leftovers = repaired > 0
             if repaired:
                 log.warning("xenhpt: %s: restored %d code byte(s) left by a tracer that "
                             "was killed", self.description, repaired)
@@ -338,7 +341,19 @@ class XenTarget:
         for _ in range(pauses):
             self.vmi.resume_vm()
         self.vmi.destroy()
-        self.vmi = self._connect(True)
+        try:
+            self.vmi = self._connect(True)
+        except XenhptError:
+            if not self._repaired_leftovers:
+                self.vmi = self._connect(False)  # keep a handle that close() can use
+                for _ in range(pauses):
+                    self.pause()
+                raise
+            # We just put back a killed tracer's bytes: the ring in the way is its own.
+            log.warning("xenhpt: %s: taking down the monitor ring of the tracer that was "
+                        "killed", self.description)
+            release_stale_monitor(self.domid)
+            self.vmi = self._connect(True)
         for _ in range(pauses):
             self.pause()
         trap = (IntEvent(self._on_int3) if self.trap == "int3"
@@ -452,6 +467,16 @@ class XenTarget:
         return self._responses.NONE
 
     # -- teardown --------------------------------------------------------------------------
+
+    def release_stale_monitor(self) -> None:
+        """The tracer that monitored this domain died: take its monitor ring down (this
+        target must not have events of its own; see ``xen_monitor.py``)."""
+        if self._events or self._pauses:
+            raise XenhptError("internal: our own monitor ring or pause is in the way")
+        unpaused = release_stale_monitor(self.domid)
+        if unpaused:
+            log.warning("xenhpt: %s: resumed the domain, paused %d time(s) by the tracer "
+                        "that was killed", self.description, unpaused)
 
     def close(self) -> None:
         """Restore every byte, answer queued events, drop the monitor, resume, detach."""
