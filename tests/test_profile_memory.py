@@ -41,9 +41,9 @@ def test_the_kaslr_slide_is_taken_out_of_image_addresses_only() -> None:
 
 
 def test_profiles_built_from_memory_are_cached_under_the_whole_banner() -> None:
-    one = gm.cache_name("Linux version 6.1.0-57-cloud-amd64 (x@y) (gcc) #1 SMP Debian 1")
-    other = gm.cache_name("Linux version 6.1.0-57-cloud-amd64 (x@y) (gcc) #1 SMP Debian 2")
-    assert one.startswith("6.1.0-57-cloud-amd64-") and one != other
+    one = gm.cache_name("Linux version 9.9.0-1-test-amd64 (x@y) (gcc) #1 SMP Debian 1")
+    other = gm.cache_name("Linux version 9.9.0-1-test-amd64 (x@y) (gcc) #1 SMP Debian 2")
+    assert one.startswith("9.9.0-1-test-amd64-") and one != other
     assert "/" not in gm.cache_name("Linux version ../../etc (x) #1\n")
 
 

@@ -253,9 +253,9 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
     finally:
         if capture is not None and gone is None:
             try:
-                if stop.reason is None:  # --duration, or the output failed: decode it all
+                if stop.reason is None and writer.error is None:  # --duration: decode all
                     report = capture.stop(lambda: stop.reason is not None, grace=None)
-                else:  # a signal: end within about a second, a second signal at once
+                else:  # a signal or a dead output: end within about a second
                     report = capture.stop(lambda: stop.hurry, grace=STOP_GRACE_SECONDS)
                 if not report.confirmed:
                     gone = "the capture plugin did not confirm the stop (guest gone?)"

@@ -216,13 +216,6 @@ class PluginCapture:
         self._update_counters()
         return len(batch)
 
-    def drain(self, limit: int = 2048) -> int:
-        """Hand every record in the ring to the engine; how many there were."""
-        total = 0
-        while (count := self.drain_batch(limit)) > 0:
-            total += count
-        return total
-
     def stop(self, give_up: Callable[[], bool], grace: float | None = STOP_GRACE_SECONDS
              ) -> CaptureReport:
         """Switch capture off in the plugin, decode what the ring holds for at most
