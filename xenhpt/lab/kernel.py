@@ -55,13 +55,7 @@ def kernel_root() -> Path:
 
 def find_cached() -> GuestKernel | None:
     """The kernel already unpacked in the cache, if any (newest release wins)."""
-    images = sorted((kernel_root() / "root" / "boot").glob("vmlinuz-*"))
-    if not images:
-        return None
-    image = images[-1]
-    release = image.name.removeprefix("vmlinuz-")
-    return GuestKernel(release, image, image.with_name(f"config-{release}"),
-                       f"linux-image-{release}")
+    return _unpacked(kernel_root())
 
 
 def ensure_kernel(package: str | None = None) -> GuestKernel:
@@ -105,12 +99,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w.+-]", "_", name)[:128]
 
 
-def _unpacked(directory: Path, package: str) -> GuestKernel | None:
+def _unpacked(directory: Path, package: str | None = None) -> GuestKernel | None:
+    """The kernel unpacked under ``directory``/root (newest release wins), if any."""
     images = sorted((directory / "root" / "boot").glob("vmlinuz-*"))
     if not images:
         return None
     release = images[-1].name.removeprefix("vmlinuz-")
-    return GuestKernel(release, images[-1], images[-1].with_name(f"config-{release}"), package)
+    return GuestKernel(release, images[-1], images[-1].with_name(f"config-{release}"),
+                       package or f"linux-image-{release}")
 
 
 def _ensure_other_kernel(spec: str) -> GuestKernel:
