@@ -133,7 +133,7 @@ class BreakpointCapture:
             else:
                 nr = registers["rax"]
                 args = tuple(registers[name] for name in point.arg_registers)
-            self.engine.entry(TrapRecord("entry", now, vcpu, identity, point.abi,
+            self.engine.feed(TrapRecord("entry", now, vcpu, identity, point.abi,
                                          point.mechanism, nr, args, read=read,
                                          stack_pointer=registers["rsp"]))
         elif point.role == "exit":
@@ -144,15 +144,16 @@ class BreakpointCapture:
             except MemoryReadError:
                 return
             read = self._user_reader(registers["cr3"], self._abi_of(identity))
-            self.engine.exit(TrapRecord("exit", now, vcpu, identity, None, None, nr,
+            self.engine.feed(TrapRecord("exit", now, vcpu, identity, None, None, nr,
                                         ret=ret, read=read))
         elif point.role == "syscall-function":
             self._function_entry(point, vcpu, registers, identity, now)
         elif point.role == "return":
             self._function_return(point, vcpu, registers, identity, now)
         elif point.role == "exec-refresh":
-            self.engine.refresh(identity.task,
-                                self._user_reader(registers["cr3"], self._abi_of(identity)))
+            self.engine.feed(TrapRecord("refresh", now, vcpu, identity, None, None, -1,
+                                        read=self._user_reader(registers["cr3"],
+                                                               self._abi_of(identity))))
 
     def _abi_of(self, identity: TaskIdentity) -> str | None:
         pending = self.engine.pending.get(identity.task)
@@ -181,7 +182,7 @@ class BreakpointCapture:
             nr &= MASK32
             args = tuple(a & MASK32 for a in args)
         read = self._user_reader(registers["cr3"], point.abi)
-        waits = self.engine.entry(TrapRecord("entry", now, vcpu, identity, point.abi, None,
+        waits = self.engine.feed(TrapRecord("entry", now, vcpu, identity, point.abi, None,
                                              nr, args, read=read, stack_pointer=user_sp))
         if waits and identity.task:
             self._arm_return(identity.task, return_address)
@@ -213,5 +214,5 @@ class BreakpointCapture:
         self._disarm_return(identity.task)
         pending = self.engine.pending.get(identity.task)
         read = self._user_reader(registers["cr3"], pending.entry.abi if pending else None)
-        self.engine.exit(TrapRecord("exit", now, vcpu, identity, None, None, -1,
+        self.engine.feed(TrapRecord("exit", now, vcpu, identity, None, None, -1,
                                     ret=signed(registers["rax"], 64), read=read))

@@ -17,7 +17,7 @@ from ..linux.tasks import Task
 from ..syscalls.decode import Decoder
 from ..syscalls.memory import read_cstring, read_words
 from ..syscalls.table import SyscallTable, Template
-from .records import ProcessEvent, ReadMemory, SyscallRecord, TaskIdentity, TrapRecord
+from .records import ProcessEvent, SyscallRecord, TaskIdentity, TrapRecord
 
 # Calls that never come back to the caller when they succeed (or at all).
 NO_RETURN = frozenset({"exit", "exit_group"})
@@ -90,8 +90,21 @@ class SyscallEngine:
 
     # -- input ---------------------------------------------------------------------------
 
-    def entry(self, record: TrapRecord) -> bool:
-        """Handle a call's entry; True if the engine now waits for its exit."""
+    def feed(self, record: TrapRecord) -> bool:
+        """Handle one record of a capture source, whatever its kind (the one way in, so a
+        recording sees everything). True if the engine now waits for the call's exit
+        (an entry) or took the record (a refresh)."""
+        if record.kind == "entry":
+            return self._entry(record)
+        if record.kind == "exit":
+            self._exit(record)
+            return False
+        if record.kind == "refresh":
+            return self._refresh(record)
+        raise ValueError(f"unknown trap record kind {record.kind!r}")
+
+    def _entry(self, record: TrapRecord) -> bool:
+        """A call's entry; True if the engine now waits for its exit."""
         self.stats.entries += 1
         abi = record.abi or "x86_64"
         if not self.filter.wants_call(abi, record.nr) or not self.filter.wants_task(record.task):
@@ -122,25 +135,26 @@ class SyscallEngine:
         self.pending[record.task.task] = pending
         return True
 
-    def refresh(self, task: int, read: ReadMemory) -> bool:
+    def _refresh(self, record: TrapRecord) -> bool:
         """Decode an exec in flight again, now that the kernel has copied its arguments.
 
         A static binary's string literals sit in pages that fork did not map in the child;
         at the call they are unreadable, and by the exit the old address space is gone. A
         capture that stops in ``bprm_execve`` (the kernel has faulted the strings in, the
-        old program still stands) hands the engine a reader for that moment.
+        old program still stands) hands the engine a ``refresh`` record with a reader for
+        that moment.
         """
-        pending = self.pending.get(task)
+        pending = self.pending.get(record.task.task)
         if pending is None or pending.name not in EXEC_CALLS:
             return False
         entry = pending.entry
         abi = entry.abi or "x86_64"
         template = self.tables[abi].by_number(entry.nr) or Template.unknown(abi, entry.nr)
-        pending.state = self.decoder.entry(template, entry.args, read,
+        pending.state = self.decoder.entry(template, entry.args, record.read or _unreadable,
                                            stack_pointer=entry.stack_pointer)
         return True
 
-    def exit(self, record: TrapRecord) -> None:
+    def _exit(self, record: TrapRecord) -> None:
         pending = self.pending.pop(record.task.task, None)
         if pending is None:
             # Expected for tasks the filter drops; for wanted ones it is a fork child's

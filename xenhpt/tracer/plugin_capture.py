@@ -213,12 +213,12 @@ class PluginCapture:
             return
         if held is not None:
             self._feed_entry(held, held.regions + raw.regions)
-        self.engine.exit(TrapRecord("exit", raw.ts, raw.vcpu, self._identity(raw), None, None,
+        self.engine.feed(TrapRecord("exit", raw.ts, raw.vcpu, self._identity(raw), None, None,
                                     signed(raw.nr, 64), ret=raw.ret,
                                     read=self._reader(raw, raw.regions)))
 
     def _feed_entry(self, raw: RawRecord, regions: list[tuple[int, int, bytes]]) -> None:
-        self.engine.entry(TrapRecord("entry", raw.ts, raw.vcpu, self._identity(raw), raw.abi,
+        self.engine.feed(TrapRecord("entry", raw.ts, raw.vcpu, self._identity(raw), raw.abi,
                                      raw.mechanism, raw.nr, raw.args,
                                      read=self._reader(raw, regions), stack_pointer=raw.sp))
 

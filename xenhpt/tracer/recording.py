@@ -75,19 +75,11 @@ class RecordingEngine(SyscallEngine):
                             for t in tasks or ()]}
         recording.write(json.dumps(header) + "\n")
 
-    def entry(self, record: TrapRecord) -> bool:
+    def feed(self, record: TrapRecord) -> bool:
         reads: list[Read] = []
         record.read = _logging_reader(record.read, reads)
         try:
-            return super().entry(record)
-        finally:
-            self._write(record, reads)
-
-    def exit(self, record: TrapRecord) -> None:
-        reads: list[Read] = []
-        record.read = _logging_reader(record.read, reads)
-        try:
-            super().exit(record)
+            return super().feed(record)
         finally:
             self._write(record, reads)
 
@@ -215,10 +207,7 @@ def replay(recording: Recording, sink: Sink) -> ReplayResult:
     fed = list(_with_readers(recording))
     started, cpu_started = time.perf_counter(), time.process_time()
     for record in fed:
-        if record.kind == "entry":
-            engine.entry(record)
-        else:
-            engine.exit(record)
+        engine.feed(record)
     engine.finish()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     return ReplayResult(len(fed), engine.stats.emitted, seconds, cpu)

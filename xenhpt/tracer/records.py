@@ -29,7 +29,7 @@ class TaskIdentity:
 class TrapRecord:
     """One entry into or exit from a system call, as a capture source saw it."""
 
-    kind: str  # "entry" or "exit"
+    kind: str  # "entry", "exit", or "refresh" (an exec's arguments, readable again)
     ts: float  # host wall-clock seconds
     vcpu: int
     task: TaskIdentity
