@@ -129,9 +129,13 @@ class PluginCapture:
         self._started = False
         # Entries waiting for their exit record's second copy of argument memory.
         self._held: dict[int, RawRecord] = {}
+        self.description = "capture plugin"
+        self.plugin_file = channel.path
 
     def start(self) -> None:
-        """Configure the plugin (the guest must be running: it takes it at a call)."""
+        """Resume the guest and configure the plugin (it takes the configuration at the
+        guest's next call, so the guest must run)."""
+        self.target.resume()
         self.channel.claim()
         self.channel.skip_pending()
         self._start = self.channel.counters()
