@@ -80,3 +80,31 @@ def test_an_unknown_record_kind_is_a_bug_not_a_silent_drop() -> None:
     engine = SyscallEngine(Decoder(32), Collect())
     with pytest.raises(ValueError):
         engine.feed(TrapRecord("exit-group", 0.0, 0, SHELL, None, None, 0))
+
+
+def test_memory_unreadable_at_entry_is_read_again_at_a_live_exit() -> None:
+    """Breakpoint mode: a path in a page not faulted in at the call (readlink in a fresh
+    static binary) is read at the exit, when the kernel has touched it."""
+    readlink = SyscallTable.load("x86_64").by_name("readlink")
+    assert readlink is not None
+    sink = Collect()
+    engine = SyscallEngine(Decoder(32), sink)
+    engine.feed(TrapRecord("entry", 1.0, 0, SHELL, "x86_64", "syscall", readlink.nr,
+                           (PATH_ADDRESS, 0x50_0000, 64), read=_not_yet_mapped,
+                           reads_live=True))
+    engine.feed(TrapRecord("exit", 1.1, 0, SHELL, None, None, readlink.nr, ret=-22,
+                           read=_mapped, reads_live=True))
+    assert [c.decoded for c in sink.calls] == ['readlink("/bin/true", 0x500000, 64)']
+
+
+def test_a_copy_made_at_the_call_is_not_read_again() -> None:
+    """The plugin's regions are what the call saw; its exit does not redo the entry."""
+    readlink = SyscallTable.load("x86_64").by_name("readlink")
+    assert readlink is not None
+    sink = Collect()
+    engine = SyscallEngine(Decoder(32), sink)
+    engine.feed(TrapRecord("entry", 1.0, 0, SHELL, "x86_64", "syscall", readlink.nr,
+                           (PATH_ADDRESS, 0x50_0000, 64), read=_not_yet_mapped))
+    engine.feed(TrapRecord("exit", 1.1, 0, SHELL, None, None, readlink.nr, ret=-22,
+                           read=_mapped))
+    assert [c.decoded for c in sink.calls] == ['readlink(0x401000, 0x500000, 64)']

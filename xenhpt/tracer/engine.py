@@ -17,7 +17,7 @@ from ..linux.tasks import Task
 from ..syscalls.decode import Decoder
 from ..syscalls.memory import read_cstring, read_words
 from ..syscalls.table import SyscallTable, Template
-from .records import ProcessEvent, SyscallRecord, TaskIdentity, TrapRecord
+from .records import ProcessEvent, ReadMemory, SyscallRecord, TaskIdentity, TrapRecord
 
 # Calls that never come back to the caller when they succeed (or at all).
 NO_RETURN = frozenset({"exit", "exit_group"})
@@ -65,6 +65,7 @@ class _Pending:
     name: str
     state: Any
     clone_flags: int = 0
+    unreadable_at_entry: bool = False  # some argument memory could not be read then
 
 
 @dataclass
@@ -117,10 +118,13 @@ class SyscallEngine:
             self._emit_unfinished(stale)
         template = self.tables[abi].by_number(record.nr) or Template.unknown(abi, record.nr)
         read = record.read or _unreadable
+        failures: list[int] = []
+        if record.reads_live:
+            read = _noting_failures(read, failures)
         state = self.decoder.entry(template, record.args, read,
                                    stack_pointer=record.stack_pointer)
         name = state.name  # socketcall(2, ...) is decoded, and named, as connect(...)
-        pending = _Pending(record, name, state)
+        pending = _Pending(record, name, state, unreadable_at_entry=bool(failures))
         if name == "clone3" and record.args:
             pending.clone_flags = (read_words(read, record.args[0], 1, 8) or [0])[0]
         elif name == "clone" and record.args:
@@ -147,12 +151,15 @@ class SyscallEngine:
         pending = self.pending.get(record.task.task)
         if pending is None or pending.name not in EXEC_CALLS:
             return False
+        self._decode_entry_again(pending, record.read or _unreadable)
+        return True
+
+    def _decode_entry_again(self, pending: _Pending, read: ReadMemory) -> None:
         entry = pending.entry
         abi = entry.abi or "x86_64"
         template = self.tables[abi].by_number(entry.nr) or Template.unknown(abi, entry.nr)
-        pending.state = self.decoder.entry(template, entry.args, record.read or _unreadable,
+        pending.state = self.decoder.entry(template, entry.args, read,
                                            stack_pointer=entry.stack_pointer)
-        return True
 
     def _exit(self, record: TrapRecord) -> None:
         pending = self.pending.pop(record.task.task, None)
@@ -167,6 +174,11 @@ class SyscallEngine:
             self._emit_unfinished(pending)
             self.stats.unpaired_exits += 1
             return
+        if pending.unreadable_at_entry and record.reads_live and record.read is not None:
+            # A page the caller had not touched yet (a fresh static binary's literal):
+            # the kernel faulted it in during the call, so the exit can read it, as the
+            # capture plugin does with its second copy at the exit.
+            self._decode_entry_again(pending, record.read)
         ret = record.ret
         self._emit(pending, ret, record.ts, finished=True, read=record.read)
         entry = pending.entry
@@ -253,6 +265,16 @@ class SyscallEngine:
         if kind == "exit" and self.tree is not None:
             self.tree.exit(pid)
         self.sink.process_event(ProcessEvent(kind, ts, pid, ppid, comm, detail))
+
+
+def _noting_failures(read: ReadMemory, failures: list[int]) -> ReadMemory:
+    def noted(address: int, size: int) -> bytes:
+        try:
+            return read(address, size)
+        except MemoryReadError:
+            failures.append(address)
+            raise
+    return noted
 
 
 def _unreadable(address: int, size: int) -> bytes:

@@ -90,7 +90,7 @@ class RecordingEngine(SyscallEngine):
             "task": [task.task, task.pid, task.tid, task.ppid, task.comm.hex()],
             "abi": record.abi, "mechanism": record.mechanism, "nr": record.nr,
             "args": list(record.args), "ret": record.ret, "sp": record.stack_pointer,
-            "readable": record.read is not None,
+            "readable": record.read is not None, "live": record.reads_live,
             "reads": [[a, s, None if data is None else data.hex()] for a, s, data in reads],
         }) + "\n")
         self.recorded += 1
@@ -158,7 +158,7 @@ def _parse(item: dict[str, Any]) -> tuple[TrapRecord, Memory | None]:
     record = TrapRecord(item["kind"], item["ts"], item["vcpu"],
                         TaskIdentity(task, pid, tid, ppid, bytes.fromhex(comm)), item["abi"],
                         item["mechanism"], item["nr"], tuple(item["args"]), item["ret"],
-                        stack_pointer=item["sp"])
+                        stack_pointer=item["sp"], reads_live=bool(item.get("live", False)))
     if not item["readable"]:
         return record, None
     return record, {(a, s): None if data is None else bytes.fromhex(data)
@@ -218,4 +218,5 @@ def _with_readers(recording: Recording) -> Iterator[TrapRecord]:
     for record, memory in recording.records:
         yield TrapRecord(record.kind, record.ts, record.vcpu, record.task, record.abi,
                          record.mechanism, record.nr, record.args, record.ret,
-                         read=_replay_reader(memory), stack_pointer=record.stack_pointer)
+                         read=_replay_reader(memory), stack_pointer=record.stack_pointer,
+                         reads_live=record.reads_live)

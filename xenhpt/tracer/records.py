@@ -40,6 +40,9 @@ class TrapRecord:
     ret: int | None = None
     read: ReadMemory | None = None  # valid only during the engine call
     stack_pointer: int | None = None  # the user's rsp at entry (rt_sigreturn's frame)
+    # ``read`` reaches the guest's memory as it is now (a guest stopped at a breakpoint),
+    # not a copy made at the call: what was unreadable at entry may be read at the exit.
+    reads_live: bool = False
 
 
 @dataclass
