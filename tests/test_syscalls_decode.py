@@ -108,9 +108,24 @@ def test_null_pointers_print_as_null(mem: GuestMemory) -> None:
     assert call(mem, "brk", [0], 0x55FFD0AA2000) == ("brk(NULL)", "0x55ffd0aa2000")
 
 
-def test_a_string_running_into_unreadable_memory_is_cut(mem: GuestMemory) -> None:
+def test_a_string_running_into_unreadable_memory_prints_as_its_address(
+        mem: GuestMemory) -> None:
+    # strace: unlink(0x7fa1cffa3ffc) = -1 EFAULT (Bad address)
     path = mem.put(0x4FFC, b"/tmp")  # no terminator before the unmapped page
-    assert call(mem, "unlink", [path], -2)[0] == 'unlink("/tmp"...)'
+    assert call(mem, "unlink", [path], -14)[0] == "unlink(0x4ffc)"
+    name = mem.put(0x5FF0, b"a" * 16)  # a string argument (cut at -s) runs into it too
+    assert call(mem, "memfd_create", [name, 0], -14)[0] == "memfd_create(0x5ff0, 0)"
+
+
+def test_a_string_readable_past_the_limit_is_cut_even_before_a_fault(mem: GuestMemory) -> None:
+    name = mem.put(0x5FE0, b"b" * 32)  # 32 readable bytes, then the unmapped page
+    assert call(mem, "memfd_create", [name, 0], 3, string_limit=31)[0] == (
+        f'memfd_create("{"b" * 31}"..., 0)')
+    assert call(mem, "memfd_create", [name, 0], -14, string_limit=32)[0] == (
+        "memfd_create(0x5fe0, 0)")
+    ok = mem.put(0x7000, b"x" * 40 + b"\0")
+    assert call(mem, "memfd_create", [ok, 0], 3, string_limit=32)[0] == (
+        f'memfd_create("{"x" * 32}"..., 0)')
 
 
 def test_hostile_bytes_are_escaped(mem: GuestMemory) -> None:

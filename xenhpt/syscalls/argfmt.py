@@ -89,12 +89,17 @@ def _mode_type(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
 # --- strings and memory ----------------------------------------------------------------------
 
 def cstring(read: ReadFn, address: int, limit: int) -> str:
+    """``"text"``, cut at ``limit`` bytes with ``...``; the address when the string runs into
+    unreadable memory before its NUL or its ``limit + 1``-th byte (strace's umovestr fails)."""
     if address == 0:
         return "NULL"
-    found = read_cstring(read, address, limit)
+    found = read_cstring(read, address, limit + 1)
     if found is None:
         return pointer(address)
-    return quote(*found)
+    data, cut = found
+    if cut and len(data) <= limit:  # stopped by a fault, not by the length
+        return pointer(address)
+    return quote(data[:limit], len(data) > limit)
 
 
 def _path(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
