@@ -379,3 +379,84 @@ def test_poll_shows_events_and_ready_descriptors(mem: GuestMemory) -> None:
         "1 ([{fd=4, revents=POLLOUT}])")
     assert call(mem, "poll", [fds, 1, 0], 0)[1] == "0 (Timeout)"
     assert call(mem, "poll", [8, 1, 0], -14)[0] == "poll(0x8, 1, 0)"
+
+
+# strace 6.1's lines, from a C program run under it on the host (addresses shortened).
+
+def test_flags_with_no_known_bit_print_strace_s_comment(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/nonexist\0")
+    assert call(mem, "pipe2", [0x7FFE1B68394C, 0x1], -22)[0] == (
+        "pipe2(0x7ffe1b68394c, 0x1 /* O_??? */)")
+    assert call(mem, "pipe2", [0x7FFE1B68394C, 0o2000000 | 0x1], -22)[0] == (
+        "pipe2(0x7ffe1b68394c, O_CLOEXEC|0x1)")
+    assert call(mem, "unlinkat", [AT_FDCWD, path, 0x1], -22)[0] == (
+        'unlinkat(AT_FDCWD, "/nonexist", 0x1 /* AT_??? */)')
+    assert call(mem, "mprotect", [0x7FA1CFFA3000, 4096, 0x10], -22)[0] == (
+        "mprotect(0x7fa1cffa3000, 4096, 0x10 /* PROT_??? */)")
+    assert call(mem, "mprotect", [0x7FA1CFFA3000, 4096, 0x11], -22)[0] == (
+        "mprotect(0x7fa1cffa3000, 4096, PROT_READ|0x10)")
+    assert call(mem, "access", [path, 0x10], -22)[0] == 'access("/nonexist", 0x10 /* ?_OK */)'
+    assert call(mem, "getrandom", [0x7FA1CFFA3000, 4, 0x10], -22)[0] == (
+        "getrandom(0x7fa1cffa3000, 4, 0x10 /* GRND_??? */)")
+    assert call(mem, "wait4", [U64, 0x7FFE1B68383C, 0x10, 0], -22)[0] == (
+        "wait4(-1, 0x7ffe1b68383c, 0x10 /* W??? */, NULL)")
+    # Beside a name (open's access mode) the unknown bits get no comment.
+    assert call(mem, "openat", [AT_FDCWD, path, 0x40000000], -2)[0] == (
+        'openat(AT_FDCWD, "/nonexist", O_RDONLY|0x40000000)')
+
+
+def test_memory_calls_print_their_flags_by_name(mem: GuestMemory) -> None:
+    page = 0x7FA1CFFA3000
+    assert call(mem, "msync", [page, 4096, 4], 0)[0] == "msync(0x7fa1cffa3000, 4096, MS_SYNC)"
+    assert call(mem, "msync", [page, 4096, 3], 0)[0] == (
+        "msync(0x7fa1cffa3000, 4096, MS_ASYNC|MS_INVALIDATE)")
+    assert call(mem, "msync", [page, 4096, 0], 0)[0] == "msync(0x7fa1cffa3000, 4096, 0)"
+    assert call(mem, "msync", [page, 4096, 0x10], -22)[0] == (
+        "msync(0x7fa1cffa3000, 4096, 0x10 /* MS_??? */)")
+    assert call(mem, "mremap", [page, 4096, 8192, 1, 0], 0x7FA1CFFA1000) == (
+        "mremap(0x7fa1cffa3000, 4096, 8192, MREMAP_MAYMOVE)", "0x7fa1cffa1000")
+    assert call(mem, "mremap", [page, 4096, 8192, 0x10, 0], -22)[0] == (
+        "mremap(0x7fa1cffa3000, 4096, 8192, 0x10 /* MREMAP_??? */)")
+    assert call(mem, "mremap", [page, 4096, 8192, 3, 0x7F0000000000], 0x7F0000000000)[0] == (
+        "mremap(0x7fa1cffa3000, 4096, 8192, MREMAP_MAYMOVE|MREMAP_FIXED, 0x7f0000000000)")
+    assert call(mem, "mlockall", [3], 0)[0] == "mlockall(MCL_CURRENT|MCL_FUTURE)"
+    assert call(mem, "mlockall", [0x10], -22)[0] == "mlockall(0x10 /* MCL_??? */)"
+    assert call(mem, "mlock2", [page, 4096, 1], 0)[0] == (
+        "mlock2(0x7fa1cffa3000, 4096, MLOCK_ONFAULT)")
+    assert call(mem, "mlock2", [0xF7FA3000, 4096, 1], 0, abi="i386")[0] == (
+        "mlock2(0xf7fa3000, 4096, MLOCK_ONFAULT)")
+
+
+def test_descriptor_and_process_calls_print_their_named_arguments(mem: GuestMemory) -> None:
+    old, new = mem.put(0x1000, b"/nonexist\0"), mem.put(0x1100, b"/nonexist2\0")
+    name = mem.put(0x1200, b"x\0")
+    lines = {
+        ("shutdown", (3, 2), -107): "shutdown(3, SHUT_RDWR)",
+        ("shutdown", (3, 7), -22): "shutdown(3, 0x7 /* SHUT_??? */)",
+        ("flock", (4, 6), 0): "flock(4, LOCK_EX|LOCK_NB)",
+        ("flock", (4, 8), 0): "flock(4, LOCK_UN)",
+        ("flock", (4, 0), -22): "flock(4, 0)",
+        ("epoll_create1", (0o2000000,), 5): "epoll_create1(EPOLL_CLOEXEC)",
+        ("epoll_create1", (0,), 6): "epoll_create1(0)",
+        ("epoll_ctl", (5, 2, 4, 0), -1): "epoll_ctl(5, EPOLL_CTL_DEL, 4, NULL)",
+        ("epoll_ctl", (5, 9, 4, 0), -14): "epoll_ctl(5, 0x9 /* EPOLL_CTL_??? */, 4, NULL)",
+        ("getrusage", (5, 0x7FFE1B6838B0), -22):
+            "getrusage(0x5 /* RUSAGE_??? */, 0x7ffe1b6838b0)",
+        ("getrusage", (U64, 0), -14): "getrusage(RUSAGE_CHILDREN, NULL)",
+        ("getitimer", (7, 0x7FFE1B683890), -22):
+            "getitimer(0x7 /* ITIMER_??? */, 0x7ffe1b683890)",
+        ("getpriority", (0, 0), 20): "getpriority(PRIO_PROCESS, 0)",
+        ("setpriority", (1, 0, 0), 0): "setpriority(PRIO_PGRP, 0, 0)",
+        ("renameat2", (AT_FDCWD, old, AT_FDCWD, new, 1), -2):
+            'renameat2(AT_FDCWD, "/nonexist", AT_FDCWD, "/nonexist2", RENAME_NOREPLACE)',
+        ("memfd_create", (name, 3), 7): 'memfd_create("x", MFD_CLOEXEC|MFD_ALLOW_SEALING)',
+        ("memfd_create", (name, 0), 8): 'memfd_create("x", 0)',
+        ("unshare", (0,), 0): "unshare(0)",
+        ("unshare", (0x20000,), 0): "unshare(CLONE_NEWNS)",
+        ("unshare", (0x1,), -22): "unshare(0x1 /* CLONE_??? */)",
+    }
+    for (name_, args, ret), expected in lines.items():
+        assert call(mem, name_, list(args), ret)[0] == expected
+    rqtp = mem.put(0x2000, struct.pack("<qq", 0, 1))
+    assert call(mem, "clock_nanosleep", [1, 1, rqtp, 0], 0)[0] == (
+        "clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, {tv_sec=0, tv_nsec=1}, NULL)")

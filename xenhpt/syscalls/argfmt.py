@@ -179,7 +179,7 @@ def open_flags(d: AbiDecoder, value: int) -> str:
     value &= 0xFFFFFFFF
     access = d.c.values["open_access"].format(value & d.o_accmode)
     rest = value & ~d.o_accmode
-    return f"{access}|{d.c.flags['open_flags'].format(rest)}" if rest else access
+    return f"{access}|{d.c.flags['open_flags'].format(rest, alone=False)}" if rest else access
 
 
 def _open_flags(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
@@ -205,7 +205,7 @@ def _statx_flags(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
     if sync is None:
         return d.c.flags["at_flags"].format(value)
     rest = value & ~sync_type
-    return f"{sync}|{d.c.flags['at_flags'].format(rest)}" if rest else sync
+    return f"{sync}|{d.c.flags['at_flags'].format(rest, alone=False)}" if rest else sync
 
 
 def map_flags(d: AbiDecoder, value: int) -> str:
@@ -370,6 +370,15 @@ def _sigaction_in(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
     return sigaction(d, st, read, st.args[i])
 
 
+def _signed_values(group: str) -> EntryPrinter:
+    """A value set with negative members (``RUSAGE_CHILDREN`` is -1); unknown ones in hex."""
+    def printer(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+        value = st.args[i] & 0xFFFFFFFF
+        values = d.c.values[group]
+        return values.get(signed(value, 32)) or values.format(value)
+    return printer
+
+
 ENTRY_PRINTERS: dict[str, EntryPrinter] = {
     "int": _int, "uint": _uint, "long": _long, "ulong": _ulong, "size": _ulong, "off": _off,
     "hex": _hex, "ptr": _ptr, "off_hex": _hex, "pgoff": _pgoff, "off64_lo": _off64_lo,
@@ -395,4 +404,12 @@ ENTRY_PRINTERS: dict[str, EntryPrinter] = {
     "rlimit_in": _rlimit_in,
     "sockaddr": _sockaddr, "sigset_in": _sigset_in, "sigaction_in": _sigaction_in,
     "pollfds": _pollfds,
+    "msync_flags": _flags("msync_flags"), "mremap_flags": _flags("mremap_flags"),
+    "mlockall_flags": _flags("mlockall_flags"), "mlock_flags": _flags("mlock_flags"),
+    "flock_op": _flags("flock_op"), "rename_flags": _flags("rename_flags"),
+    "memfd_flags": _flags("memfd_flags"), "epoll_create_flags": _flags("epoll_create_flags"),
+    "timer_flags": _flags("timer_flags"), "unshare_flags": _flags("clone_flags"),
+    "shutdown_how": _values("shutdown_how"), "epoll_ctl_op": _values("epoll_ctl_op"),
+    "rusage_who": _signed_values("rusage_who"), "priority_which": _values("priority_which"),
+    "itimer_which": _values("itimer_which"),
 }

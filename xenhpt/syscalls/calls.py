@@ -58,6 +58,19 @@ def _mknod_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
         st.omit(dev)
 
 
+# --- mremap --------------------------------------------------------------------------------
+
+def _mremap_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+    """The new address is an argument only with MREMAP_MAYMOVE and FIXED or DONTUNMAP."""
+    if len(st.args) < 5:
+        return
+    names = d.c.flags["mremap_flags"].names
+    flags = st.args[3]
+    if not (flags & names["MREMAP_MAYMOVE"]
+            and flags & (names["MREMAP_FIXED"] | names["MREMAP_DONTUNMAP"])):
+        st.omit(4)
+
+
 # --- clone ----------------------------------------------------------------------------------
 
 def _clone_parent_tid(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
@@ -296,6 +309,7 @@ ENTRY_HOOKS: dict[str, EntryHook] = {
     "open": _open_entry, "openat": _open_entry, "mknod": _mknod_entry,
     "mknodat": _mknod_entry, "clone": _clone_entry,
     "clone3": _clone3_entry, "fcntl": _fcntl_entry, "fcntl64": _fcntl_entry,
+    "mremap": _mremap_entry,
 }
 EXIT_HOOKS: dict[str, ExitHook] = {"clone3": _clone3_exit}
 RETURN_HOOKS: dict[str, ReturnHook] = {

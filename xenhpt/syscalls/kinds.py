@@ -30,7 +30,13 @@ Flags and named values (tables in ``data/constants.json``)
   ``signal``, ``sigprocmask_how``, ``fcntl_cmd``, ``seek_whence``, ``access_mode``,
   ``arch_prctl_code``, ``rlimit_resource``, ``clockid``, ``getrandom_flags``,
   ``socketcall_call``, ``futex_op`` (``FUTEX_WAKE_PRIVATE``), ``prctl_option``,
-  ``fadvise_advice``, ``mode`` (octal ``0644``), ``mode_type`` (``S_IFIFO|0600``).
+  ``fadvise_advice``, ``mode`` (octal ``0644``), ``mode_type`` (``S_IFIFO|0600``);
+  ``msync_flags``, ``mremap_flags``, ``mlockall_flags``, ``mlock_flags`` (mlock2),
+  ``flock_op`` (``LOCK_EX|LOCK_NB``), ``rename_flags`` (renameat2), ``memfd_flags``,
+  ``epoll_create_flags``, ``epoll_ctl_op``, ``timer_flags`` (``TIMER_ABSTIME``),
+  ``unshare_flags`` (clone flags, no exit signal), ``shutdown_how``, ``rusage_who``,
+  ``priority_which``, ``itimer_which``. A flag value with no known bit prints as strace
+  prints it, ``0x1 /* O_??? */``; an unknown value as ``0x9 /* EPOLL_CTL_??? */``.
 Structures (user-space ABI layouts, x86_64 and i386, in ``structs.py``)
   ``stat_out`` ``stat64_out`` ``statx_out`` *exit*; ``timespec_in`` ``timespec32_in``;
   ``timespec_out`` ``timespec32_out`` *exit*; ``timespec_rem`` ``timespec32_rem`` *exit*
@@ -59,7 +65,10 @@ NAMED_KINDS = frozenset({
     "madvise", "clone_flags", "sock_domain", "sock_type", "sock_protocol", "msg_flags",
     "wait_options", "signal", "sigprocmask_how", "fcntl_cmd", "seek_whence", "access_mode",
     "arch_prctl_code", "rlimit_resource", "clockid", "getrandom_flags", "socketcall_call",
-    "futex_op", "prctl_option", "fadvise_advice", "mode", "mode_type"})
+    "futex_op", "prctl_option", "fadvise_advice", "mode", "mode_type",
+    "msync_flags", "mremap_flags", "mlockall_flags", "mlock_flags", "flock_op",
+    "rename_flags", "memfd_flags", "epoll_create_flags", "epoll_ctl_op", "timer_flags",
+    "unshare_flags", "shutdown_how", "rusage_who", "priority_which", "itimer_which"})
 STRUCT_KINDS = frozenset({
     "stat_out", "stat64_out", "statx_out", "timespec_in", "timespec32_in", "timespec_out",
     "timespec32_out", "timespec_rem", "timespec32_rem", "rusage_out", "utsname_out",
