@@ -460,3 +460,38 @@ def test_descriptor_and_process_calls_print_their_named_arguments(mem: GuestMemo
     rqtp = mem.put(0x2000, struct.pack("<qq", 0, 1))
     assert call(mem, "clock_nanosleep", [1, 1, rqtp, 0], 0)[0] == (
         "clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, {tv_sec=0, tv_nsec=1}, NULL)")
+
+
+def test_utimensat_prints_its_two_times_as_an_array_at_entry(mem: GuestMemory) -> None:
+    # strace: utimensat(AT_FDCWD, "/nonexist", [{tv_sec=1, tv_nsec=2}
+    #   /* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW], 0) = -1 ENOENT (...)
+    path = mem.put(0x1000, b"/nonexist\0")
+    now, omit = (1 << 30) - 1, (1 << 30) - 2
+    times = mem.put(0x2000, struct.pack("<4q", 1, 2, 3, now))
+    assert call(mem, "utimensat", [AT_FDCWD, path, times, 0], -2)[0] == (
+        'utimensat(AT_FDCWD, "/nonexist", [{tv_sec=1, tv_nsec=2} '
+        '/* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW], 0)')
+    both = mem.put(0x2100, struct.pack("<4q", 0, omit, 5, now))
+    assert call(mem, "utimensat", [AT_FDCWD, path, both, 0x100], -2)[0] == (
+        'utimensat(AT_FDCWD, "/nonexist", [UTIME_OMIT, UTIME_NOW], AT_SYMLINK_NOFOLLOW)')
+    whole = mem.put(0x2200, struct.pack("<4q", 1700000000, 0, 0, 0))
+    assert call(mem, "utimensat", [3, 0, whole, 0], 0)[0] == (
+        "utimensat(3, NULL, [{tv_sec=1700000000, tv_nsec=0} /* 2023-11-14T22:13:20+0000 */, "
+        "{tv_sec=0, tv_nsec=0}], 0)")
+    assert call(mem, "utimensat", [AT_FDCWD, path, 0, 0], -2)[0] == (
+        'utimensat(AT_FDCWD, "/nonexist", NULL, 0)')
+    half = mem.put(0x4FF0, struct.pack("<2q", 1, 2))  # the second time is unreadable
+    assert call(mem, "utimensat", [AT_FDCWD, path, half, 0], -14)[0] == (
+        'utimensat(AT_FDCWD, "/nonexist", 0x4ff0, 0)')
+
+
+def test_i386_utimensat_reads_two_32_bit_timespecs(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/x\0")
+    times = mem.put(0x2000, struct.pack("<4i", 1, 2, 0, (1 << 30) - 2))
+    assert call(mem, "utimensat", [0xFFFFFF9C, path, times, 0], 0, abi="i386")[0] == (
+        'utimensat(AT_FDCWD, "/x", [{tv_sec=1, tv_nsec=2} '
+        '/* 1970-01-01T00:00:01.000000002+0000 */, UTIME_OMIT], 0)')
+    wide = mem.put(0x3000, struct.pack("<4q", 1, 2, 0, (1 << 30) - 1))
+    assert call(mem, "utimensat_time64", [0xFFFFFF9C, path, wide, 0x100], 0, abi="i386")[0] == (
+        'utimensat_time64(AT_FDCWD, "/x", [{tv_sec=1, tv_nsec=2} '
+        '/* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW], AT_SYMLINK_NOFOLLOW)')

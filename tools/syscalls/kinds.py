@@ -50,6 +50,7 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "faccessat": {"mode": "access_mode"},
     "access": {"mode": "access_mode"},
     "utimensat": {"flags": "at_flags"},
+    "utimensat_time64": {"flags": "at_flags"},
     "execveat": {"fd": "dirfd", "flags": "at_flags"},
     "name_to_handle_at": {"flag": "at_flags"},
     "mknod": {"mode": "mode_type"},
@@ -167,6 +168,8 @@ def _pointer_kind(call: str, param: Param, following: list[Param]) -> tuple[str,
             size = "" if tag == "__kernel_timespec" else "32"
             if name == "rmtp":  # nanosleep's remaining time: written only when interrupted
                 return f"timespec{size}_rem", None
+            if call in ("utimensat", "utimensat_time64"):  # times[2], read by the kernel
+                return f"timespec{size}_utime_pair", None
             return f"timespec{size}_{'in' if 'const' in tokens else 'out'}", None
         return "ptr", None
     if tokens[0:2] == ["const", "char"] or tokens[0] == "char":

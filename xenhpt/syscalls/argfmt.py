@@ -370,6 +370,23 @@ def _sigaction_in(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
     return sigaction(d, st, read, st.args[i])
 
 
+def _utime_pair(kind: str) -> EntryPrinter:
+    """utimensat's ``times[2]``: ``[{tv_sec=1, tv_nsec=2} /* ... */, UTIME_NOW]``, read at
+    entry (2 x 16 bytes, or 2 x 8 for the i386 time32 call); the address if unreadable."""
+    layout = structs.UTIME_TIMESPEC[kind]
+
+    def printer(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+        address = st.args[i]
+        if address == 0:
+            return "NULL"
+        data = read_bytes(read, address, 2 * layout.size)
+        if data is None:
+            return pointer(address)
+        return "[" + ", ".join(structs.format_utime_timespec(*times)
+                               for times in layout.iter_unpack(data)) + "]"
+    return printer
+
+
 def _signed_values(group: str) -> EntryPrinter:
     """A value set with negative members (``RUSAGE_CHILDREN`` is -1); unknown ones in hex."""
     def printer(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
@@ -412,4 +429,6 @@ ENTRY_PRINTERS: dict[str, EntryPrinter] = {
     "shutdown_how": _values("shutdown_how"), "epoll_ctl_op": _values("epoll_ctl_op"),
     "rusage_who": _signed_values("rusage_who"), "priority_which": _values("priority_which"),
     "itimer_which": _values("itimer_which"),
+    "timespec_utime_pair": _utime_pair("timespec_utime_pair"),
+    "timespec32_utime_pair": _utime_pair("timespec32_utime_pair"),
 }

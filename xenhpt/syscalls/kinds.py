@@ -49,7 +49,9 @@ Structures (user-space ABI layouts, x86_64 and i386, in ``structs.py``)
   ``sigset_in``, ``sigset_out`` *exit*;
   ``sigaction_in``, ``sigaction_out`` *exit*; ``rlimit64_in``, ``rlimit64_out`` *exit*;
   ``rlimit_in``, ``rlimit_out`` *exit* (the ABI's word-sized struct rlimit);
-  ``clone_args`` (clone3); ``old_mmap_args`` (i386 ``mmap``: an argument block).
+  ``clone_args`` (clone3); ``old_mmap_args`` (i386 ``mmap``: an argument block);
+  ``timespec_utime_pair`` ``timespec32_utime_pair`` (utimensat's ``times[2]``, an array:
+  ``[{tv_sec=1, tv_nsec=2} /* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW]``).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ STRUCT_KINDS = frozenset({
     "dirents64_out", "dirents_out", "wait_status", "sockaddr", "sigset_in", "sigset_out",
     "sigaction_in", "sigaction_out", "rlimit64_in", "rlimit64_out", "rlimit_in",
     "rlimit_out", "clone_args",
-    "old_mmap_args"})
+    "old_mmap_args", "timespec_utime_pair", "timespec32_utime_pair"})
 
 KINDS = NUMBER_KINDS | DESCRIPTOR_KINDS | MEMORY_KINDS | NAMED_KINDS | STRUCT_KINDS
 

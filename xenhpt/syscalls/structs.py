@@ -9,6 +9,7 @@ values and returns strace's text, e.g. ``{st_mode=S_IFREG|0644, st_size=123, ...
 from __future__ import annotations
 
 import struct
+from datetime import UTC, datetime
 
 from .render import hex_or_zero, octal, pointer
 from .xlat import Constants
@@ -54,6 +55,12 @@ SIGRETURN_EXTRAMASK_OFFSET = 88 + 624
 # i386 old_mmap's argument block: six u32 (addr, len, prot, flags, fd, offset).
 OLD_MMAP_ARGS = struct.Struct("<6I")
 
+# utimensat's times[2]: tv_sec signed, tv_nsec shown unsigned (as strace zero-extends it).
+UTIME_TIMESPEC = {"timespec_utime_pair": struct.Struct("<qQ"),
+                  "timespec32_utime_pair": struct.Struct("<iI")}
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+
 STAT_LAYOUT = {"stat_out": {8: STAT_64, 4: STAT_32}, "stat64_out": {4: STAT64_32, 8: STAT64_32}}
 
 
@@ -92,6 +99,28 @@ def format_statx(c: Constants, mask: int, attributes: int, mode: int, size: int)
 
 def format_timespec(sec: int, nsec: int) -> str:
     return f"{{tv_sec={sec}, tv_nsec={nsec}}}"
+
+
+def format_time_comment(sec: int, fraction: int = 0, digits: int = 9) -> str:
+    """strace's `` /* 2024-05-01T10:00:00.000000002+0000 */`` after a timestamp (in UTC: the
+    guest's time zone is unknown); nothing for zero or an out-of-range fraction or year."""
+    if (sec == 0 and fraction == 0) or fraction >= 10 ** digits:
+        return ""
+    try:
+        when = datetime.fromtimestamp(sec, UTC)
+    except (OverflowError, OSError, ValueError):
+        return ""
+    part = f".{fraction:0{digits}d}" if fraction else ""
+    return f" /* {when:%Y-%m-%dT%H:%M:%S}{part}+0000 */"
+
+
+def format_utime_timespec(sec: int, nsec: int) -> str:
+    """One of utimensat's times: ``UTIME_NOW``, ``UTIME_OMIT`` or the time with its date."""
+    if nsec == UTIME_NOW:
+        return "UTIME_NOW"
+    if nsec == UTIME_OMIT:
+        return "UTIME_OMIT"
+    return f"{{tv_sec={sec}, tv_nsec={nsec}}}{format_time_comment(sec, nsec)}"
 
 
 def format_rusage(utime_sec: int, utime_usec: int, stime_sec: int, stime_usec: int) -> str:
