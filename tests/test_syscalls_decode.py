@@ -495,3 +495,21 @@ def test_i386_utimensat_reads_two_32_bit_timespecs(mem: GuestMemory) -> None:
     assert call(mem, "utimensat_time64", [0xFFFFFF9C, path, wide, 0x100], 0, abi="i386")[0] == (
         'utimensat_time64(AT_FDCWD, "/x", [{tv_sec=1, tv_nsec=2} '
         '/* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW], AT_SYMLINK_NOFOLLOW)')
+
+
+def test_wait4_returning_0_prints_the_unfilled_rusage_as_its_address(mem: GuestMemory) -> None:
+    # strace: wait4(-1, 0x7ffe1b68383c, WNOHANG, 0x7ffe1b6838b0) = 0
+    status, usage = 0x7FFE1B68383C, 0x7FFE1B6838B0
+    mem.put(status, struct.pack("<i", 0))
+    mem.put(usage, struct.pack("<4q", 0, 1838, 0, 0))
+    assert call(mem, "wait4", [U64, status, 1, usage], 0)[0] == (
+        "wait4(-1, 0x7ffe1b68383c, WNOHANG, 0x7ffe1b6838b0)")
+    assert call(mem, "wait4", [U64, status, 1, 0], 0)[0] == (
+        "wait4(-1, 0x7ffe1b68383c, WNOHANG, NULL)")
+    assert call(mem, "wait4", [U64, status, 1, usage], 4321)[0] == (
+        "wait4(-1, [{WIFEXITED(s) && WEXITSTATUS(s) == 0}], WNOHANG, "
+        "{ru_utime={tv_sec=0, tv_usec=1838}, ru_stime={tv_sec=0, tv_usec=0}, ...})")
+    # getrusage returns 0 when it did fill the struct.
+    assert call(mem, "getrusage", [0, usage], 0)[0] == (
+        "getrusage(RUSAGE_SELF, {ru_utime={tv_sec=0, tv_usec=1838}, "
+        "ru_stime={tv_sec=0, tv_usec=0}, ...})")
