@@ -196,6 +196,21 @@ def test_execve_argv_is_bounded_like_strace(mem: GuestMemory) -> None:
         'execve("/bin/true", ["x", 0x10, "x"], NULL)')
 
 
+def test_an_argv_running_into_unreadable_memory_names_the_word_it_could_not_read(
+        mem: GuestMemory) -> None:
+    # strace: execve("/nonexist", ["/bin/true", "x", ... /* 0x7effaa75d000 */], NULL)
+    path = mem.put(0x1000, b"/nonexist\0")
+    true, x = mem.put(0x1100, b"/bin/true\0"), mem.put(0x1200, b"x\0")
+    argv = mem.put(0x4FF0, struct.pack("<2Q", true, x))  # 0x5000 is unmapped
+    assert call(mem, "execve", [path, argv, 0], -2)[0] == (
+        'execve("/nonexist", ["/bin/true", "x", ... /* 0x5000 */], NULL)')
+    assert call(mem, "execve", [path, 0x4FFC, 0], -2)[0] == (
+        'execve("/nonexist", 0x4ffc, NULL)')
+    i386 = mem.put(0x6FF8, struct.pack("<2I", 0x1100, 0x1200))
+    assert call(mem, "execve", [0x1000, i386, 0], -2, abi="i386")[0] == (
+        'execve("/nonexist", ["/bin/true", "x", ... /* 0x7000 */], NULL)')
+
+
 def test_exit_group_never_returns(mem: GuestMemory) -> None:
     assert call(mem, "exit_group", [0], None) == ("exit_group(0)", "?")
 

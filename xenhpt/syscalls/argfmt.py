@@ -153,7 +153,10 @@ def _argv(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
         return pointer(address)
     words, more = found
     items = [cstring(read, word, d.string_limit) for word in words]
-    if more:
+    if more and len(words) < d.string_limit:
+        # The array ran into unreadable memory: strace names the word it could not read.
+        items.append(f"... /* {pointer(address + len(words) * d.word_size)} */")
+    elif more:
         items.append("...")
     return "[" + ", ".join(items) + "]"
 
