@@ -528,3 +528,32 @@ def test_wait4_returning_0_prints_the_unfilled_rusage_as_its_address(mem: GuestM
     assert call(mem, "getrusage", [0, usage], 0)[0] == (
         "getrusage(RUSAGE_SELF, {ru_utime={tv_sec=0, tv_usec=1838}, "
         "ru_stime={tv_sec=0, tv_usec=0}, ...})")
+
+
+def test_utimes_futimesat_and_utime_print_their_times_with_dates(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/nonexist\0")
+    times = mem.put(0x2000, struct.pack("<qQqQ", 1700000000, 5, 0, 0))
+    # strace: utimes("/nonexist", [{tv_sec=1700000000, tv_usec=5}
+    #   /* 2023-11-14T22:13:20.000005+0000 */, {tv_sec=0, tv_usec=0}]) = -1 ENOENT (...)
+    assert call(mem, "utimes", [path, times], -2)[0] == (
+        'utimes("/nonexist", [{tv_sec=1700000000, tv_usec=5} '
+        '/* 2023-11-14T22:13:20.000005+0000 */, {tv_sec=0, tv_usec=0}])')
+    odd = mem.put(0x2100, struct.pack("<qQqQ", -1, 1000000, 3, 4))
+    assert call(mem, "futimesat", [AT_FDCWD, path, odd], -22)[0] == (
+        'futimesat(AT_FDCWD, "/nonexist", [{tv_sec=-1, tv_usec=1000000}, '
+        '{tv_sec=3, tv_usec=4} /* 1970-01-01T00:00:03.000004+0000 */])')
+    assert call(mem, "futimesat", [AT_FDCWD, 0, times], -14)[0].startswith(
+        "futimesat(AT_FDCWD, NULL, [{tv_sec=1700000000, tv_usec=5}")
+    assert call(mem, "utimes", [path, 0x4FF8], -14)[0] == 'utimes("/nonexist", 0x4ff8)'
+    i386 = mem.put(0x3000, struct.pack("<iIiI", 3, 4, 0, 0))
+    assert call(mem, "utimes", [0x1000, i386], -2, abi="i386")[0] == (
+        'utimes("/nonexist", [{tv_sec=3, tv_usec=4} /* 1970-01-01T00:00:03.000004+0000 */, '
+        '{tv_sec=0, tv_usec=0}])')
+    # strace: utime("/nonexist", {actime=1700000000 /* 2023-11-14T22:13:20+0000 */,
+    #   modtime=0}) = -1 ENOENT (...)
+    buf = mem.put(0x3100, struct.pack("<qq", 1700000000, 0))
+    assert call(mem, "utime", [path, buf], -2)[0] == (
+        'utime("/nonexist", {actime=1700000000 /* 2023-11-14T22:13:20+0000 */, modtime=0})')
+    buf32 = mem.put(0x3200, struct.pack("<ii", 0, 3))
+    assert call(mem, "utime", [0x1000, buf32], -2, abi="i386")[0] == (
+        'utime("/nonexist", {actime=0, modtime=3 /* 1970-01-01T00:00:03+0000 */})')

@@ -164,6 +164,10 @@ def _pointer_kind(call: str, param: Param, following: list[Param]) -> tuple[str,
             return "ptr", None
         if tag == "pollfd":
             return "pollfds", 1
+        if tag in ("__kernel_old_timeval", "old_timeval32") and call in ("utimes", "futimesat"):
+            return f"timeval{'' if tag.startswith('__') else '32'}_utime_pair", None
+        if tag in ("utimbuf", "old_utimbuf32") and call == "utime":
+            return "utimbuf" if tag == "utimbuf" else "utimbuf32", None
         if tag in ("__kernel_timespec", "old_timespec32"):
             size = "" if tag == "__kernel_timespec" else "32"
             if name == "rmtp":  # nanosleep's remaining time: written only when interrupted

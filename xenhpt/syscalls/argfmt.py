@@ -374,9 +374,12 @@ def _sigaction_in(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
 
 
 def _utime_pair(kind: str) -> EntryPrinter:
-    """utimensat's ``times[2]``: ``[{tv_sec=1, tv_nsec=2} /* ... */, UTIME_NOW]``, read at
-    entry (2 x 16 bytes, or 2 x 8 for the i386 time32 call); the address if unreadable."""
-    layout = structs.UTIME_TIMESPEC[kind]
+    """``times[2]`` of utimensat (``[{tv_sec=1, tv_nsec=2} /* ... */, UTIME_NOW]``) or of
+    utimes/futimesat (``tv_usec``), read at entry: 2 x 16 bytes, or 2 x 8 for i386's 32-bit
+    layouts; the address if unreadable."""
+    layout = structs.UTIME_LAYOUT[kind]
+    element = (structs.format_utime_timespec if kind.startswith("timespec")
+               else structs.format_utime_timeval)
 
     def printer(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
         address = st.args[i]
@@ -385,8 +388,7 @@ def _utime_pair(kind: str) -> EntryPrinter:
         data = read_bytes(read, address, 2 * layout.size)
         if data is None:
             return pointer(address)
-        return "[" + ", ".join(structs.format_utime_timespec(*times)
-                               for times in layout.iter_unpack(data)) + "]"
+        return "[" + ", ".join(element(*times) for times in layout.iter_unpack(data)) + "]"
     return printer
 
 
@@ -434,4 +436,8 @@ ENTRY_PRINTERS: dict[str, EntryPrinter] = {
     "itimer_which": _values("itimer_which"),
     "timespec_utime_pair": _utime_pair("timespec_utime_pair"),
     "timespec32_utime_pair": _utime_pair("timespec32_utime_pair"),
+    "timeval_utime_pair": _utime_pair("timeval_utime_pair"),
+    "timeval32_utime_pair": _utime_pair("timeval32_utime_pair"),
+    "utimbuf": _struct_in(lambda d: structs.UTIMBUF["utimbuf"], structs.format_utimbuf),
+    "utimbuf32": _struct_in(lambda d: structs.UTIMBUF["utimbuf32"], structs.format_utimbuf),
 }

@@ -51,7 +51,10 @@ Structures (user-space ABI layouts, x86_64 and i386, in ``structs.py``)
   ``rlimit_in``, ``rlimit_out`` *exit* (the ABI's word-sized struct rlimit);
   ``clone_args`` (clone3); ``old_mmap_args`` (i386 ``mmap``: an argument block);
   ``timespec_utime_pair`` ``timespec32_utime_pair`` (utimensat's ``times[2]``, an array:
-  ``[{tv_sec=1, tv_nsec=2} /* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW]``).
+  ``[{tv_sec=1, tv_nsec=2} /* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW]``);
+  ``timeval_utime_pair`` ``timeval32_utime_pair`` (utimes/futimesat: ``[{tv_sec=1,
+  tv_usec=2} /* ... */, ...]``); ``utimbuf`` ``utimbuf32`` (utime: ``{actime=..., modtime=...}``).
+  Dates in these comments are UTC.
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ STRUCT_KINDS = frozenset({
     "dirents64_out", "dirents_out", "wait_status", "sockaddr", "sigset_in", "sigset_out",
     "sigaction_in", "sigaction_out", "rlimit64_in", "rlimit64_out", "rlimit_in",
     "rlimit_out", "clone_args",
-    "old_mmap_args", "timespec_utime_pair", "timespec32_utime_pair"})
+    "old_mmap_args", "timespec_utime_pair", "timespec32_utime_pair", "timeval_utime_pair",
+    "timeval32_utime_pair", "utimbuf", "utimbuf32"})
 
 KINDS = NUMBER_KINDS | DESCRIPTOR_KINDS | MEMORY_KINDS | NAMED_KINDS | STRUCT_KINDS
 

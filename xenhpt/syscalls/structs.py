@@ -55,9 +55,14 @@ SIGRETURN_EXTRAMASK_OFFSET = 88 + 624
 # i386 old_mmap's argument block: six u32 (addr, len, prot, flags, fd, offset).
 OLD_MMAP_ARGS = struct.Struct("<6I")
 
-# utimensat's times[2]: tv_sec signed, tv_nsec shown unsigned (as strace zero-extends it).
-UTIME_TIMESPEC = {"timespec_utime_pair": struct.Struct("<qQ"),
-                  "timespec32_utime_pair": struct.Struct("<iI")}
+# The times[2] of utimensat (timespec) and utimes/futimesat (timeval), per ABI: tv_sec
+# signed, the fraction shown unsigned (strace zero-extends it).
+UTIME_LAYOUT = {"timespec_utime_pair": struct.Struct("<qQ"),
+                "timespec32_utime_pair": struct.Struct("<iI"),
+                "timeval_utime_pair": struct.Struct("<qQ"),
+                "timeval32_utime_pair": struct.Struct("<iI")}
+# utime's struct utimbuf (actime, modtime), x86_64 and i386.
+UTIMBUF = {"utimbuf": struct.Struct("<qq"), "utimbuf32": struct.Struct("<ii")}
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 
@@ -121,6 +126,16 @@ def format_utime_timespec(sec: int, nsec: int) -> str:
     if nsec == UTIME_OMIT:
         return "UTIME_OMIT"
     return f"{{tv_sec={sec}, tv_nsec={nsec}}}{format_time_comment(sec, nsec)}"
+
+
+def format_utime_timeval(sec: int, usec: int) -> str:
+    """One of utimes's times, with its date: ``{tv_sec=1, tv_usec=2} /* ... */``."""
+    return f"{{tv_sec={sec}, tv_usec={usec}}}{format_time_comment(sec, usec, 6)}"
+
+
+def format_utimbuf(actime: int, modtime: int) -> str:
+    return (f"{{actime={actime}{format_time_comment(actime)}, "
+            f"modtime={modtime}{format_time_comment(modtime)}}}")
 
 
 def format_rusage(utime_sec: int, utime_usec: int, stime_sec: int, stime_usec: int) -> str:
