@@ -557,3 +557,35 @@ def test_utimes_futimesat_and_utime_print_their_times_with_dates(mem: GuestMemor
     buf32 = mem.put(0x3200, struct.pack("<ii", 0, 3))
     assert call(mem, "utime", [0x1000, buf32], -2, abi="i386")[0] == (
         'utime("/nonexist", {actime=0, modtime=3 /* 1970-01-01T00:00:03+0000 */})')
+
+
+def test_descriptor_creation_and_namespace_flags_print_by_name(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/nonexist\0")
+    its = 0x7FFE00001000
+    lines = {  # strace 6.1 on the host
+        ("inotify_init1", (0o4000 | 0o2000000,), 3): "inotify_init1(IN_NONBLOCK|IN_CLOEXEC)",
+        ("inotify_init1", (0x1,), -22): "inotify_init1(0x1 /* IN_??? */)",
+        ("timerfd_create", (1, 0o2000000 | 0o4000), 11):
+            "timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC|TFD_NONBLOCK)",
+        ("timerfd_create", (1, 0x1), -22): "timerfd_create(CLOCK_MONOTONIC, TFD_TIMER_ABSTIME)",
+        ("timerfd_settime", (6, 0x10, its, 0), -22):
+            "timerfd_settime(6, 0x10 /* TFD_??? */, 0x7ffe00001000, NULL)",
+        ("eventfd2", (0, 0o4000 | 1), 4): "eventfd2(0, EFD_SEMAPHORE|EFD_NONBLOCK)",
+        ("eventfd2", (0, 0x2), -22): "eventfd2(0, 0x2 /* EFD_??? */)",
+        ("close_range", (100, 200, 6), 0):
+            "close_range(100, 200, CLOSE_RANGE_UNSHARE|CLOSE_RANGE_CLOEXEC)",
+        ("close_range", (100, 200, 1), -22): "close_range(100, 200, 0x1 /* CLOSE_RANGE_??? */)",
+        ("fallocate", (99, 1, 0, 10), -9): "fallocate(99, FALLOC_FL_KEEP_SIZE, 0, 10)",
+        ("fallocate", (99, 0x80, 0, 10), -9): "fallocate(99, 0x80 /* FALLOC_FL_??? */, 0, 10)",
+        ("umount2", (path, 11), -2):
+            'umount2("/nonexist", MNT_FORCE|MNT_DETACH|UMOUNT_NOFOLLOW)',
+        ("umount2", (path, 0x20), -22): 'umount2("/nonexist", 0x20 /* MNT_??? */)',
+        ("pidfd_open", (1, 0o4000), 5): "pidfd_open(1, PIDFD_NONBLOCK)",
+        ("pidfd_open", (1, 0x1), -22): "pidfd_open(1, 0x1 /* PIDFD_??? */)",
+        ("setns", (0, 0x40000000), -22): "setns(0, CLONE_NEWNET)",
+        ("setns", (0, 0), -22): "setns(0, 0)",
+        ("setns", (0, 0x1), -22): "setns(0, 0x1 /* CLONE_NEW??? */)",
+    }
+    for (name, args, ret), expected in lines.items():
+        assert call(mem, name, list(args), ret)[0] == expected
+    assert call(mem, "umount", [0x1000], -2, abi="i386")[0] == 'umount("/nonexist")'

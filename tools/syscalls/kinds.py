@@ -121,6 +121,17 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "setpriority": {"which": "priority_which"},
     "getitimer": {"which": "itimer_which"},
     "setitimer": {"which": "itimer_which"},
+    "inotify_init1": {"flags": "inotify_init_flags"},
+    "timerfd_create": {"flags": "timerfd_flags"},
+    "timerfd_settime": {"flags": "timerfd_flags"},
+    "timerfd_settime64": {"flags": "timerfd_flags"},
+    "eventfd2": {"flags": "eventfd_flags"},
+    "close_range": {"flags": "close_range_flags"},
+    "fallocate": {"mode": "fallocate_mode"},
+    "umount2": {"name": "path", "flags": "umount_flags"},
+    "umount": {"name": "path"},
+    "pidfd_open": {"flags": "pidfd_open_flags"},
+    "setns": {"flags": "setns_flags"},
 }
 
 # System calls whose return value is an address (strace prints it in hex), a mode (octal),

@@ -32,7 +32,9 @@ CONSTANT_HEADERS = [
     UAPI + "linux/time.h", UAPI + "linux/random.h", UAPI + "linux/limits.h",
     UAPI + "linux/futex.h", UAPI + "asm-generic/ioctls.h", UAPI + "linux/prctl.h",
     UAPI + "linux/fadvise.h", UAPI + "asm-generic/poll.h", UAPI + "linux/eventpoll.h",
-    UAPI + "linux/resource.h", UAPI + "linux/memfd.h",
+    UAPI + "linux/resource.h", UAPI + "linux/memfd.h", UAPI + "linux/inotify.h",
+    UAPI + "linux/timerfd.h", "include/linux/eventfd.h", UAPI + "linux/close_range.h",
+    UAPI + "linux/falloc.h", UAPI + "linux/pidfd.h",
 ]
 
 # The #if branches taken when reading the headers: an x86_64 kernel (which also serves i386
@@ -181,6 +183,25 @@ GROUPS = [
           names=["EPOLL_CLOEXEC"], unknown="EPOLL_???"),
     Group("timer_flags", "flags", [UAPI + "linux/time.h"], names=["TIMER_ABSTIME"],
           unknown="TIMER_???"),
+    Group("inotify_init_flags", "flags", [UAPI + "linux/inotify.h"],
+          names=["IN_NONBLOCK", "IN_CLOEXEC"], unknown="IN_???"),
+    Group("timerfd_flags", "flags", [UAPI + "linux/timerfd.h"], names=[
+        "TFD_TIMER_ABSTIME", "TFD_TIMER_CANCEL_ON_SET", "TFD_CLOEXEC", "TFD_NONBLOCK"],
+          unknown="TFD_???"),
+    Group("eventfd_flags", "flags", ["include/linux/eventfd.h"],
+          names=["EFD_SEMAPHORE", "EFD_CLOEXEC", "EFD_NONBLOCK"], unknown="EFD_???"),
+    Group("close_range_flags", "flags", [UAPI + "linux/close_range.h"],
+          names=["CLOSE_RANGE_UNSHARE", "CLOSE_RANGE_CLOEXEC"], unknown="CLOSE_RANGE_???"),
+    Group("fallocate_mode", "flags", [UAPI + "linux/falloc.h"], prefix="FALLOC_FL_",
+          unknown="FALLOC_FL_???"),
+    Group("umount_flags", "flags", ["include/linux/fs.h"],
+          names=["MNT_FORCE", "MNT_DETACH", "MNT_EXPIRE", "UMOUNT_NOFOLLOW"],
+          unknown="MNT_???"),
+    Group("pidfd_open_flags", "flags", [UAPI + "linux/pidfd.h"], names=["PIDFD_NONBLOCK"],
+          unknown="PIDFD_???"),
+    Group("setns_flags", "flags", [UAPI + "linux/sched.h"], names=[
+        "CLONE_NEWTIME", "CLONE_NEWNS", "CLONE_NEWCGROUP", "CLONE_NEWUTS", "CLONE_NEWIPC",
+        "CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWNET"], unknown="CLONE_NEW???"),
     Group("shutdown_how", "values", ["include/linux/net.h"],
           names=["SHUT_RD", "SHUT_WR", "SHUT_RDWR"], unknown="SHUT_???"),
     Group("epoll_ctl_op", "values", [UAPI + "linux/eventpoll.h"],

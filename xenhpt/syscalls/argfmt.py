@@ -440,4 +440,8 @@ ENTRY_PRINTERS: dict[str, EntryPrinter] = {
     "timeval32_utime_pair": _utime_pair("timeval32_utime_pair"),
     "utimbuf": _struct_in(lambda d: structs.UTIMBUF["utimbuf"], structs.format_utimbuf),
     "utimbuf32": _struct_in(lambda d: structs.UTIMBUF["utimbuf32"], structs.format_utimbuf),
+    "inotify_init_flags": _flags("inotify_init_flags"), "timerfd_flags": _flags("timerfd_flags"),
+    "eventfd_flags": _flags("eventfd_flags"), "close_range_flags": _flags("close_range_flags"),
+    "fallocate_mode": _flags("fallocate_mode"), "umount_flags": _flags("umount_flags"),
+    "pidfd_open_flags": _flags("pidfd_open_flags"), "setns_flags": _flags("setns_flags"),
 }

@@ -35,8 +35,11 @@ Flags and named values (tables in ``data/constants.json``)
   ``flock_op`` (``LOCK_EX|LOCK_NB``), ``rename_flags`` (renameat2), ``memfd_flags``,
   ``epoll_create_flags``, ``epoll_ctl_op``, ``timer_flags`` (``TIMER_ABSTIME``),
   ``unshare_flags`` (clone flags, no exit signal), ``shutdown_how``, ``rusage_who``,
-  ``priority_which``, ``itimer_which``. A flag value with no known bit prints as strace
-  prints it, ``0x1 /* O_??? */``; an unknown value as ``0x9 /* EPOLL_CTL_??? */``.
+  ``priority_which``, ``itimer_which``, ``inotify_init_flags``, ``timerfd_flags``
+  (timerfd_create and timerfd_settime), ``eventfd_flags``, ``close_range_flags``,
+  ``fallocate_mode``, ``umount_flags``, ``pidfd_open_flags``, ``setns_flags``. A flag value
+  with no known bit prints as strace prints it, ``0x1 /* O_??? */``; an unknown value as
+  ``0x9 /* EPOLL_CTL_??? */``.
 Structures (user-space ABI layouts, x86_64 and i386, in ``structs.py``)
   ``stat_out`` ``stat64_out`` ``statx_out`` *exit*; ``timespec_in`` ``timespec32_in``;
   ``timespec_out`` ``timespec32_out`` *exit*; ``timespec_rem`` ``timespec32_rem`` *exit*
@@ -73,7 +76,9 @@ NAMED_KINDS = frozenset({
     "futex_op", "prctl_option", "fadvise_advice", "mode", "mode_type",
     "msync_flags", "mremap_flags", "mlockall_flags", "mlock_flags", "flock_op",
     "rename_flags", "memfd_flags", "epoll_create_flags", "epoll_ctl_op", "timer_flags",
-    "unshare_flags", "shutdown_how", "rusage_who", "priority_which", "itimer_which"})
+    "unshare_flags", "shutdown_how", "rusage_who", "priority_which", "itimer_which",
+    "inotify_init_flags", "timerfd_flags", "eventfd_flags", "close_range_flags",
+    "fallocate_mode", "umount_flags", "pidfd_open_flags", "setns_flags"})
 STRUCT_KINDS = frozenset({
     "stat_out", "stat64_out", "statx_out", "timespec_in", "timespec32_in", "timespec_out",
     "timespec32_out", "timespec_rem", "timespec32_rem", "rusage_out", "utsname_out",
