@@ -589,3 +589,31 @@ def test_descriptor_creation_and_namespace_flags_print_by_name(mem: GuestMemory)
     for (name, args, ret), expected in lines.items():
         assert call(mem, name, list(args), ret)[0] == expected
     assert call(mem, "umount", [0x1000], -2, abi="i386")[0] == 'umount("/nonexist")'
+
+
+def test_a_timeout_or_sleep_request_is_the_callers_and_prints_at_entry(
+        mem: GuestMemory) -> None:
+    # The compat prototypes have no "const": nanosleep's request, pselect6's timeout and
+    # i386's clock_nanosleep were decoded at exit (as the address when the call failed).
+    req = mem.put(0x2000, struct.pack("<qq", 5, 0))
+    # strace: nanosleep({tv_sec=5, tv_nsec=0}, NULL) = -1 EINTR (Interrupted system call)
+    assert call(mem, "nanosleep", [req, 0], -4)[0] == "nanosleep({tv_sec=5, tv_nsec=0}, NULL)"
+    req32 = mem.put(0x3000, struct.pack("<ii", 1, 500))
+    assert call(mem, "clock_nanosleep", [0, 0, req32, 0], -4, abi="i386")[0] == (
+        "clock_nanosleep(CLOCK_REALTIME, 0, {tv_sec=1, tv_nsec=500}, NULL)")
+    assert call(mem, "clock_settime", [0, req32], -1, abi="i386")[0] == (
+        "clock_settime(CLOCK_REALTIME, {tv_sec=1, tv_nsec=500})")
+    # pselect6 writes the time left into its timeout: strace shows what the caller asked for.
+    decoder = Decoder()
+    template = SyscallTable.load("x86_64").by_name("pselect6")
+    state = decoder.entry(template, [1, 0, 0, 0, req, 0], mem.read)
+    mem.put(req, struct.pack("<qq", 4, 999))
+    assert decoder.exit(state, 0, mem.read).text == (
+        "pselect6(1, NULL, NULL, NULL, {tv_sec=5, tv_nsec=0}, NULL)")
+
+
+def test_i386_ppoll_reads_a_32_bit_timespec(mem: GuestMemory) -> None:
+    fds = mem.put(0x1000, struct.pack("<ihh", 3, 1, 0))
+    ts = mem.put(0x2000, struct.pack("<ii", 2, 7) + b"\xff" * 8)
+    assert call(mem, "ppoll", [fds, 1, ts, 0, 8], 0, abi="i386") == (
+        "ppoll([{fd=3, events=POLLIN}], 1, {tv_sec=2, tv_nsec=7}, NULL, 8)", "0 (Timeout)")

@@ -93,7 +93,6 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "fadvise64": {"advice": "fadvise_advice"},
     "prctl": {"option": "prctl_option", "arg2": "hex", "arg3": "hex", "arg4": "hex",
               "arg5": "hex"},
-    "ppoll": {"tsp": "timespec_in"},
     "futex": {"op": "futex_op"},
     "futex_time64": {"op": "futex_op"},
     "fcntl": {"cmd": "fcntl_cmd", "arg": "hex"},
@@ -185,7 +184,11 @@ def _pointer_kind(call: str, param: Param, following: list[Param]) -> tuple[str,
                 return f"timespec{size}_rem", None
             if call in ("utimensat", "utimensat_time64"):  # times[2], read by the kernel
                 return f"timespec{size}_utime_pair", None
-            return f"timespec{size}_{'in' if 'const' in tokens else 'out'}", None
+            # The compat prototypes drop "const", so the call says which way it goes: only
+            # these fill a timespec in; every other one (nanosleep's request, a timeout, the
+            # time clock_settime sets) is the caller's, printed at entry as strace does.
+            filled = call.startswith(("clock_gettime", "clock_getres", "sched_rr_get_interval"))
+            return f"timespec{size}_{'out' if filled else 'in'}", None
         return "ptr", None
     if tokens[0:2] == ["const", "char"] or tokens[0] == "char":
         if name in PATH_NAMES:
