@@ -617,3 +617,21 @@ def test_i386_ppoll_reads_a_32_bit_timespec(mem: GuestMemory) -> None:
     ts = mem.put(0x2000, struct.pack("<ii", 2, 7) + b"\xff" * 8)
     assert call(mem, "ppoll", [fds, 1, ts, 0, 8], 0, abi="i386") == (
         "ppoll([{fd=3, events=POLLIN}], 1, {tv_sec=2, tv_nsec=7}, NULL, 8)", "0 (Timeout)")
+
+
+def test_the_time_left_prints_when_the_sleep_returns_a_restart_code(mem: GuestMemory) -> None:
+    # strace: nanosleep({tv_sec=2, tv_nsec=0}, {tv_sec=1, tv_nsec=56811})
+    #   = ? ERESTART_RESTARTBLOCK (Interrupted by signal)
+    req = mem.put(0x2000, struct.pack("<qq", 2, 0))
+    rem = mem.put(0x3000, struct.pack("<qq", 1, 56811))
+    assert call(mem, "nanosleep", [req, rem], -516) == (
+        "nanosleep({tv_sec=2, tv_nsec=0}, {tv_sec=1, tv_nsec=56811})",
+        "? ERESTART_RESTARTBLOCK (Interrupted by signal)")
+    assert call(mem, "nanosleep", [req, rem], 0)[0] == (
+        "nanosleep({tv_sec=2, tv_nsec=0}, 0x3000)")
+    assert call(mem, "nanosleep", [req, rem], -4)[0] == (  # EINTR: strace shows the address
+        "nanosleep({tv_sec=2, tv_nsec=0}, 0x3000)")
+    assert call(mem, "clock_nanosleep", [1, 0, req, rem], -516)[0] == (
+        "clock_nanosleep(CLOCK_MONOTONIC, 0, {tv_sec=2, tv_nsec=0}, {tv_sec=1, tv_nsec=56811})")
+    assert call(mem, "clock_nanosleep", [1, 1, req, rem], -516)[0] == (
+        "clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, {tv_sec=2, tv_nsec=0}, 0x3000)")
