@@ -635,3 +635,32 @@ def test_the_time_left_prints_when_the_sleep_returns_a_restart_code(mem: GuestMe
         "clock_nanosleep(CLOCK_MONOTONIC, 0, {tv_sec=2, tv_nsec=0}, {tv_sec=1, tv_nsec=56811})")
     assert call(mem, "clock_nanosleep", [1, 1, req, rem], -516)[0] == (
         "clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, {tv_sec=2, tv_nsec=0}, 0x3000)")
+
+
+def test_interval_timers_print_their_settings(mem: GuestMemory) -> None:
+    # strace: getitimer(ITIMER_REAL, {it_interval={tv_sec=0, tv_usec=0},
+    #   it_value={tv_sec=0, tv_usec=0}}) = 0
+    value = mem.put(0x2000, bytes(32))
+    assert call(mem, "getitimer", [0, value], 0)[0] == (
+        "getitimer(ITIMER_REAL, {it_interval={tv_sec=0, tv_usec=0}, "
+        "it_value={tv_sec=0, tv_usec=0}})")
+    assert call(mem, "getitimer", [7, value], -22)[0] == (
+        "getitimer(0x7 /* ITIMER_??? */, 0x2000)")
+    new = mem.put(0x3000, struct.pack("<4q", 1, 500, 2, 0))
+    assert call(mem, "setitimer", [2, new, 0], 0)[0] == (
+        "setitimer(ITIMER_PROF, {it_interval={tv_sec=1, tv_usec=500}, "
+        "it_value={tv_sec=2, tv_usec=0}}, NULL)")
+    new32 = mem.put(0x4000, struct.pack("<4i", 1, 500, 2, 0))
+    assert call(mem, "setitimer", [0, new32, 0], 0, abi="i386")[0] == (
+        "setitimer(ITIMER_REAL, {it_interval={tv_sec=1, tv_usec=500}, "
+        "it_value={tv_sec=2, tv_usec=0}}, NULL)")
+    # strace: timerfd_settime(6, TFD_TIMER_ABSTIME, {it_interval={tv_sec=0, tv_nsec=0},
+    #   it_value={tv_sec=1, tv_nsec=0}}, NULL) = 0
+    its = mem.put(0x5000, struct.pack("<4q", 0, 0, 1, 0))
+    assert call(mem, "timerfd_settime", [6, 1, its, 0], 0)[0] == (
+        "timerfd_settime(6, TFD_TIMER_ABSTIME, {it_interval={tv_sec=0, tv_nsec=0}, "
+        "it_value={tv_sec=1, tv_nsec=0}}, NULL)")
+    assert call(mem, "timer_gettime", [0, its], -22)[0] == "timer_gettime(0, 0x5000)"
+    its32 = mem.put(0x6000, struct.pack("<4i", 0, 0, 1, 5))
+    assert call(mem, "timerfd_gettime", [6, its32], 0, abi="i386")[0] == (
+        "timerfd_gettime(6, {it_interval={tv_sec=0, tv_nsec=0}, it_value={tv_sec=1, tv_nsec=5}})")

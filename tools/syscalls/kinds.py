@@ -34,6 +34,9 @@ _STRUCT_KINDS = {
     "rusage": "rusage_out", "clone_args": "clone_args", "mmap_arg_struct": "old_mmap_args",
 }
 
+_ITIMER_KINDS = {"__kernel_old_itimerval": "itimerval", "old_itimerval32": "itimerval32",
+                 "__kernel_itimerspec": "itimerspec", "old_itimerspec32": "itimerspec32"}
+
 # Per-call knowledge, keyed by system call name then parameter name (or "#<index>").
 OVERRIDES: dict[str, dict[str, str]] = {
     "open": {"flags": "open_flags"},
@@ -176,6 +179,10 @@ def _pointer_kind(call: str, param: Param, following: list[Param]) -> tuple[str,
             return "pollfds", 1
         if tag in ("__kernel_old_timeval", "old_timeval32") and call in ("utimes", "futimesat"):
             return f"timeval{'' if tag.startswith('__') else '32'}_utime_pair", None
+        if tag in _ITIMER_KINDS:  # the caller's new setting, or the one the kernel writes
+            written = call.startswith(("get", "timer_gettime", "timerfd_gettime")) or name in (
+                "ovalue", "otmr", "old_setting", "old")
+            return f"{_ITIMER_KINDS[tag]}_{'out' if written else 'in'}", None
         if tag in ("utimbuf", "old_utimbuf32") and call == "utime":
             return "utimbuf" if tag == "utimbuf" else "utimbuf32", None
         if tag in ("__kernel_timespec", "old_timespec32"):
@@ -272,6 +279,10 @@ def derive_args(call: str, abi: str, params: list[Param]) -> list[dict[str, obje
         if kind is None:
             if "*" in param.ctype:
                 kind, length = _pointer_kind(call, param, params[index + 1:])
+                if abi == "i386" and kind.startswith("itimerval_"):
+                    # Two pairs of longs: 32-bit words for an i386 caller, whichever
+                    # prototype (native or compat) the table names first.
+                    kind = kind.replace("itimerval_", "itimerval32_")
             else:
                 kind = _scalar_kind(param, abi)
         elif kind in ("buf_in", "buf_out", "buf_out_hex", "sockaddr", "sockaddr_out", "pollfds"):

@@ -444,4 +444,11 @@ ENTRY_PRINTERS: dict[str, EntryPrinter] = {
     "eventfd_flags": _flags("eventfd_flags"), "close_range_flags": _flags("close_range_flags"),
     "fallocate_mode": _flags("fallocate_mode"), "umount_flags": _flags("umount_flags"),
     "pidfd_open_flags": _flags("pidfd_open_flags"), "setns_flags": _flags("setns_flags"),
+    "itimerval_in": _struct_in(lambda d: structs.ITIMER["itimerval"], structs.format_itimerval),
+    "itimerval32_in": _struct_in(lambda d: structs.ITIMER["itimerval32"],
+                                 structs.format_itimerval),
+    "itimerspec_in": _struct_in(lambda d: structs.ITIMER["itimerspec"],
+                                structs.format_itimerspec),
+    "itimerspec32_in": _struct_in(lambda d: structs.ITIMER["itimerspec32"],
+                                  structs.format_itimerspec),
 }

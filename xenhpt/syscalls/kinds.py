@@ -57,7 +57,11 @@ Structures (user-space ABI layouts, x86_64 and i386, in ``structs.py``)
   ``[{tv_sec=1, tv_nsec=2} /* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW]``);
   ``timeval_utime_pair`` ``timeval32_utime_pair`` (utimes/futimesat: ``[{tv_sec=1,
   tv_usec=2} /* ... */, ...]``); ``utimbuf`` ``utimbuf32`` (utime: ``{actime=..., modtime=...}``).
-  Dates in these comments are UTC.
+  Dates in these comments are UTC. ``itimerval_in`` ``itimerval32_in`` ``itimerspec_in``
+  ``itimerspec32_in`` (setitimer's, timer_settime's and timerfd_settime's new setting:
+  ``{it_interval={tv_sec=0, tv_usec=0}, it_value={tv_sec=1, tv_usec=0}}``, ``tv_nsec`` for
+  itimerspec) and ``itimerval_out`` ``itimerval32_out`` ``itimerspec_out``
+  ``itimerspec32_out`` *exit* (the old or current setting the kernel writes).
 """
 
 from __future__ import annotations
@@ -87,7 +91,9 @@ STRUCT_KINDS = frozenset({
     "sigaction_in", "sigaction_out", "rlimit64_in", "rlimit64_out", "rlimit_in",
     "rlimit_out", "clone_args",
     "old_mmap_args", "timespec_utime_pair", "timespec32_utime_pair", "timeval_utime_pair",
-    "timeval32_utime_pair", "utimbuf", "utimbuf32"})
+    "timeval32_utime_pair", "utimbuf", "utimbuf32", "itimerval_in", "itimerval32_in",
+    "itimerspec_in", "itimerspec32_in", "itimerval_out", "itimerval32_out", "itimerspec_out",
+    "itimerspec32_out"})
 
 KINDS = NUMBER_KINDS | DESCRIPTOR_KINDS | MEMORY_KINDS | NAMED_KINDS | STRUCT_KINDS
 
@@ -97,6 +103,7 @@ EXIT_KINDS = frozenset({
     "timespec_out", "timespec32_out", "timespec_rem", "timespec32_rem", "rusage_out",
     "utsname_out", "dirents64_out", "dirents_out", "wait_status", "sigset_out",
     "sockaddr_out", "socklen_inout",
-    "sigaction_out", "rlimit64_out", "rlimit_out"})
+    "sigaction_out", "rlimit64_out", "rlimit_out", "itimerval_out", "itimerval32_out",
+    "itimerspec_out", "itimerspec32_out"})
 
 RETURN_KINDS = frozenset({"int", "hex", "octal", "fd", "none"})

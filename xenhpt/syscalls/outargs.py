@@ -201,6 +201,14 @@ EXIT_PRINTERS: dict[str, ExitPrinter] = {
     "wait_status": _wait_status, "sigset_out": _out(_sigset_out),
     "socklen_inout": _socklen_inout, "sockaddr_out": _out(_sockaddr_out),
     "sigaction_out": _out(_sigaction_out),
+    "itimerval_out": _struct_out(lambda d: structs.ITIMER["itimerval"],
+                                 structs.format_itimerval),
+    "itimerval32_out": _struct_out(lambda d: structs.ITIMER["itimerval32"],
+                                   structs.format_itimerval),
+    "itimerspec_out": _struct_out(lambda d: structs.ITIMER["itimerspec"],
+                                  structs.format_itimerspec),
+    "itimerspec32_out": _struct_out(lambda d: structs.ITIMER["itimerspec32"],
+                                    structs.format_itimerspec),
 }
 
 # Exit kinds that also need something remembered at entry.

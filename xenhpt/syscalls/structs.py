@@ -63,6 +63,10 @@ UTIME_LAYOUT = {"timespec_utime_pair": struct.Struct("<qQ"),
                 "timeval32_utime_pair": struct.Struct("<iI")}
 # utime's struct utimbuf (actime, modtime), x86_64 and i386.
 UTIMBUF = {"utimbuf": struct.Struct("<qq"), "utimbuf32": struct.Struct("<ii")}
+# struct itimerval (setitimer) and itimerspec (timer_settime, timerfd_settime): an interval
+# and a value, each a timeval / timespec of the ABI (the fraction shown unsigned).
+ITIMER = {"itimerval": struct.Struct("<qQqQ"), "itimerval32": struct.Struct("<iIiI"),
+          "itimerspec": struct.Struct("<qQqQ"), "itimerspec32": struct.Struct("<iIiI")}
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 
@@ -131,6 +135,16 @@ def format_utime_timespec(sec: int, nsec: int) -> str:
 def format_utime_timeval(sec: int, usec: int) -> str:
     """One of utimes's times, with its date: ``{tv_sec=1, tv_usec=2} /* ... */``."""
     return f"{{tv_sec={sec}, tv_usec={usec}}}{format_time_comment(sec, usec, 6)}"
+
+
+def format_itimerval(isec: int, iusec: int, vsec: int, vusec: int) -> str:
+    return (f"{{it_interval={{tv_sec={isec}, tv_usec={iusec}}}, "
+            f"it_value={{tv_sec={vsec}, tv_usec={vusec}}}}}")
+
+
+def format_itimerspec(isec: int, insec: int, vsec: int, vnsec: int) -> str:
+    return (f"{{it_interval={{tv_sec={isec}, tv_nsec={insec}}}, "
+            f"it_value={{tv_sec={vsec}, tv_nsec={vnsec}}}}}")
 
 
 def format_utimbuf(actime: int, modtime: int) -> str:
