@@ -66,6 +66,7 @@ int main(void)
     syscall(SYS_fallocate, 99, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, 10);
     syscall(SYS_umount2, "/nonexist", MNT_DETACH | UMOUNT_NOFOLLOW);
     syscall(SYS_pidfd_open, 1, 0x1);
+    syscall(SYS_fadvise64, 99, 0, 0, 99);
     struct timespec ts = {0, 1};
     syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
     syscall(SYS_nanosleep, &ts, p);

@@ -415,6 +415,9 @@ def test_flags_with_no_known_bit_print_strace_s_comment(mem: GuestMemory) -> Non
         "getrandom(0x7fa1cffa3000, 4, 0x10 /* GRND_??? */)")
     assert call(mem, "wait4", [U64, 0x7FFE1B68383C, 0x10, 0], -22)[0] == (
         "wait4(-1, 0x7ffe1b68383c, 0x10 /* W??? */, NULL)")
+    # strace: fadvise64(0, 0, 0, 0x63 /* POSIX_FADV_??? */) (its prefix, not the common one)
+    assert call(mem, "fadvise64", [0, 0, 0, 99], -22)[0] == (
+        "fadvise64(0, 0, 0, 0x63 /* POSIX_FADV_??? */)")
     # Beside a name (open's access mode) the unknown bits get no comment.
     assert call(mem, "openat", [AT_FDCWD, path, 0x40000000], -2)[0] == (
         'openat(AT_FDCWD, "/nonexist", O_RDONLY|0x40000000)')

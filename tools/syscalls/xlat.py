@@ -158,7 +158,8 @@ GROUPS = [
               r"DEFAULT)|TIMING_|ENDIAN_|FPEMU_|UNALIGN_|FP_EXC_|TSC_|CAP_AMBIENT_|"
               r"SET_PTRACER_ANY|SET_VMA_ANON_NAME|SVE_SET_VL_ONEXEC|SME_SET_VL_ONEXEC|"
               r"SVE_VL_INHERIT|SME_VL_INHERIT)")),
-    Group("fadvise_advice", "values", [UAPI + "linux/fadvise.h"], prefix="POSIX_FADV_"),
+    Group("fadvise_advice", "values", [UAPI + "linux/fadvise.h"], prefix="POSIX_FADV_",
+          unknown="POSIX_FADV_???"),
     Group("poll_events", "flags", [UAPI + "asm-generic/poll.h"], prefix="POLL",
           max_value=0x2000, unknown="POLL???"),
     # Calls strace prints with names that xenhpt printed as numbers (the display order and
