@@ -100,12 +100,17 @@ def _mode_type(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
 # --- strings and memory ----------------------------------------------------------------------
 
 def cstring(read: ReadFn, address: int, limit: int) -> str:
+    """``"text"``, cut at ``limit`` bytes with ``...``; the address when the string runs into
+    unreadable memory before its NUL or its ``limit + 1``-th byte (strace's umovestr fails)."""
     if address == 0:
         return "NULL"
-    found = read_cstring(read, address, limit)
+    found = read_cstring(read, address, limit + 1)
     if found is None:
         return pointer(address)
-    return quote(*found)
+    data, cut = found
+    if cut and len(data) <= limit:  # stopped by a fault, not by the length
+        return pointer(address)
+    return quote(data[:limit], len(data) > limit)
 
 
 def _path(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
@@ -159,7 +164,10 @@ def _argv(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
         return pointer(address)
     words, more = found
     items = [cstring(read, word, d.string_limit) for word in words]
-    if more:
+    if more and len(words) < d.string_limit:
+        # The array ran into unreadable memory: strace names the word it could not read.
+        items.append(f"... /* {pointer(address + len(words) * d.word_size)} */")
+    elif more:
         items.append("...")
     return "[" + ", ".join(items) + "]"
 
@@ -185,7 +193,7 @@ def open_flags(d: AbiDecoder, value: int) -> str:
     value &= 0xFFFFFFFF
     access = d.c.values["open_access"].format(value & d.o_accmode)
     rest = value & ~d.o_accmode
-    return f"{access}|{d.c.flags['open_flags'].format(rest)}" if rest else access
+    return f"{access}|{d.c.flags['open_flags'].format(rest, alone=False)}" if rest else access
 
 
 def _open_flags(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
@@ -211,7 +219,7 @@ def _statx_flags(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
     if sync is None:
         return d.c.flags["at_flags"].format(value)
     rest = value & ~sync_type
-    return f"{sync}|{d.c.flags['at_flags'].format(rest)}" if rest else sync
+    return f"{sync}|{d.c.flags['at_flags'].format(rest, alone=False)}" if rest else sync
 
 
 def map_flags(d: AbiDecoder, value: int) -> str:
@@ -376,6 +384,34 @@ def _sigaction_in(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
     return sigaction(d, st, read, st.args[i])
 
 
+def _utime_pair(kind: str) -> EntryPrinter:
+    """``times[2]`` of utimensat (``[{tv_sec=1, tv_nsec=2} /* ... */, UTIME_NOW]``) or of
+    utimes/futimesat (``tv_usec``), read at entry: 2 x 16 bytes, or 2 x 8 for i386's 32-bit
+    layouts; the address if unreadable."""
+    layout = structs.UTIME_LAYOUT[kind]
+    element = (structs.format_utime_timespec if kind.startswith("timespec")
+               else structs.format_utime_timeval)
+
+    def printer(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+        address = st.args[i]
+        if address == 0:
+            return "NULL"
+        data = read_bytes(read, address, 2 * layout.size)
+        if data is None:
+            return pointer(address)
+        return "[" + ", ".join(element(*times) for times in layout.iter_unpack(data)) + "]"
+    return printer
+
+
+def _signed_values(group: str) -> EntryPrinter:
+    """A value set with negative members (``RUSAGE_CHILDREN`` is -1); unknown ones in hex."""
+    def printer(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> str:
+        value = st.args[i] & 0xFFFFFFFF
+        values = d.c.values[group]
+        return values.get(signed(value, 32)) or values.format(value)
+    return printer
+
+
 ENTRY_PRINTERS: dict[str, EntryPrinter] = {
     "int": _int, "uint": _uint, "long": _long, "ulong": _ulong, "size": _ulong, "off": _off,
     "hex": _hex, "ptr": _ptr, "off_hex": _hex, "pgoff": _pgoff, "off64_lo": _off64_lo,
@@ -401,6 +437,31 @@ ENTRY_PRINTERS: dict[str, EntryPrinter] = {
     "rlimit_in": _rlimit_in,
     "sockaddr": _sockaddr, "sigset_in": _sigset_in, "sigaction_in": _sigaction_in,
     "pollfds": _pollfds,
+    "msync_flags": _flags("msync_flags"), "mremap_flags": _flags("mremap_flags"),
+    "mlockall_flags": _flags("mlockall_flags"), "mlock_flags": _flags("mlock_flags"),
+    "flock_op": _flags("flock_op"), "rename_flags": _flags("rename_flags"),
+    "memfd_flags": _flags("memfd_flags"), "epoll_create_flags": _flags("epoll_create_flags"),
+    "timer_flags": _flags("timer_flags"), "unshare_flags": _flags("clone_flags"),
+    "shutdown_how": _values("shutdown_how"), "epoll_ctl_op": _values("epoll_ctl_op"),
+    "rusage_who": _signed_values("rusage_who"), "priority_which": _values("priority_which"),
+    "itimer_which": _values("itimer_which"),
+    "timespec_utime_pair": _utime_pair("timespec_utime_pair"),
+    "timespec32_utime_pair": _utime_pair("timespec32_utime_pair"),
+    "timeval_utime_pair": _utime_pair("timeval_utime_pair"),
+    "timeval32_utime_pair": _utime_pair("timeval32_utime_pair"),
+    "utimbuf": _struct_in(lambda d: structs.UTIMBUF["utimbuf"], structs.format_utimbuf),
+    "utimbuf32": _struct_in(lambda d: structs.UTIMBUF["utimbuf32"], structs.format_utimbuf),
+    "inotify_init_flags": _flags("inotify_init_flags"), "timerfd_flags": _flags("timerfd_flags"),
+    "eventfd_flags": _flags("eventfd_flags"), "close_range_flags": _flags("close_range_flags"),
+    "fallocate_mode": _flags("fallocate_mode"), "umount_flags": _flags("umount_flags"),
+    "pidfd_open_flags": _flags("pidfd_open_flags"), "setns_flags": _flags("setns_flags"),
+    "itimerval_in": _struct_in(lambda d: structs.ITIMER["itimerval"], structs.format_itimerval),
+    "itimerval32_in": _struct_in(lambda d: structs.ITIMER["itimerval32"],
+                                 structs.format_itimerval),
+    "itimerspec_in": _struct_in(lambda d: structs.ITIMER["itimerspec"],
+                                structs.format_itimerspec),
+    "itimerspec32_in": _struct_in(lambda d: structs.ITIMER["itimerspec32"],
+                                  structs.format_itimerspec),
 }
 
 # What each entry kind above reads from the caller's memory (see ``reads.py``); kinds not

@@ -60,6 +60,29 @@ def _mknod_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
         st.omit(dev)
 
 
+# --- mremap --------------------------------------------------------------------------------
+
+def _mremap_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+    """The new address is an argument only with MREMAP_MAYMOVE and FIXED or DONTUNMAP."""
+    if len(st.args) < 5:
+        return
+    names = d.c.flags["mremap_flags"].names
+    flags = st.args[3]
+    if not (flags & names["MREMAP_MAYMOVE"]
+            and flags & (names["MREMAP_FIXED"] | names["MREMAP_DONTUNMAP"])):
+        st.omit(4)
+
+
+# --- wait4 ---------------------------------------------------------------------------------
+
+def _wait4_exit(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> None:
+    """No child changed state (WNOHANG, ``= 0``): the kernel filled no rusage, so strace
+    prints its address, as it does the status's."""
+    index = st.template.arg_index("ru")
+    if ret == 0 and index is not None and index < len(st.texts):
+        st.texts[index] = pointer(st.args[index])
+
+
 # --- clone ----------------------------------------------------------------------------------
 
 def _clone_parent_tid(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
@@ -298,8 +321,9 @@ ENTRY_HOOKS: dict[str, EntryHook] = {
     "open": _open_entry, "openat": _open_entry, "mknod": _mknod_entry,
     "mknodat": _mknod_entry, "clone": _clone_entry,
     "clone3": _clone3_entry, "fcntl": _fcntl_entry, "fcntl64": _fcntl_entry,
+    "mremap": _mremap_entry,
 }
-EXIT_HOOKS: dict[str, ExitHook] = {"clone3": _clone3_exit}
+EXIT_HOOKS: dict[str, ExitHook] = {"clone3": _clone3_exit, "wait4": _wait4_exit}
 RETURN_HOOKS: dict[str, ReturnHook] = {
     "fcntl": _fcntl_return, "fcntl64": _fcntl_return, "poll": _poll_return,
     "ppoll": _poll_return, "ppoll_time64": _poll_return,

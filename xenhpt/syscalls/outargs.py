@@ -91,12 +91,19 @@ def _statx(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str
 
 
 def _timespec_rem(layout: Any) -> ExitPrinter:
-    """The time left, which the kernel writes only when the sleep was interrupted."""
+    """The time left, which the kernel writes only when the sleep was interrupted: strace
+    prints it when the call returns a restart code (``= ? ERESTART_RESTARTBLOCK``), which a
+    signal turns into EINTR only later, and for clock_nanosleep only without flags (an
+    absolute sleep leaves nothing); otherwise the address."""
     def printer(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
         address = st.args[i]
         if address == 0:
             return "NULL"
-        fields = read_struct(read, address, layout) if ret == -d.eintr else None
+        info = d.c.errno.get(-ret) if failed(ret) else None
+        flags = st.template.arg_index("flags")
+        interrupted = (info is not None and info.restart
+                       and (flags is None or st.args[flags] == 0))
+        fields = read_struct(read, address, layout) if interrupted else None
         return pointer(address) if fields is None else structs.format_timespec(*fields)
     return printer
 
@@ -204,6 +211,14 @@ EXIT_PRINTERS: dict[str, ExitPrinter] = {
     "wait_status": _wait_status, "sigset_out": _out(_sigset_out),
     "socklen_inout": _socklen_inout, "sockaddr_out": _out(_sockaddr_out),
     "sigaction_out": _out(_sigaction_out),
+    "itimerval_out": _struct_out(lambda d: structs.ITIMER["itimerval"],
+                                 structs.format_itimerval),
+    "itimerval32_out": _struct_out(lambda d: structs.ITIMER["itimerval32"],
+                                   structs.format_itimerval),
+    "itimerspec_out": _struct_out(lambda d: structs.ITIMER["itimerspec"],
+                                  structs.format_itimerspec),
+    "itimerspec32_out": _struct_out(lambda d: structs.ITIMER["itimerspec32"],
+                                    structs.format_itimerspec),
 }
 
 # Exit kinds that also need something remembered at entry.
