@@ -9,6 +9,7 @@ import pytest
 from xenhpt.errors import MemoryReadError
 from xenhpt.syscalls.decode import Decoder
 from xenhpt.syscalls.table import SyscallTable
+from xenhpt.syscalls.xlat import Constants
 
 U64 = (1 << 64) - 1
 AT_FDCWD = -100 & U64
@@ -667,3 +668,11 @@ def test_interval_timers_print_their_settings(mem: GuestMemory) -> None:
     its32 = mem.put(0x6000, struct.pack("<4i", 0, 0, 1, 5))
     assert call(mem, "timerfd_gettime", [6, its32], 0, abi="i386")[0] == (
         "timerfd_gettime(6, {it_interval={tv_sec=0, tv_nsec=0}, it_value={tv_sec=1, tv_nsec=5}})")
+
+
+def test_a_flag_set_prints_zero_as_each_caller_asks_whatever_came_first() -> None:
+    """The format cache once returned clone's "" for unshare(0), by order of the calls."""
+    flags = Constants.load().flags["clone_flags"]
+    assert flags.format(0, "") == ""
+    assert flags.format(0) == "0"
+    assert flags.format(0, "") == ""

@@ -13,22 +13,19 @@ may return the text of a successful result.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from . import structs
 from .argfmt import clone_flags, open_flags, pollfds
 from .memory import ReadFn, read_bytes, read_cstring, read_struct
-from .outargs import ExitPrinter, failed
+from .outargs import failed
 from .reads import CSTRING, ENTRY, EXIT, FIXED, STACK, KindReads, MemoryRead, ReadLimits, fixed
 from .render import hex_or_zero, pointer, quote, signed
+from .state import AbiContext, EntryState, ExitPrinter
 from .table import Template
 
-if TYPE_CHECKING:
-    from .decode import AbiDecoder, EntryState
-
-EntryHook = Callable[["AbiDecoder", "EntryState", ReadFn], None]
-ExitHook = Callable[["AbiDecoder", "EntryState", int, ReadFn], None]
-ReturnHook = Callable[["AbiDecoder", "EntryState", int, ReadFn], "str | None"]
+EntryHook = Callable[["AbiContext", "EntryState", ReadFn], None]
+ExitHook = Callable[["AbiContext", "EntryState", int, ReadFn], None]
+ReturnHook = Callable[["AbiContext", "EntryState", int, ReadFn], "str | None"]
 
 
 def _read_int(read: ReadFn, address: int) -> int | None:
@@ -38,7 +35,7 @@ def _read_int(read: ReadFn, address: int) -> int | None:
 
 # --- open / openat --------------------------------------------------------------------------
 
-def _open_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _open_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     flags, mode = st.template.arg_index("flags"), st.template.arg_index("mode")
     if flags is None or mode is None:
         return
@@ -48,7 +45,7 @@ def _open_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
 
 # --- mknod / mknodat -----------------------------------------------------------------------
 
-def _mknod_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _mknod_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     """The device number matters (and is printed) only for character and block devices."""
     mode, dev = st.template.arg_index("mode"), st.template.arg_index("dev")
     if mode is None or dev is None:
@@ -62,7 +59,7 @@ def _mknod_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
 
 # --- mremap --------------------------------------------------------------------------------
 
-def _mremap_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _mremap_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     """The new address is an argument only with MREMAP_MAYMOVE and FIXED or DONTUNMAP."""
     if len(st.args) < 5:
         return
@@ -75,7 +72,7 @@ def _mremap_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
 
 # --- wait4 ---------------------------------------------------------------------------------
 
-def _wait4_exit(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> None:
+def _wait4_exit(d: AbiContext, st: EntryState, ret: int, read: ReadFn) -> None:
     """No child changed state (WNOHANG, ``= 0``): the kernel filled no rusage, so strace
     prints its address, as it does the status's."""
     index = st.template.arg_index("ru")
@@ -85,7 +82,7 @@ def _wait4_exit(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> None:
 
 # --- clone ----------------------------------------------------------------------------------
 
-def _clone_parent_tid(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _clone_parent_tid(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     address = st.args[i]
     if address and not failed(ret):
         value = _read_int(read, address)
@@ -97,7 +94,7 @@ def _clone_parent_tid(d: AbiDecoder, st: EntryState, i: int, ret: int, read: Rea
 _CLONE_ARGS = ("clone_flags", "newsp", "parent_tidptr", "child_tidptr", "tls")
 
 
-def _clone_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _clone_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     """``clone(child_stack=..., flags=...[, parent_tid=...][, tls=...][, child_tidptr=...])``."""
     indexes = [i for i in map(st.template.arg_index, _CLONE_ARGS) if i is not None]
     if len(indexes) != len(_CLONE_ARGS):
@@ -116,7 +113,7 @@ def _clone_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
     st.replace_texts(texts, exit_fns)
 
 
-def _clone3_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _clone3_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     address, size = st.args[0], st.args[1]
     if address == 0 or size < structs.CLONE_ARGS_VER0:
         return
@@ -130,7 +127,7 @@ def _clone3_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
     st.texts[0] = structs.format_clone_args(d.c, fields)
 
 
-def _clone3_exit(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> None:
+def _clone3_exit(d: AbiContext, st: EntryState, ret: int, read: ReadFn) -> None:
     fields = st.extra
     if not fields or failed(ret):
         return
@@ -153,7 +150,7 @@ _FCNTL_INT_ARG = {"F_SETOWN", "F_SETSIG", "F_SETPIPE_SZ", "F_NOTIFY", "F_DUPFD",
                   "F_DUPFD_CLOEXEC"}
 
 
-def _fcntl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _fcntl_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     if len(st.args) < 3:
         return
     cmd = d.c.values["fcntl_cmd"].get(st.args[1] & 0xFFFFFFFF)
@@ -167,7 +164,7 @@ def _fcntl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
         st.texts[2] = open_flags(d, st.args[2])
 
 
-def _fcntl_return(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> str | None:
+def _fcntl_return(d: AbiContext, st: EntryState, ret: int, read: ReadFn) -> str | None:
     cmd = d.c.values["fcntl_cmd"].get(st.args[1] & 0xFFFFFFFF)
     if cmd == "F_GETFD" and ret:
         return f"{ret:#x} (flags {d.c.flags['fd_flags'].format(ret)})"
@@ -191,7 +188,7 @@ _FUTEX_ARGS = {
 }
 
 
-def _futex_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _futex_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     if len(st.args) < 6:
         return
     n = d.c.numbers
@@ -221,17 +218,17 @@ _IOCTL_INT_IN = {"TIOCSPGRP", "FIONBIO"}
 _IOCTL_INT_OUT = {"TIOCGPGRP", "FIONREAD", "TIOCOUTQ", "TIOCGSID"}
 
 
-def _int_pointer(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _int_pointer(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     value = None if failed(ret) else _read_int(read, st.args[i])
     return pointer(st.args[i]) if value is None else f"[{value}]"
 
 
-def _winsize(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _winsize(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     fields = None if failed(ret) else read_struct(read, st.args[i], structs.WINSIZE)
     return pointer(st.args[i]) if fields is None else structs.format_winsize(*fields)
 
 
-def _ioctl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _ioctl_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     if len(st.args) < 3:
         return
     request = d.c.values["ioctl_cmd"].get(st.args[1] & 0xFFFFFFFF)
@@ -261,11 +258,11 @@ def _comm(read: ReadFn, address: int) -> str:
     return pointer(address) if found is None else quote(found[0])
 
 
-def _prctl_name_out(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _prctl_name_out(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     return pointer(st.args[i]) if failed(ret) else _comm(read, st.args[i])
 
 
-def _prctl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _prctl_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     """``prctl(PR_SET_NAME, "sh")``: the options with a known shape print only their args."""
     if len(st.args) < 2:
         return
@@ -280,7 +277,7 @@ def _prctl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
 
 # --- rt_sigreturn ---------------------------------------------------------------------------
 
-def sigreturn_mask(d: AbiDecoder, name: str, read: ReadFn, stack_pointer: int) -> str | None:
+def sigreturn_mask(d: AbiContext, name: str, read: ReadFn, stack_pointer: int) -> str | None:
     """``{mask=[...]}``: the signal mask the signal frame (rt_)sigreturn restores holds.
 
     When the handler returns into the restorer, the stack pointer is just past the frame's
@@ -300,7 +297,7 @@ def sigreturn_mask(d: AbiDecoder, name: str, read: ReadFn, stack_pointer: int) -
 
 # --- poll / ppoll ---------------------------------------------------------------------------
 
-def _poll_return(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> str | None:
+def _poll_return(d: AbiContext, st: EntryState, ret: int, read: ReadFn) -> str | None:
     """``1 ([{fd=4, revents=POLLOUT}])``, ``0 (Timeout)``; ppoll adds the time ``left``."""
     if ret == 0:
         return "0 (Timeout)"

@@ -32,7 +32,6 @@ class AbiContext:
         self.path_max = self.c.numbers["PATH_MAX"]
         self.at_fdcwd = self.c.numbers["AT_FDCWD"]
         self.o_accmode = self.c.numbers["O_ACCMODE"]
-        self.eintr = self.c.errno_number("EINTR")
 
 
 @dataclass(slots=True)

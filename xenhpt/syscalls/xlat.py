@@ -30,7 +30,7 @@ class FlagSet:
         self.entries = tuple((value, name) for name, value in entries)
         self.names = {name: value for name, value in entries}
         self.unknown = unknown
-        self._cache: dict[int, str] = {}
+        self._cache: dict[tuple[int, str], str] = {}
 
     def split(self, value: int) -> tuple[list[str], int]:
         """The names of the flags set in ``value`` and the bits no name covers."""
@@ -44,7 +44,8 @@ class FlagSet:
     def format(self, value: int, zero: str = "0", alone: bool = True) -> str:
         """``alone=False`` when the text follows other names (``O_RDONLY|0x40000000``): then
         unknown bits get no comment."""
-        cached = self._cache.get(value) if alone else None
+        # (keyed by the zero text too: clone's flags print 0 as "", unshare's as "0")
+        cached = self._cache.get((value, zero)) if alone else None
         if cached is not None:
             return cached
         names, rest = self.split(value)
@@ -54,7 +55,7 @@ class FlagSet:
             names.append(f"{rest:#x}")
         text = "|".join(names) if names else zero
         if alone and len(self._cache) < _CACHE_LIMIT:
-            self._cache[value] = text
+            self._cache[(value, zero)] = text
         return text
 
 
