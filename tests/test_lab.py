@@ -11,8 +11,8 @@ import pytest
 
 from xenhpt.errors import LabError, MemoryReadError
 from xenhpt.lab import machine
-from xenhpt.vmi.paging import kernel_dtb
-from xenhpt.vmi.qemu import QemuTarget
+from xenhpt.vmi.qemu.target import QemuTarget
+from xenhpt.vmi.x86.paging import kernel_dtb
 
 from .conftest import XENHPT, guest, kallsyms, run_xenhpt
 

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from xenhpt.errors import MemoryReadError
-from xenhpt.vmi.paging import PageWalker, canonical, dtb_from_cr3, kernel_dtb
+from xenhpt.vmi.x86.paging import PageWalker, canonical, dtb_from_cr3, kernel_dtb
 
 P, PS = 1, 1 << 7
 

@@ -16,7 +16,7 @@ import pytest
 from xenhpt.errors import MemoryReadError
 from xenhpt.syscalls.table import SyscallTable
 from xenhpt.tracer.plugin_capture import PATH_BYTES, PluginCapture, PluginStats, capture_rules
-from xenhpt.vmi import plugin_channel as pc
+from xenhpt.vmi.qemu import plugin_channel as pc
 
 RING = 1 << 12
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from xenhpt.errors import MemoryReadError, SnapshotError, XenhptError
-from xenhpt.vmi.snapshot import SnapshotTarget, open_snapshot
+from xenhpt.vmi.snapshot.target import SnapshotTarget, open_snapshot
 from xenhpt.vmi.target import Target
 
 PAGE = 4096

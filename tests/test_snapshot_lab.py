@@ -16,8 +16,8 @@ import pytest
 from xenhpt.errors import MemoryReadError
 from xenhpt.lab import machine
 from xenhpt.lab.qmp import Qmp
-from xenhpt.vmi.paging import kernel_dtb
-from xenhpt.vmi.snapshot import open_snapshot
+from xenhpt.vmi.snapshot.target import open_snapshot
+from xenhpt.vmi.x86.paging import kernel_dtb
 
 pytestmark = pytest.mark.lab
 

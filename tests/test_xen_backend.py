@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import pytest
 
 from xenhpt.errors import TargetUnreachable, XenhptError
-from xenhpt.vmi import xen as xen_module
-from xenhpt.vmi.emulate import UnsupportedInstruction
-from xenhpt.vmi.xen import REGISTER_IDS, XenTarget, exception_trap_unavailable
-from xenhpt.vmi.xen_breakpoints import BreakpointBook, repair_leftovers
-from xenhpt.vmi.xen_msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MsrWatch
+from xenhpt.vmi.x86.emulate import UnsupportedInstruction
+from xenhpt.vmi.xen import target as xen_module
+from xenhpt.vmi.xen.breakpoints import BreakpointBook, repair_leftovers
+from xenhpt.vmi.xen.msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MsrWatch
+from xenhpt.vmi.xen.target import REGISTER_IDS, XenTarget, exception_trap_unavailable
 
 from .conftest import XENHPT
 

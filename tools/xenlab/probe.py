@@ -15,8 +15,8 @@ import time
 from collections import Counter
 
 from xenhpt.linux.kernel import Kernel
-from xenhpt.vmi.paging import kernel_dtb
-from xenhpt.vmi.xen import open_xen
+from xenhpt.vmi.x86.paging import kernel_dtb
+from xenhpt.vmi.xen.target import open_xen
 
 
 def main() -> None:

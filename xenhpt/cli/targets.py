@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import BadUsage, TargetUnreachable
 from ..lab.machine import LabState
-from ..vmi.qemu import QemuTarget
+from ..vmi.qemu.target import QemuTarget
 from ..vmi.target import Target
 
 TARGET_HELP = "lab | qemu:HOST:PORT | xen:NAME|DOMID | a snapshot file (.raw, .elf, ...)"
@@ -30,12 +30,12 @@ def open_target(spec: str) -> Target:
                            "PORT from 1 to 65535")
         return QemuTarget(host, int(port))
     if spec.startswith("xen:"):
-        from ..vmi.xen import open_xen
+        from ..vmi.xen.target import open_xen
 
         return open_xen(spec[4:])
     path = Path(spec)
     if path.exists():
-        from ..vmi.snapshot import open_snapshot
+        from ..vmi.snapshot.target import open_snapshot
 
         return open_snapshot(path)
     raise BadUsage(f"unknown target {spec!r}: expected {TARGET_HELP}")

@@ -28,7 +28,7 @@ from ..tracer.plugin_capture import PluginCapture, build_config
 from ..tracer.recording import RecordingEngine
 from ..tracer.source import STOP_GRACE_SECONDS, CaptureReport, CaptureSource
 from ..tracer.trappoints import full_plan, selective_plan
-from ..vmi.plugin_channel import PluginChannel
+from ..vmi.qemu.plugin_channel import PluginChannel
 from .guardian import Guardian
 from .process import profile_option, read_processes, scan_progress
 from .targets import open_target

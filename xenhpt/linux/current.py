@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 from ..errors import MemoryReadError, ProfileError
-from ..vmi.paging import dtb_from_cr3, kernel_dtb
+from ..vmi.x86.paging import dtb_from_cr3, kernel_dtb
 from .kernel import Kernel
 from .tasks import TaskReader
 

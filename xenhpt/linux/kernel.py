@@ -23,8 +23,8 @@ from typing import Any
 
 from ..errors import MemoryReadError, ProfileError
 from ..profile import Profile, find_profile
-from ..vmi.paging import PageWalker
 from ..vmi.target import Target
+from ..vmi.x86.paging import PageWalker
 from .banner import Banner, find_banner, find_banners, iter_banners
 
 log = logging.getLogger(__name__)

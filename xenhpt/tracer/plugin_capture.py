@@ -1,7 +1,7 @@
 """Capture through QEMU's xenhpt_capture plugin: the fast source that feeds the same engine.
 
 The plugin copies, at the moment of each call, the registers, the calling task's identity
-and the guest memory the decoder will want, into a ring (``vmi/plugin_channel.py``). This
+and the guest memory the decoder will want, into a ring (``vmi/qemu/plugin_channel.py``). This
 module decides *what* memory that is — capture rules derived from the syscall templates
 and the string limit (``-s``) — and turns each ring record into a :class:`TrapRecord` whose
 ``read`` answers from the copied bytes. A read the rules did not foresee falls back to the
@@ -24,7 +24,7 @@ from ..syscalls.render import signed
 from ..syscalls.sockaddr import SOCKADDR_STORAGE_SIZE
 from ..syscalls.structs import CLONE_ARGS_FIELDS, SIGRETURN_EXTRAMASK_OFFSET, SIGRETURN_MASK_OFFSET
 from ..syscalls.table import SyscallTable, Template
-from ..vmi.plugin_channel import (
+from ..vmi.qemu.plugin_channel import (
     ABI_INDEX,
     HOW_BY_ARG,
     HOW_BY_DEREF,

@@ -12,11 +12,11 @@ from __future__ import annotations
 import mmap
 from pathlib import Path
 
-from ..errors import MemoryReadError, TargetGone, XenhptError
-from .emulate import MAX_INSTRUCTION, UnsupportedInstruction, decode, emulate
+from ...errors import MemoryReadError, TargetGone, XenhptError
+from ..target import Trap
+from ..x86.emulate import MAX_INSTRUCTION, UnsupportedInstruction, decode, emulate
+from ..x86.paging import PageWalker, levels_from_cr4
 from .gdbremote import MAX_READ, GdbError, GdbRemote
-from .paging import PageWalker, levels_from_cr4
-from .target import Trap
 
 # QEMU's x86_64 'g' packet, in register-number order: (name, size in bytes).
 _G_LAYOUT = (

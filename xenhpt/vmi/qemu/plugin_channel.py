@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import XenhptError
+from ...errors import XenhptError
 
 MAGIC = b"XHPTCAP1"
 LAYOUT_VERSION = 1

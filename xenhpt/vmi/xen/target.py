@@ -2,12 +2,12 @@
 
 LibVMI is initialised partially (``vmi_init``: Xen driver, no OS profile): this backend
 knows nothing about Linux. Physical memory and vCPU registers come from LibVMI; virtual
-addresses are walked by our own :class:`~xenhpt.vmi.paging.PageWalker`, as for QEMU.
+addresses are walked by our own :class:`~xenhpt.vmi.x86.paging.PageWalker`, as for QEMU.
 
 Traps use what stock Xen gives a Dom0 tool (DESIGN.md, "LibVMI"): an INT3 byte written at
 each trap address, reported as a monitor event with reinjection off. The guest does not
 execute the instruction the 0xCC displaced; the tracer executes it for the guest
-(:mod:`~xenhpt.vmi.emulate`): the new GPRs, ``rip`` and ``rflags`` go back with the event
+(:mod:`~xenhpt.vmi.x86.emulate`): the new GPRs, ``rip`` and ``rflags`` go back with the event
 response and a ``push``'s store through guest memory. A ``swapgs`` is never executed for
 the guest (that would need ``set_vcpureg``, a full HVM context round trip that corrupted the
 gs bases in the lab): the trap goes on the instruction after it. No single-step is needed,
@@ -18,11 +18,11 @@ At a trap the callback pauses the domain, so the tracer reads registers and memo
 they were at the breakpoint; :meth:`XenTarget.registers` returns that snapshot (``rip`` =
 the breakpoint) although the vCPU has already been moved past the instruction.
 
-``MSR_ALL`` write events (filtered by :mod:`~xenhpt.vmi.xen_msr`) follow a guest that
+``MSR_ALL`` write events (filtered by :mod:`~xenhpt.vmi.xen.msr`) follow a guest that
 moves LSTAR/CSTAR/SYSENTER_EIP: the breakpoint moves to the new entry point and its hits
 are reported at the address the tracer armed. Teardown puts every byte back on every exit
 path (``close``, ``atexit``); a tracer killed outright leaves a state file that the next
-attach uses to repair the code (:mod:`~xenhpt.vmi.xen_breakpoints`).
+attach uses to repair the code (:mod:`~xenhpt.vmi.xen.breakpoints`).
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import MemoryReadError, TargetUnreachable, XenhptError
-from .emulate import MAX_INSTRUCTION, emulate
-from .paging import PageWalker, kernel_dtb, levels_from_cr4
-from .target import Trap
-from .xen_breakpoints import TRAP_PATCHES, BreakpointBook, repair_leftovers, state_path
-from .xen_monitor import release_stale_monitor
-from .xen_msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP, MsrChange, MsrWatch
+from ...errors import MemoryReadError, TargetUnreachable, XenhptError
+from ..target import Trap
+from ..x86.emulate import MAX_INSTRUCTION, emulate
+from ..x86.paging import PageWalker, kernel_dtb, levels_from_cr4
+from .breakpoints import TRAP_PATCHES, BreakpointBook, repair_leftovers, state_path
+from .monitor import release_stale_monitor
+from .msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP, MsrChange, MsrWatch
 
 log = logging.getLogger("xenhpt.xen")
 
@@ -287,7 +287,7 @@ class XenTarget:
 
     def _check_no_vcpu_inside(self, address: int, code: bytes) -> None:
         """A multi-byte trap must not cut an instruction a paused vCPU will resume at."""
-        from .xen_breakpoints import displaced_steps
+        from .breakpoints import displaced_steps
 
         steps = displaced_steps(code, address, len(self._patch))
         end = steps[-1].address + len(steps[-1].code)

@@ -40,7 +40,7 @@
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = XENHPT_QEMU_PLUGIN_API_VERSION;
 
-/* ---- the shared file: keep in step with xenhpt/vmi/plugin_channel.py ---------------- */
+/* ---- the shared file: keep in step with xenhpt/vmi/qemu/plugin_channel.py ---------------- */
 
 #define MAGIC "XHPTCAP1"
 #define LAYOUT_VERSION 1

@@ -21,12 +21,12 @@ import os
 from pathlib import Path
 from typing import Literal, Protocol
 
-from ..errors import SnapshotError, XenhptError
+from ...errors import SnapshotError, XenhptError
+from ..target import Trap
+from ..x86.paging import PageWalker, levels_from_cr4
+from .formats import describe
 from .libvmi_file import LibvmiFileMemory
-from .paging import PageWalker, levels_from_cr4
-from .snapshot_formats import describe
-from .snapshot_memory import SegmentedMemory, SnapshotLayout
-from .target import Trap
+from .memory import SegmentedMemory, SnapshotLayout
 
 Reader = Literal["mmap", "libvmi"]
 

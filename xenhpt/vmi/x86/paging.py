@@ -13,7 +13,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ..errors import MemoryReadError
+from ...errors import MemoryReadError
 
 PAGE_SIZE = 0x1000
 PAGE_MASK = ~(PAGE_SIZE - 1)
