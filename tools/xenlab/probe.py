@@ -16,7 +16,7 @@ from collections import Counter
 
 from xenhpt.linux.kernel import Kernel
 from xenhpt.vmi.x86.paging import kernel_dtb
-from xenhpt.vmi.xen.target import open_xen
+from xenhpt.vmi.xen.domain import open_xen
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ def open_target(spec: str) -> Target:
                            "PORT from 1 to 65535")
         return QemuTarget(host, int(port))
     if spec.startswith("xen:"):
-        from ..vmi.xen.target import open_xen
+        from ..vmi.xen.domain import open_xen
 
         return open_xen(spec[4:])
     path = Path(spec)
