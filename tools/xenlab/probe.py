@@ -15,7 +15,7 @@ import time
 from collections import Counter
 
 from xenhpt.linux.kernel import Kernel
-from xenhpt.vmi.x86.paging import kernel_dtb
+from xenhpt.linux.kpti import kernel_dtb
 from xenhpt.vmi.xen.domain import open_xen
 
 

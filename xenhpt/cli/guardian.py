@@ -122,9 +122,7 @@ def _detach(target_spec: str) -> list[str]:
     try:
         # A hypervisor monitor ring (Xen's vm_event) outlives its process: take it down,
         # or the vCPUs that hit a trap wait forever and no new tracer can attach.
-        release = getattr(target, "release_stale_monitor", None)
-        if release is not None:
-            release()
+        target.release_stale_monitor()
     except XenhptError as exc:
         problems.append(f"{target_spec}: {exc}")
     finally:

@@ -18,11 +18,10 @@ def open_target(spec: str) -> Target:
         state = LabState.load()
         if not state.alive():
             raise TargetUnreachable("the lab's QEMU is not running: 'xenhpt lab up'")
-        target = QemuTarget("127.0.0.1", state.gdb_port, ram_file=Path(state.ram_file))
-        target.description = f"lab (qemu:127.0.0.1:{state.gdb_port})"
-        if state.capture == "plugin" and state.capture_file:
-            target.capture_file = Path(state.capture_file)
-        return target
+        plugin = state.capture == "plugin" and state.capture_file
+        return QemuTarget("127.0.0.1", state.gdb_port, ram_file=Path(state.ram_file),
+                          description=f"lab (qemu:127.0.0.1:{state.gdb_port})",
+                          capture_file=Path(state.capture_file) if plugin else None)
     if spec.startswith("qemu:"):
         host, _, port = spec[5:].rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:

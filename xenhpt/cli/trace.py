@@ -186,7 +186,7 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
     if not guest.live:
         guest.close()
         raise XenhptError(f"{target} is a snapshot: only a live guest can be traced")
-    channel_path = capture_file or getattr(guest, "capture_file", None)
+    channel_path = capture_file or guest.capture_file
     if capture_mode == "breakpoints":
         channel_path = None
     elif capture_mode == "plugin" and channel_path is None:

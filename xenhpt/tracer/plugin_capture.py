@@ -208,9 +208,8 @@ class PluginCapture:
         self.channel.heartbeat()
         batch = self.channel.read(limit)
         if batch:
-            flush = getattr(getattr(self.target, "paging", None), "flush", None)
-            if flush is not None:
-                flush()  # late reads see the guest as it is now, not a cached old mapping
+            # Late reads see the guest as it is now, not a cached old mapping.
+            self.target.flush_translations()
             for raw in batch:
                 self._feed(raw)
         self._update_counters()

@@ -13,7 +13,7 @@ import mmap
 from pathlib import Path
 
 from ...errors import MemoryReadError, TargetGone, XenhptError
-from ..target import Trap
+from ..target import KernelTables, Trap
 from ..x86.emulate import MAX_INSTRUCTION, UnsupportedInstruction, decode, emulate
 from ..x86.paging import PageWalker, levels_from_cr4
 from .gdbremote import MAX_READ, GdbError, GdbRemote
@@ -118,11 +118,13 @@ class QemuTarget:
     live = True
 
     def __init__(self, host: str, port: int, ram_file: Path | None = None,
-                 memory_size: int | None = None) -> None:
+                 memory_size: int | None = None, *, description: str | None = None,
+                 capture_file: Path | None = None) -> None:
+        """``capture_file``: the xenhpt_capture plugin's shared file, when this QEMU runs
+        it (the lab says so); ``description`` names the guest in messages."""
         self.remote = _attach_clean(host, port)
-        self.description = f"qemu:{host}:{port}"
-        # The xenhpt_capture plugin's shared file, when this QEMU runs it (the lab says).
-        self.capture_file: Path | None = None
+        self.description = description or f"qemu:{host}:{port}"
+        self.capture_file = capture_file
         self._threads = self._list_threads()
         self._breakpoints: set[int] = set()
         self._registers: dict[int, dict[str, int]] = {}
@@ -164,6 +166,19 @@ class QemuTarget:
 
     def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
         return self.paging.read(dtb, address, size)
+
+    def translate(self, dtb: int, address: int) -> int:
+        return self.paging.translate(dtb, address)
+
+    @property
+    def paging_levels(self) -> int | None:
+        return self.paging.levels if self.paging.levels_known else None
+
+    def set_kernel_paging(self, levels: int, kernel_tables: KernelTables) -> None:
+        self.paging.levels = levels  # the gdbstub places traps by virtual address
+
+    def flush_translations(self) -> None:
+        self.paging.flush()
 
     # -- vCPUs -----------------------------------------------------------------------------
 
@@ -360,6 +375,10 @@ class QemuTarget:
     @property
     def breakpoints(self) -> frozenset[int]:
         return frozenset(self._breakpoints)
+
+    def release_stale_monitor(self) -> None:
+        """Nothing to do: QEMU keeps no monitor state of a client (its breakpoints go
+        with the detach that every attach starts with)."""
 
     def close(self) -> None:
         """Remove our breakpoints and detach; QEMU resumes the VM on detach."""

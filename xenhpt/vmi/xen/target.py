@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import MemoryReadError, XenhptError
-from ..target import Trap
+from ..target import KernelTables, Trap
 from ..x86.emulate import MAX_INSTRUCTION, emulate
-from ..x86.paging import PageWalker, kernel_dtb, levels_from_cr4
+from ..x86.paging import PageWalker, dtb_from_cr3, levels_from_cr4
 from .breakpoints import TRAP_PATCHES, BreakpointBook, repair_leftovers, state_path
 from .monitor import release_stale_monitor
 from .msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP, MsrChange, MsrWatch
@@ -96,6 +96,7 @@ class XenTarget:
     """
 
     live = True
+    capture_file: Path | None = None
 
     def __init__(self, connect: Callable[[bool], Any], name: str, domid: int, *,
                  responses: Any = None, state_dir: Path | None = None,
@@ -128,6 +129,9 @@ class XenTarget:
         self.msr_changes: list[MsrChange] = []
         self.cr3_writes = 0
         self.paging = PageWalker(self.read_physical)
+        # Kernel addresses a CR3 does not map (a user PGD): the guest OS's rule, handed
+        # over by set_kernel_paging; the CR3 as it is until then.
+        self._kernel_tables: KernelTables = dtb_from_cr3
         self.book = BreakpointBook(self, name, domid, state_path(name, state_dir))
         self.pause()
         try:
@@ -171,12 +175,27 @@ class XenTarget:
     def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
         return self.paging.read(dtb, address, size)
 
+    def translate(self, dtb: int, address: int) -> int:
+        return self.paging.translate(dtb, address)
+
+    @property
+    def paging_levels(self) -> int | None:
+        return self.paging.levels if self.paging.levels_known else None
+
+    def set_kernel_paging(self, levels: int, kernel_tables: KernelTables) -> None:
+        self.paging.levels = levels
+        self._kernel_tables = kernel_tables
+
+    def flush_translations(self) -> None:
+        self.paging.flush()
+
     def _kernel_physical(self, cr3: int, address: int) -> int:
-        """Physical address of kernel ``address``: CR3 as it is, else its KPTI kernel twin."""
+        """Physical address of kernel ``address``: CR3 as it is, else the kernel's tables
+        for it (the guest OS's rule, e.g. Linux's KPTI twin: ``set_kernel_paging``)."""
         try:
             return self.paging.translate(cr3, address)
         except MemoryReadError:
-            return self.paging.translate(kernel_dtb(cr3), address)
+            return self.paging.translate(self._kernel_tables(cr3), address)
 
     def _write_virtual(self, cr3: int, address: int, data: bytes) -> None:
         while data:
@@ -271,7 +290,7 @@ class XenTarget:
                 self.resume()
 
     def _code(self, cr3: int, address: int) -> bytes:
-        dtb = kernel_dtb(cr3) if self._needs_kernel_dtb(cr3, address) else cr3
+        dtb = self._kernel_tables(cr3) if self._needs_kernel_dtb(cr3, address) else cr3
         return self.read_virtual(dtb, address, MAX_INSTRUCTION)
 
     def _reported(self, address: int) -> int:
