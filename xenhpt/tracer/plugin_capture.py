@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ..errors import MemoryReadError, ProfileError
 from ..linux.current import CurrentTask
 from ..linux.kernel import Kernel
+from ..linux.segments import USER32_CS
 from ..syscalls.argfmt import ENVP_LIMIT
 from ..syscalls.outargs import DIRENT_BYTES_LIMIT
 from ..syscalls.render import signed
@@ -141,7 +142,8 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
         task_comm=profile.offset("task_struct", "comm"),
         task_real_parent=profile.offset("task_struct", "real_parent"),
         regs_orig_ax=profile.offset("pt_regs", "orig_ax"),
-        regs_ax=profile.offset("pt_regs", "ax"), unknown_selected=numbers is None,
+        regs_ax=profile.offset("pt_regs", "ax"), user32_cs=USER32_CS,
+        unknown_selected=numbers is None,
         refresh_address=kernel.symbol(EXEC_REFRESH) if kernel.has_symbol(EXEC_REFRESH) else 0,
         identity_addresses=identity_points(kernel))
     for abi, index in ABI_INDEX.items():

@@ -92,11 +92,13 @@ class CaptureConfig:
     task_real_parent: int
     regs_orig_ax: int
     regs_ax: int
+    # The code segment of 32-bit user code: a `syscall` from it is the i386 ABI. The guest
+    # OS's choice (Linux: ``xenhpt/linux/segments.py``), so there is no default here.
+    user32_cs: int = field(kw_only=True)
     calls: dict[tuple[int, int], list[Rule]] = field(default_factory=dict)  # wanted ones
     # Calls whose caller is read again at exit (exec: the exit carries the new name).
     reread_at_exit: set[tuple[int, int]] = field(default_factory=set)
     unknown_selected: bool = True  # numbers past the tables (x32, garbage) are recorded
-    user32_cs: int = 0x23  # Linux's __USER32_CS: `syscall` from 32-bit code is the i386 ABI
     max_record: int = 64 << 10
     heartbeat_timeout_ms: int = 5000
     enabled: bool = True
