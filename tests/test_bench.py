@@ -89,7 +89,7 @@ def test_a_replayed_recording_prints_exactly_what_the_engine_printed_live(
         engine = RecordingEngine(recording, Decoder(32), live_sink,
                                  tree=ProcessTree.from_tasks(TASKS), tasks=TASKS)
         for record in _session():
-            (engine.entry if record.kind == "entry" else engine.exit)(record)
+            engine.feed(record)
         engine.finish()
     live_sink.close()
     replayed_out, replayed_sink = _json_sink()
@@ -108,7 +108,7 @@ def test_the_recording_keeps_the_bytes_read_and_the_reads_that_failed(tmp_path: 
         engine = RecordingEngine(recording, Decoder(32), StreamSink(io.StringIO()),
                                  tasks=TASKS)
         for record in _session()[:6]:
-            (engine.entry if record.kind == "entry" else engine.exit)(record)
+            engine.feed(record)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines[0]["type"] == "xenhpt-recording" and len(lines[0]["tasks"]) == 3
     reads = [read for line in lines[1:] for read in line["reads"]]
@@ -120,14 +120,14 @@ def test_the_engine_without_recording_prints_the_same(tmp_path: Path) -> None:
     plain_out, plain_sink = _json_sink()
     engine = SyscallEngine(Decoder(32), plain_sink, tree=ProcessTree.from_tasks(TASKS))
     for record in _session():
-        (engine.entry if record.kind == "entry" else engine.exit)(record)
+        engine.feed(record)
     engine.finish()
     recorded_out, recorded_sink = _json_sink()
     with open(tmp_path / "r.jsonl", "w") as recording:
         engine = RecordingEngine(recording, Decoder(32), recorded_sink,
                                  tree=ProcessTree.from_tasks(TASKS), tasks=TASKS)
         for record in _session():
-            (engine.entry if record.kind == "entry" else engine.exit)(record)
+            engine.feed(record)
         engine.finish()
     assert recorded_out.getvalue() == plain_out.getvalue()
 

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from xenhpt.errors import MemoryReadError
+from xenhpt.syscalls.reads import PATH_BYTES
+from xenhpt.syscalls.structs import STAT_LAYOUT
 from xenhpt.syscalls.table import SyscallTable
-from xenhpt.tracer.plugin_capture import PATH_BYTES, PluginCapture, PluginStats, capture_rules
+from xenhpt.tracer.plugin_capture import PluginCapture, PluginStats, capture_rules
 from xenhpt.vmi.qemu import plugin_channel as pc
 
 RING = 1 << 12
@@ -163,11 +165,12 @@ def test_capture_rules_follow_the_templates() -> None:
     write = capture_rules(table.by_name("write"), 32)
     assert write == [pc.Rule(pc.WHEN_ENTRY, pc.HOW_BY_ARG, 1, 32, 2, 1)]
     read = capture_rules(table.by_name("read"), 64)
-    assert read == [pc.Rule(pc.WHEN_EXIT, pc.HOW_BY_RET, 1, 64)]
+    assert read == [pc.Rule(pc.WHEN_EXIT, pc.HOW_BY_RET, 1, 64, 0, 1)]
     execve = capture_rules(table.by_name("execve"), 32)
     assert [r.how for r in execve] == [pc.HOW_CSTRING, pc.HOW_STRINGS, pc.HOW_FIXED]
     fstat = capture_rules(table.by_name("newfstatat"), 32)
-    assert pc.Rule(pc.WHEN_EXIT, pc.HOW_FIXED, 2, 144) in fstat
+    # The bytes of struct stat the printer reads (syscalls/structs.py), at exit.
+    assert pc.Rule(pc.WHEN_EXIT, pc.HOW_FIXED, 2, STAT_LAYOUT["stat_out"][8].size) in fstat
     assert capture_rules(table.by_name("getpid"), 32) == []
 
 

@@ -14,8 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from . import structs
 from .memory import PAGE_SIZE, ReadFn, chunks, read_bytes, read_cstring, read_prefix, read_struct
+from .reads import (
+    ENTRY,
+    EXIT,
+    PATH_BYTES,
+    KindReads,
+    fixed,
+    sized_by_argument,
+    string,
+    string_array,
+)
 from .render import hex_or_zero, octal, pointer, quote, quote_hex, signed
-from .sockaddr import format_sockaddr
+from .sockaddr import SOCKADDR_STORAGE_SIZE, format_sockaddr
 
 if TYPE_CHECKING:
     from .decode import AbiDecoder, EntryState
@@ -23,6 +33,7 @@ if TYPE_CHECKING:
 EntryPrinter = Callable[["AbiDecoder", "EntryState", int, ReadFn], str]
 
 ENVP_LIMIT = 1 << 16  # environment entries counted at most
+SIGSET_BYTES_LIMIT = 128  # sigset bytes read at most (sigsetsize; the kernel uses 8)
 
 
 # --- numbers -------------------------------------------------------------------------------
@@ -336,7 +347,7 @@ def sigset(d: AbiDecoder, st: EntryState, read: ReadFn, address: int) -> str:
     if address == 0:
         return "NULL"
     size = sigset_size(st)
-    if not 0 < size <= 128:
+    if not 0 < size <= SIGSET_BYTES_LIMIT:
         return pointer(address)
     data = read_bytes(read, address, size)
     return pointer(address) if data is None else structs.format_sigset(d.c, data)
@@ -351,7 +362,7 @@ def sigaction(d: AbiDecoder, st: EntryState, read: ReadFn, address: int) -> str:
         return "NULL"
     layout = structs.SIGACTION[d.word_size]
     size = sigset_size(st)
-    if not 0 < size <= 128:
+    if not 0 < size <= SIGSET_BYTES_LIMIT:
         return pointer(address)
     data = read_bytes(read, address, layout.size + size)
     if data is None:
@@ -390,4 +401,27 @@ ENTRY_PRINTERS: dict[str, EntryPrinter] = {
     "rlimit_in": _rlimit_in,
     "sockaddr": _sockaddr, "sigset_in": _sigset_in, "sigaction_in": _sigaction_in,
     "pollfds": _pollfds,
+}
+
+# What each entry kind above reads from the caller's memory (see ``reads.py``); kinds not
+# named here read nothing.
+ENTRY_READS: dict[str, KindReads] = {
+    "path": string(ENTRY, PATH_BYTES),
+    "string": string(ENTRY, lambda lim: lim.string_limit + 1),
+    "buf_in": sized_by_argument(ENTRY, lambda lim: lim.string_limit),
+    "argv": string_array(count=lambda lim: lim.string_limit + 1,
+                         limit=lambda lim: lim.string_limit + 1),
+    # The pointers only (counted, not printed); a page of them at most.
+    "envp": fixed(ENTRY, lambda lim: min((ENVP_LIMIT + 1) * lim.word_size, PAGE_SIZE)),
+    "sockaddr": sized_by_argument(ENTRY, SOCKADDR_STORAGE_SIZE),
+    # poll's return value shows the entries' revents: read again at exit.
+    "pollfds": sized_by_argument(ENTRY, lambda lim: structs.POLLFD.size * lim.string_limit,
+                                 structs.POLLFD.size, EXIT),
+    "timespec_in": fixed(ENTRY, structs.TIMESPEC_64.size),
+    "timespec32_in": fixed(ENTRY, structs.TIMESPEC_32.size),
+    "rlimit64_in": fixed(ENTRY, structs.RLIMIT64.size),
+    "rlimit_in": fixed(ENTRY, lambda lim: structs.RLIMIT[lim.word_size].size),
+    "sigset_in": fixed(ENTRY, SIGSET_BYTES_LIMIT),
+    "sigaction_in": fixed(ENTRY, lambda lim: structs.SIGACTION[lim.word_size].size
+                          + SIGSET_BYTES_LIMIT),
 }

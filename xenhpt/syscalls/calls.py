@@ -19,7 +19,9 @@ from . import structs
 from .argfmt import clone_flags, open_flags, pollfds
 from .memory import ReadFn, read_bytes, read_cstring, read_struct
 from .outargs import ExitPrinter, failed
+from .reads import CSTRING, ENTRY, EXIT, FIXED, STACK, KindReads, MemoryRead, ReadLimits, fixed
 from .render import hex_or_zero, pointer, quote, signed
+from .table import Template
 
 if TYPE_CHECKING:
     from .decode import AbiDecoder, EntryState
@@ -309,3 +311,58 @@ OLD_MMAP_LAYOUT = structs.OLD_MMAP_ARGS
 
 def old_mmap_args(read: ReadFn, address: int) -> tuple[int, ...] | None:
     return read_struct(read, address, OLD_MMAP_LAYOUT)
+
+
+# --- what the decoders above read (see ``reads.py``) -----------------------------------------
+
+CallReads = Callable[[Template, ReadLimits], tuple[MemoryRead, ...]]
+
+# The bytes above the user stack pointer that hold a signal frame's mask.
+_SIGRETURN_BYTES = max(max(structs.SIGRETURN_MASK_OFFSET.values()),
+                       structs.SIGRETURN_EXTRAMASK_OFFSET) + 8
+
+
+def _task_name_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    return (MemoryRead(ENTRY, CSTRING, 1, _TASK_COMM_LEN),
+            MemoryRead(EXIT, CSTRING, 1, _TASK_COMM_LEN))
+
+
+def _ioctl_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    size = max(4, structs.WINSIZE.size)  # an int or a struct winsize
+    return (MemoryRead(ENTRY, FIXED, 2, size), MemoryRead(EXIT, FIXED, 2, size))
+
+
+def _clone_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    index = template.arg_index("parent_tidptr")
+    return () if index is None else (MemoryRead(EXIT, FIXED, index, 4),)
+
+
+def _sigreturn_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    return (MemoryRead(ENTRY, STACK, 0, _SIGRETURN_BYTES),)
+
+
+def _socketcall_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    """The block that holds the real call's arguments (at most six words)."""
+    return (MemoryRead(ENTRY, FIXED, 1, 6 * limits.word_size),)
+
+
+def _ppoll_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    """ppoll's return value shows the time left in its timeout argument."""
+    if len(template.args) < 3:
+        return ()
+    wide = template.args[2].kind == "timespec_in"
+    size = (structs.TIMESPEC_64 if wide else structs.TIMESPEC_32).size
+    return (MemoryRead(EXIT, FIXED, 2, size),)
+
+
+CALL_READS: dict[str, CallReads] = {
+    "prctl": _task_name_reads, "ioctl": _ioctl_reads, "clone": _clone_reads,
+    "rt_sigreturn": _sigreturn_reads, "sigreturn": _sigreturn_reads,
+    "ppoll": _ppoll_reads, "ppoll_time64": _ppoll_reads, "socketcall": _socketcall_reads,
+}
+
+# Kinds whose decoding lives in this file (clone3's struct, i386 mmap's argument block).
+KIND_READS: dict[str, KindReads] = {
+    "clone_args": fixed(ENTRY, 8 * len(structs.CLONE_ARGS_FIELDS)),
+    "old_mmap_args": fixed(ENTRY, OLD_MMAP_LAYOUT.size),
+}

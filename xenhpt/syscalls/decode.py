@@ -23,9 +23,10 @@ from typing import Any
 
 from ..errors import MemoryReadError
 from . import calls
-from .argfmt import ENTRY_PRINTERS
+from .argfmt import ENTRY_PRINTERS, ENTRY_READS
 from .memory import ReadFn, read_words
-from .outargs import CAPTURES, EXIT_PRINTERS, ExitPrinter
+from .outargs import CAPTURES, EXIT_PRINTERS, EXIT_READS, ExitPrinter
+from .reads import MemoryRead, ReadLimits
 from .render import align_result, format_call, hex_or_zero, octal, signed
 from .table import ArgSpec, SyscallTable, Template
 from .xlat import Constants
@@ -258,3 +259,19 @@ class Decoder:
         """Entry and exit at once (a snapshot, a test): ``ret=None`` for ``= ?``."""
         state = self.entry(template, args, read, stack_pointer)
         return self.no_exit(state) if ret is None else self.exit(state, ret, read)
+
+
+def memory_reads(template: Template, string_limit: int) -> list[MemoryRead]:
+    """Every region of the caller's memory that decoding ``template`` may read, and when
+    (declared beside the printers: ``ENTRY_READS``, ``EXIT_READS``, ``calls.CALL_READS``)."""
+    limits = ReadLimits(string_limit, SyscallTable.load(template.abi).word_size)
+    reads: list[MemoryRead] = []
+    for index, spec in enumerate(template.args):
+        declared = (ENTRY_READS.get(spec.kind) or EXIT_READS.get(spec.kind)
+                    or calls.KIND_READS.get(spec.kind))
+        if declared is not None:
+            reads += declared(index, spec.length_arg, limits)
+    call = calls.CALL_READS.get(template.name)
+    if call is not None:
+        reads += call(template, limits)
+    return reads

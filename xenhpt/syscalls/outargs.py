@@ -11,10 +11,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import structs
-from .argfmt import buffer, cstring, rlimit, sigaction, sigset
+from .argfmt import SIGSET_BYTES_LIMIT, buffer, cstring, rlimit, sigaction, sigset
 from .memory import ReadFn, read_bytes, read_struct
+from .reads import (
+    ENTRY,
+    EXIT,
+    PATH_BYTES,
+    KindReads,
+    fixed,
+    sized_by_pointer,
+    sized_by_return,
+    string,
+)
 from .render import pointer, quote, signed
-from .sockaddr import format_sockaddr
+from .sockaddr import SOCKADDR_STORAGE_SIZE, format_sockaddr
 
 if TYPE_CHECKING:
     from .decode import AbiDecoder, EntryState
@@ -199,4 +209,33 @@ EXIT_PRINTERS: dict[str, ExitPrinter] = {
 # Exit kinds that also need something remembered at entry.
 CAPTURES: dict[str, Callable[[AbiDecoder, EntryState, int, ReadFn], None]] = {
     "socklen_inout": capture_int,
+}
+
+# What each exit kind above reads from the caller's memory (see ``reads.py``).
+EXIT_READS: dict[str, KindReads] = {
+    "fd_pair": fixed(EXIT, 8),
+    "path_out": string(EXIT, PATH_BYTES),
+    "buf_out": sized_by_return(lambda lim: lim.string_limit),
+    "buf_out_hex": sized_by_return(lambda lim: lim.string_limit),
+    "stat_out": fixed(EXIT, lambda lim: structs.STAT_LAYOUT["stat_out"][lim.word_size].size),
+    "stat64_out": fixed(EXIT,
+                        lambda lim: structs.STAT_LAYOUT["stat64_out"][lim.word_size].size),
+    "statx_out": fixed(EXIT, structs.STATX.size),
+    "timespec_out": fixed(EXIT, structs.TIMESPEC_64.size),
+    "timespec32_out": fixed(EXIT, structs.TIMESPEC_32.size),
+    "rusage_out": fixed(EXIT, lambda lim: structs.RUSAGE[lim.word_size].size),
+    "rlimit64_out": fixed(EXIT, structs.RLIMIT64.size),
+    "rlimit_out": fixed(EXIT, lambda lim: structs.RLIMIT[lim.word_size].size),
+    "timespec_rem": fixed(EXIT, structs.TIMESPEC_64.size),
+    "timespec32_rem": fixed(EXIT, structs.TIMESPEC_32.size),
+    "utsname_out": fixed(EXIT, 2 * structs.UTSNAME_FIELD),
+    "dirents64_out": sized_by_return(DIRENT_BYTES_LIMIT),
+    "dirents_out": sized_by_return(DIRENT_BYTES_LIMIT),
+    "wait_status": fixed(EXIT, 4),
+    "sigset_out": fixed(EXIT, SIGSET_BYTES_LIMIT),
+    "sigaction_out": fixed(EXIT, lambda lim: structs.SIGACTION[lim.word_size].size
+                           + SIGSET_BYTES_LIMIT),
+    # The caller's length before the call (capture_int) and the kernel's after it.
+    "socklen_inout": fixed(ENTRY, 4, EXIT),
+    "sockaddr_out": sized_by_pointer(EXIT, SOCKADDR_STORAGE_SIZE),
 }
