@@ -27,7 +27,7 @@ from xenhpt.syscalls.reads import MemoryRead
 from xenhpt.syscalls.table import SyscallTable, Template
 from xenhpt.syscalls.xlat import Constants
 from xenhpt.tracer.plugin_capture import capture_rules, region_reader
-from xenhpt.vmi.plugin_channel import REGION_CUT, REGION_TERMINATED
+from xenhpt.vmi.qemu.plugin_channel import REGION_CUT, REGION_TERMINATED
 
 STRING_LIMIT = 32
 STRING_PERIOD = 41  # a NUL every this many bytes of the universe

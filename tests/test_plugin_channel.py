@@ -18,7 +18,7 @@ from xenhpt.syscalls.reads import PATH_BYTES
 from xenhpt.syscalls.structs import STAT_LAYOUT
 from xenhpt.syscalls.table import SyscallTable
 from xenhpt.tracer.plugin_capture import PluginCapture, PluginStats, capture_rules
-from xenhpt.vmi import plugin_channel as pc
+from xenhpt.vmi.qemu import plugin_channel as pc
 
 RING = 1 << 12
 
@@ -96,7 +96,7 @@ def test_configure_writes_the_call_table_and_waits_for_the_plugin(tmp_path: Path
     thread.start()
     rules = [pc.Rule(pc.WHEN_ENTRY, pc.HOW_CSTRING, 1, PATH_BYTES)]
     channel.configure(pc.CaptureConfig(0xFFFFFFFF81000000, 0x1F000, 1, 2, 3, 4, 5, 6,
-                                       calls={(0, 257): rules, (1, 5): []}))
+                                       user32_cs=0x23, calls={(0, 257): rules, (1, 5): []}))
     thread.join()
     base = channel.config_offset
     enabled, _, exit_address = struct.unpack_from("<IIQ", channel._map, base)
@@ -115,7 +115,8 @@ def test_a_plugin_that_never_answers_is_a_clear_error(tmp_path: Path) -> None:
     make_file(path)
     channel = pc.PluginChannel(path)
     with pytest.raises(pc.ChannelError, match="did not take its configuration"):
-        channel.configure(pc.CaptureConfig(1, 2, 3, 4, 5, 6, 7, 8), timeout=0.05)
+        channel.configure(pc.CaptureConfig(1, 2, 3, 4, 5, 6, 7, 8, user32_cs=0x23),
+                          timeout=0.05)
     channel.close()
 
 

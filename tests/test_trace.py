@@ -20,7 +20,7 @@ import pytest
 
 from xenhpt.errors import LabError
 from xenhpt.lab import machine
-from xenhpt.vmi.qemu import QemuTarget
+from xenhpt.vmi.qemu.target import QemuTarget
 
 from .conftest import XENHPT, guest, run_xenhpt
 

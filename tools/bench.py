@@ -54,8 +54,8 @@ from xenhpt.lab import machine
 from xenhpt.linux.kernel import Kernel
 from xenhpt.output.stream import StreamSink
 from xenhpt.tracer.recording import load_recording, replay
-from xenhpt.vmi.gdbremote import GdbRemote
-from xenhpt.vmi.qemu import REGISTER_NUMBER, QemuTarget
+from xenhpt.vmi.qemu.gdbremote import GdbRemote
+from xenhpt.vmi.qemu.target import REGISTER_NUMBER, QemuTarget
 
 XENHPT = str(Path(sys.executable).with_name("xenhpt"))
 BIN = "/opt/xenhpt/bin"

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import BadUsage
 from ..linux.kernel import Kernel
 from ..syscalls.table import SyscallTable
-from ..vmi.plugin_channel import PluginChannel
+from ..vmi.qemu.plugin_channel import PluginChannel
 from ..vmi.target import Target
 from .capture import BreakpointCapture
 from .engine import SyscallEngine
@@ -32,7 +32,7 @@ def plugin_file_for(mode: str, target_name: str, target: Target, capture_file: P
     """
     if mode == "breakpoints":
         return None
-    found = capture_file or getattr(target, "capture_file", None)
+    found = capture_file or target.capture_file
     if mode == "plugin" and found is None:
         raise BadUsage(f"{target_name} has no capture plugin: start the lab with 'xenhpt lab "
                        "up --capture plugin', or give --capture-file")

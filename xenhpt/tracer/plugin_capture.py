@@ -1,7 +1,7 @@
 """Capture through QEMU's xenhpt_capture plugin: the fast source that feeds the same engine.
 
 The plugin copies, at the moment of each call, the registers, the calling task's identity
-and the guest memory the decoder will want, into a ring (``vmi/plugin_channel.py``). This
+and the guest memory the decoder will want, into a ring (``vmi/qemu/plugin_channel.py``). This
 module decides *what* memory that is — capture rules derived from the syscall templates
 and the string limit (``-s``) — and turns each ring record into a :class:`TrapRecord` whose
 ``read`` answers from the copied bytes. A read the rules did not foresee falls back to the
@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from ..errors import MemoryReadError, ProfileError
 from ..linux.current import CurrentTask
 from ..linux.kernel import Kernel
+from ..linux.segments import USER32_CS
 from ..syscalls import reads
 from ..syscalls.decode import memory_reads
 from ..syscalls.render import signed
 from ..syscalls.table import SyscallTable, Template
-from ..vmi.plugin_channel import (
+from ..vmi.qemu.plugin_channel import (
     ABI_INDEX,
     HOW_BY_ARG,
     HOW_BY_DEREF,
@@ -87,7 +88,8 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
         task_comm=profile.offset("task_struct", "comm"),
         task_real_parent=profile.offset("task_struct", "real_parent"),
         regs_orig_ax=profile.offset("pt_regs", "orig_ax"),
-        regs_ax=profile.offset("pt_regs", "ax"), unknown_selected=numbers is None,
+        regs_ax=profile.offset("pt_regs", "ax"), user32_cs=USER32_CS,
+        unknown_selected=numbers is None,
         refresh_address=kernel.symbol(EXEC_REFRESH) if kernel.has_symbol(EXEC_REFRESH) else 0,
         identity_addresses=identity_points(kernel))
     for abi, index in ABI_INDEX.items():
@@ -158,9 +160,8 @@ class PluginCapture:
         self.channel.heartbeat()
         batch = self.channel.read(limit)
         if batch:
-            flush = getattr(getattr(self.target, "paging", None), "flush", None)
-            if flush is not None:
-                flush()  # late reads see the guest as it is now, not a cached old mapping
+            # Late reads see the guest as it is now, not a cached old mapping.
+            self.target.flush_translations()
             for raw in batch:
                 self._feed(raw)
         self._update_counters()
