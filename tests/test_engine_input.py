@@ -10,7 +10,7 @@ import pytest
 from xenhpt.errors import MemoryReadError
 from xenhpt.syscalls.decode import Decoder
 from xenhpt.syscalls.table import SyscallTable
-from xenhpt.tracer.engine import SyscallEngine
+from xenhpt.tracer.engine import CallFilter, SyscallEngine
 from xenhpt.tracer.recording import RecordingEngine, load_recording, replay
 from xenhpt.tracer.records import SyscallRecord, TaskIdentity, TrapRecord
 
@@ -108,3 +108,29 @@ def test_a_copy_made_at_the_call_is_not_read_again() -> None:
     engine.feed(TrapRecord("exit", 1.1, 0, SHELL, None, None, readlink.nr, ret=-22,
                            read=_mapped))
     assert [c.decoded for c in sink.calls] == ['readlink(0x401000, 0x500000, 64)']
+
+
+def _getpid(task: TaskIdentity, ts: float) -> list[TrapRecord]:
+    getpid = SyscallTable.load("x86_64").by_name("getpid")
+    assert getpid is not None
+    return [TrapRecord("entry", ts, 1, task, "x86_64", "syscall", getpid.nr, ()),
+            TrapRecord("exit", ts + 0.01, 1, task, None, None, getpid.nr, ret=task.pid)]
+
+
+def test_with_follow_a_child_is_traced_from_its_first_call_even_before_the_fork_returns(
+        ) -> None:
+    """On two vCPUs the child can run before its parent's clone returns to the parent."""
+    clone = SyscallTable.load("x86_64").by_name("clone")
+    assert clone is not None
+    child = TaskIdentity(task=0xFFFF_8880_0200_0000, pid=78, tid=78, ppid=SHELL.pid, comm=b"sh")
+    grandchild = TaskIdentity(task=0xFFFF_8880_0300_0000, pid=79, tid=79, ppid=78, comm=b"cat")
+    stranger = TaskIdentity(task=0xFFFF_8880_0400_0000, pid=80, tid=80, ppid=1, comm=b"cat")
+    sink = Collect()
+    engine = SyscallEngine(Decoder(32), sink, CallFilter(pids={SHELL.pid}, follow=True))
+    engine.feed(TrapRecord("entry", 1.0, 0, SHELL, "x86_64", "syscall", clone.nr,
+                           (0x1200011, 0, 0, 0, 0)))
+    for record in _getpid(child, 1.1) + _getpid(grandchild, 1.2) + _getpid(stranger, 1.3):
+        engine.feed(record)
+    engine.feed(TrapRecord("exit", 1.4, 0, SHELL, None, None, clone.nr, ret=child.pid))
+    assert [(c.pid, c.name) for c in sink.calls] == [(78, "getpid"), (79, "getpid"),
+                                                      (77, "clone")]

@@ -50,9 +50,18 @@ class CallFilter:
     def wants_task(self, task: TaskIdentity) -> bool:
         if task.pid in self.followed:
             return True
+        if self.follow and task.ppid in self.followed:
+            # A child whose first call came before its parent's fork returned (another
+            # vCPU ran it first): strace -f follows a child from its birth, so do we.
+            self.followed.add(task.pid)
+            return True
         if self.pids is not None and task.pid not in self.pids:
             return False
-        return self.comm is None or task.comm == self.comm
+        if self.comm is not None and task.comm != self.comm:
+            return False
+        if self.follow:
+            self.followed.add(task.pid)  # its children are followed from their first call
+        return True
 
     def forked(self, parent: TaskIdentity, child_pid: int) -> None:
         if self.follow and self.wants_task(parent):
