@@ -134,3 +134,15 @@ def test_with_follow_a_child_is_traced_from_its_first_call_even_before_the_fork_
     engine.feed(TrapRecord("exit", 1.4, 0, SHELL, None, None, clone.nr, ret=child.pid))
     assert [(c.pid, c.name) for c in sink.calls] == [(78, "getpid"), (79, "getpid"),
                                                       (77, "clone")]
+
+
+def test_an_exec_is_not_read_again_at_its_exit_where_the_new_program_stands() -> None:
+    """The refresh read the arguments; the exit's memory is the new program's."""
+    records = _exec_records()
+    for record in records:
+        record.reads_live = True
+    sink = Collect()
+    engine = SyscallEngine(Decoder(32), sink)
+    for record in records:
+        engine.feed(record)
+    assert [c.decoded for c in sink.calls] == ['execve("/bin/true", NULL, NULL)']

@@ -161,6 +161,7 @@ class SyscallEngine:
         if pending is None or pending.name not in EXEC_CALLS:
             return False
         self._decode_entry_again(pending, record.read or _unreadable)
+        pending.unreadable_at_entry = False
         return True
 
     def _decode_entry_again(self, pending: _Pending, read: ReadMemory) -> None:
@@ -183,7 +184,8 @@ class SyscallEngine:
             self._emit_unfinished(pending)
             self.stats.unpaired_exits += 1
             return
-        if pending.unreadable_at_entry and record.reads_live and record.read is not None:
+        if (pending.unreadable_at_entry and record.reads_live and record.read is not None
+                and pending.name not in EXEC_CALLS):  # (an exec's exit sees the new program)
             # A page the caller had not touched yet (a fresh static binary's literal):
             # the kernel faulted it in during the call, so the exit can read it, as the
             # capture plugin does with its second copy at the exit.
