@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import MemoryReadError, TargetGone, XenhptError
-from ..target import KernelTables, Trap
+from ..target import Trap
 from ..x86.emulate import MAX_INSTRUCTION, UnsupportedInstruction, decode, emulate
-from ..x86.paging import PageWalker, levels_from_cr4
+from ..x86.paging import PagedMemory, PageWalker, levels_from_cr4
 from .gdbremote import GdbRemote
 from .memory import GdbPhysicalMemory, MappedRam
 
@@ -50,7 +50,7 @@ def _attach_clean(host: str, port: int) -> GdbRemote:
     return GdbRemote(host, port)
 
 
-class QemuTarget:
+class QemuTarget(PagedMemory):
     """:class:`~xenhpt.vmi.target.Target` over QEMU's gdbstub."""
 
     live = True
@@ -101,22 +101,6 @@ class QemuTarget:
             finally:
                 self.resume()
         return self._memory.read_physical(address, size)
-
-    def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
-        return self.paging.read(dtb, address, size)
-
-    def translate(self, dtb: int, address: int) -> int:
-        return self.paging.translate(dtb, address)
-
-    @property
-    def paging_levels(self) -> int | None:
-        return self.paging.levels if self.paging.levels_known else None
-
-    def set_kernel_paging(self, levels: int, kernel_tables: KernelTables) -> None:
-        self.paging.levels = levels  # the gdbstub places traps by virtual address
-
-    def flush_translations(self) -> None:
-        self.paging.flush()
 
     # -- vCPUs -----------------------------------------------------------------------------
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from ...errors import SnapshotError, XenhptError
-from ..target import KernelTables, Trap
-from ..x86.paging import PageWalker, levels_from_cr4
+from ..target import Trap
+from ..x86.paging import PagedMemory, PageWalker, levels_from_cr4
 from .formats import describe
 from .libvmi_file import LibvmiFileMemory
 from .memory import SegmentedMemory, SnapshotLayout
@@ -76,7 +76,7 @@ def open_snapshot(path: Path, reader: Reader = "mmap") -> SnapshotTarget:
     return SnapshotTarget(path, layout, LibvmiFileMemory(path))
 
 
-class SnapshotTarget:
+class SnapshotTarget(PagedMemory):
     """:class:`~xenhpt.vmi.target.Target` over a memory snapshot: memory and saved vCPUs only."""
 
     live = False
@@ -115,22 +115,6 @@ class SnapshotTarget:
 
     def read_physical(self, address: int, size: int) -> bytes:
         return self._memory.read_physical(address, size)
-
-    def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
-        return self.paging.read(dtb, address, size)
-
-    def translate(self, dtb: int, address: int) -> int:
-        return self.paging.translate(dtb, address)
-
-    @property
-    def paging_levels(self) -> int | None:
-        return self.paging.levels if self.paging.levels_known else None
-
-    def set_kernel_paging(self, levels: int, kernel_tables: KernelTables) -> None:
-        self.paging.levels = levels  # a snapshot takes no traps: the tables are not needed
-
-    def flush_translations(self) -> None:
-        self.paging.flush()
 
     # -- vCPUs -----------------------------------------------------------------------------
 

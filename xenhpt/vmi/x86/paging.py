@@ -119,3 +119,32 @@ class PageWalker:
             address = canonical(address + chunk, self.levels)
             size -= chunk
         return bytes(out)
+
+
+class PagedMemory:
+    """The virtual half of a ``Target`` for a backend that walks x86 page tables itself.
+
+    Mixed into the backends (as Volatility 3 puts paging on the architecture layer): they
+    set ``self.paging`` to a :class:`PageWalker` over their physical memory, and get the
+    protocol's virtual reads, translations and paging mode from it.
+    """
+
+    paging: PageWalker
+
+    def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
+        return self.paging.read(dtb, address, size)
+
+    def translate(self, dtb: int, address: int) -> int:
+        return self.paging.translate(dtb, address)
+
+    @property
+    def paging_levels(self) -> int | None:
+        return self.paging.levels if self.paging.levels_known else None
+
+    def set_kernel_paging(self, levels: int, kernel_tables: Callable[[int], int]) -> None:
+        """The kernel's paging mode; ``kernel_tables`` matters only to a backend that
+        places traps by physical address (it overrides this)."""
+        self.paging.levels = levels
+
+    def flush_translations(self) -> None:
+        self.paging.flush()

@@ -38,7 +38,7 @@ from typing import Any
 from ...errors import MemoryReadError, XenhptError
 from ..target import KernelTables, Trap
 from ..x86.emulate import MAX_INSTRUCTION, emulate
-from ..x86.paging import PageWalker, dtb_from_cr3, levels_from_cr4
+from ..x86.paging import PagedMemory, PageWalker, dtb_from_cr3, levels_from_cr4
 from .breakpoints import TRAP_PATCHES, BreakpointBook, repair_leftovers, state_path
 from .monitor import release_stale_monitor
 from .msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP, MsrChange, MsrWatch
@@ -86,7 +86,7 @@ def exception_trap_unavailable(method: str) -> XenhptError:
         "xenhpt traps the entry points with INT3 instead")
 
 
-class XenTarget:
+class XenTarget(PagedMemory):
     """:class:`~xenhpt.vmi.target.Target` over LibVMI for a live Xen HVM/PVH domain.
 
     ``connect(events)`` returns a LibVMI-like object for the domain (partial init; with
@@ -172,22 +172,9 @@ class XenTarget:
         if written != len(data):
             raise MemoryReadError(address + written, "short guest-physical write")
 
-    def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
-        return self.paging.read(dtb, address, size)
-
-    def translate(self, dtb: int, address: int) -> int:
-        return self.paging.translate(dtb, address)
-
-    @property
-    def paging_levels(self) -> int | None:
-        return self.paging.levels if self.paging.levels_known else None
-
     def set_kernel_paging(self, levels: int, kernel_tables: KernelTables) -> None:
-        self.paging.levels = levels
-        self._kernel_tables = kernel_tables
-
-    def flush_translations(self) -> None:
-        self.paging.flush()
+        super().set_kernel_paging(levels, kernel_tables)
+        self._kernel_tables = kernel_tables  # INT3s go in by physical address
 
     def _kernel_physical(self, cr3: int, address: int) -> int:
         """Physical address of kernel ``address``: CR3 as it is, else the kernel's tables
