@@ -1,12 +1,13 @@
 """Capture through QEMU's xenhpt_capture plugin: the fast source that feeds the same engine.
 
 The plugin copies, at the moment of each call, the registers, the calling task's identity
-and the guest memory the decoder will want, into a ring (``vmi/qemu/plugin_channel.py``). This
-module decides *what* memory that is — capture rules derived from the syscall templates
-and the string limit (``-s``) — and turns each ring record into a :class:`TrapRecord` whose
-``read`` answers from the copied bytes. A read the rules did not foresee falls back to the
-guest's memory as it is now, through the target, and is counted (``late_reads``): such a
-read may see memory the guest has changed since.
+and the guest memory the decoder will want, into a ring (``vmi/qemu/plugin_channel.py``).
+*What* memory that is, the printers declare beside themselves (``syscalls/reads.py``); this
+module only translates those declarations into the plugin's capture rules, and turns each
+ring record into a :class:`TrapRecord` whose ``read`` answers from the copied bytes. A read
+the rules did not foresee falls back to the guest's memory as it is now, through the
+target, and is counted (``late_reads``): such a read may see memory the guest has changed
+since.
 """
 
 from __future__ import annotations
