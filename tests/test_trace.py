@@ -145,6 +145,18 @@ def test_a_selective_trace_knows_each_calls_mechanism(lab: machine.LabState) -> 
         assert getpid[0]["mechanism"] == hello[0]["mechanism"] == mechanism, mine
 
 
+def test_a_path_unreadable_at_the_call_is_read_at_its_exit(lab: machine.LabState) -> None:
+    """A fresh static binary's first readlink("/proc/self/exe"): the literal's page is not
+    mapped yet at the call (it printed as 0x48e078); the kernel faults it in, so the exit
+    can read it."""
+    trace = Trace("-e", "trace=readlink", "--comm", "bench_true", "--json", "--duration", "15")
+    in_guest("/opt/xenhpt/bin/bench_true")
+    out, _ = trace.finish()
+    calls = [r for r in records(out) if r.get("type") == "syscall" and r["name"] == "readlink"]
+    assert calls and all(r["decoded"].startswith('readlink("/proc/self/exe", ')
+                         for r in calls), calls
+
+
 def test_exec_arguments_in_pages_fork_did_not_map_are_shown(lab: machine.LabState) -> None:
     """bench_shell, a static binary, forks and execs sh with string literals: in the child
     those pages are not mapped until the kernel's own copy faults them in."""
