@@ -26,7 +26,8 @@ from xenhpt.syscalls.memory import PAGE_SIZE
 from xenhpt.syscalls.reads import MemoryRead
 from xenhpt.syscalls.table import SyscallTable, Template
 from xenhpt.syscalls.xlat import Constants
-from xenhpt.tracer.plugin_capture import capture_rules, region_reader
+from xenhpt.tracer.plugin_capture import capture_rules
+from xenhpt.tracer.plugin_records import region_reader
 from xenhpt.vmi.qemu.plugin_channel import REGION_CUT, REGION_TERMINATED
 
 STRING_LIMIT = 32

@@ -17,7 +17,8 @@ from xenhpt.errors import MemoryReadError
 from xenhpt.syscalls.reads import PATH_BYTES
 from xenhpt.syscalls.structs import STAT_LAYOUT
 from xenhpt.syscalls.table import SyscallTable
-from xenhpt.tracer.plugin_capture import PluginCapture, PluginStats, capture_rules
+from xenhpt.tracer.plugin_capture import capture_rules
+from xenhpt.tracer.plugin_records import RecordFeeder
 from xenhpt.vmi.qemu import plugin_channel as pc
 
 RING = 1 << 12
@@ -138,24 +139,22 @@ class _Memory:
 
 def test_reader_serves_captured_bytes_and_counts_late_reads() -> None:
     memory = _Memory()
-    capture = PluginCapture.__new__(PluginCapture)  # only the reader is under test
-    capture.target = memory
-    capture.stats = pc_stats = PluginStats()
+    feeder = RecordFeeder(None, memory.read_virtual)  # only the reader is under test
     raw = pc.RawRecord("entry", "x86_64", "syscall", 0, True, 0.0, 1, 2, 2, 1, b"sh", 0,
                        (0,) * 6, 0, 0, 0, 0x1000, [])
     regions = [(0x1000, pc.REGION_TERMINATED, b"abc\0"), (0x2000, pc.REGION_CUT, b"xy"),
                (0x3000, 0, b"0123456789")]
-    read = capture._reader(raw, regions)
+    read = feeder._reader(raw, regions)
     assert read(0x1000, 4) == b"abc\0"
     assert read(0x1000, 8) == b"abc\0\0\0\0\0"  # past a string's NUL: zeros
     assert read(0x3002, 3) == b"234"
     with pytest.raises(MemoryReadError):
         read(0x2000, 4)  # the page after "xy" was unreadable at the call
     assert read(0x2000, 2) == b"xy"
-    assert pc_stats.late_reads == 0 and memory.reads == []
+    assert feeder.late_reads == 0 and memory.reads == []
     assert read(0x1004, 2) == b"LL"  # the next string (argv): not this region's
     assert read(0x3008, 4) == b"LLLL"  # runs past a complete copy: read the guest now
-    assert pc_stats.late_reads == 2 and memory.reads == [(0x1004, 2), (0x3008, 4)]
+    assert feeder.late_reads == 2 and memory.reads == [(0x1004, 2), (0x3008, 4)]
 
 
 def test_capture_rules_follow_the_templates() -> None:

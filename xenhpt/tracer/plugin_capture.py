@@ -16,13 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import MemoryReadError, ProfileError
+from ..errors import ProfileError
 from ..linux.current import CurrentTask
 from ..linux.kernel import Kernel
 from ..linux.segments import USER32_CS
 from ..syscalls import reads
 from ..syscalls.decode import memory_reads
-from ..syscalls.render import signed
 from ..syscalls.table import SyscallTable, Template
 from ..vmi.qemu.plugin_channel import (
     ABI_INDEX,
@@ -33,24 +32,18 @@ from ..vmi.qemu.plugin_channel import (
     HOW_FIXED,
     HOW_STACK,
     HOW_STRINGS,
-    REGION_CUT,
-    REGION_TERMINATED,
     WHEN_ENTRY,
     WHEN_EXIT,
     CaptureConfig,
     ChannelCounters,
     PluginChannel,
-    RawRecord,
     Rule,
 )
 from ..vmi.target import Target
 from .engine import EXEC_CALLS, SyscallEngine
-from .records import TaskIdentity, TrapRecord
+from .plugin_records import RecordFeeder
 from .source import STOP_GRACE_SECONDS, CaptureReport
 from .trappoints import EXEC_REFRESH, EXIT_FUNCTION, identity_points
-
-MASK32 = 0xFFFF_FFFF
-UNKNOWN_TASK = TaskIdentity(task=0, pid=-1, tid=-1, ppid=-1, comm=b"?")
 
 _WHEN = {reads.ENTRY: WHEN_ENTRY, reads.EXIT: WHEN_EXIT}
 _HOW = {reads.CSTRING: HOW_CSTRING, reads.FIXED: HOW_FIXED, reads.BY_ARG: HOW_BY_ARG,
@@ -109,9 +102,6 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
 
 @dataclass
 class PluginStats:
-    records: int = 0  # ring records handed to the engine
-    late_reads: int = 0  # decoder reads not covered by the capture rules
-    unknown_task: int = 0
     dropped: int = 0  # records the plugin dropped on a full ring during this trace
     stale_stops: int = 0  # the plugin stopped itself: our heartbeat went missing
     undecoded: int = 0  # records still in the ring when the trace had to end
@@ -128,10 +118,9 @@ class PluginCapture:
         self.target = target
         self.config = config
         self.stats = PluginStats()
+        self.feeder = RecordFeeder(engine, target.read_virtual)
         self._start: ChannelCounters | None = None
         self._started = False
-        # Entries waiting for their exit record's second copy of argument memory.
-        self._held: dict[int, RawRecord] = {}
         self.description = "capture plugin"
         self.plugin_file = channel.path
 
@@ -164,7 +153,7 @@ class PluginCapture:
             # Late reads see the guest as it is now, not a cached old mapping.
             self.target.flush_translations()
             for raw in batch:
-                self._feed(raw)
+                self.feeder.feed(raw)
         self._update_counters()
         return len(batch)
 
@@ -179,16 +168,14 @@ class PluginCapture:
                 if not self.drain_batch():
                     break
         self.stats.undecoded = self.channel.pending_records()
-        for held in list(self._held.values()):
-            self._feed_entry(held, held.regions)
-        self._held.clear()
+        self.feeder.finish()
         self._update_counters()
         self.channel.release()
         self.channel.close()
-        s = self.stats
-        return CaptureReport("plugin", events=s.records, unknown_task=s.unknown_task,
-                             dropped=s.dropped, undecoded=s.undecoded,
-                             late_reads=s.late_reads, confirmed=confirmed)
+        f = self.feeder
+        return CaptureReport("plugin", events=f.records, unknown_task=f.unknown_task,
+                             dropped=self.stats.dropped, undecoded=self.stats.undecoded,
+                             late_reads=f.late_reads, confirmed=confirmed)
 
     def _update_counters(self) -> None:
         if self._start is None:
@@ -196,73 +183,3 @@ class PluginCapture:
         now = self.channel.counters()
         self.stats.dropped = now.dropped - self._start.dropped
         self.stats.stale_stops = now.stale_stops - self._start.stale_stops
-
-    # -- one record ------------------------------------------------------------------------
-
-    def _feed(self, raw: RawRecord) -> None:
-        self.stats.records += 1
-        if not raw.task_known:
-            self.stats.unknown_task += 1
-        if raw.kind == "refresh":
-            held = self._held.get(raw.task)
-            if held is not None:
-                held.regions = held.regions + raw.regions
-            return
-        held = self._held.pop(raw.task, None) if raw.task_known else None
-        if raw.kind == "entry":
-            if held is not None:  # its exit never came: the engine reports it unfinished
-                self._feed_entry(held, held.regions)
-            if raw.retry_at_exit and raw.task_known:
-                self._held[raw.task] = raw
-            else:
-                self._feed_entry(raw, raw.regions)
-            return
-        if held is not None:
-            self._feed_entry(held, held.regions + raw.regions)
-        self.engine.feed(TrapRecord("exit", raw.ts, raw.vcpu, self._identity(raw), None, None,
-                                    signed(raw.nr, 64), ret=raw.ret,
-                                    read=self._reader(raw, raw.regions)))
-
-    def _feed_entry(self, raw: RawRecord, regions: list[tuple[int, int, bytes]]) -> None:
-        self.engine.feed(TrapRecord("entry", raw.ts, raw.vcpu, self._identity(raw), raw.abi,
-                                     raw.mechanism, raw.nr, raw.args,
-                                     read=self._reader(raw, regions), stack_pointer=raw.sp))
-
-    @staticmethod
-    def _identity(raw: RawRecord) -> TaskIdentity:
-        if not raw.task_known:
-            return UNKNOWN_TASK
-        return TaskIdentity(raw.task, raw.pid, raw.tid, raw.ppid, raw.comm)
-
-    def _reader(self, raw: RawRecord, regions: list[tuple[int, int, bytes]]
-                ) -> Callable[[int, int], bytes]:
-        cr3, target, stats = raw.cr3, self.target, self.stats
-
-        def late(address: int, size: int) -> bytes:
-            stats.late_reads += 1
-            return target.read_virtual(cr3, address, size)
-
-        return region_reader(regions, MASK32 if raw.abi == "i386" else (1 << 64) - 1, late)
-
-
-def region_reader(regions: list[tuple[int, int, bytes]], mask: int,
-                  late: Callable[[int, int], bytes]) -> Callable[[int, int], bytes]:
-    """``read(address, size)`` answered from the regions the plugin copied at the call;
-    what they do not hold goes to ``late`` (the guest as it is now)."""
-
-    def read(address: int, size: int) -> bytes:
-        address &= mask
-        for start, flags, data in regions:
-            offset = address - start
-            if offset < 0 or offset >= len(data):
-                continue  # (the next string of an argv starts right after this one)
-            if offset + size <= len(data):
-                return data[offset:offset + size]
-            if flags & REGION_TERMINATED:
-                # Past a string's NUL: what follows did not matter to anyone.
-                return data[offset:] + bytes(offset + size - len(data))
-            if flags & REGION_CUT:
-                raise MemoryReadError(start + len(data), "unreadable at the call")
-        return late(address, size)
-
-    return read

@@ -20,6 +20,7 @@ import os
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -299,25 +300,78 @@ class PluginChannel:
             at = ring + (tail & mask)
             size, kind = _SIZE_KIND.unpack_from(buf, at)
             tail += size
-            if kind == 0:
-                continue  # padding to the ring's end: as short as 8 bytes
-            fields = _RECORD.unpack_from(buf, at)
-            regions = []
-            offset = at + _RECORD.size
-            for _ in range(fields[4]):
-                address, length, flags = _REGION.unpack_from(buf, offset)
-                offset += _REGION.size
-                regions.append((address, flags, bytes(buf[offset:offset + length])))
-                offset += (length + 7) & ~7
-            out.append(RawRecord(
-                _KINDS[kind], ABI_NAMES[fields[2]], MECHANISMS[fields[3]],
-                fields[5], not fields[6] & 1, fields[7] / 1e9, fields[8], fields[9], fields[10],
-                fields[11], fields[13].split(b"\0", 1)[0], fields[14], fields[15:21],
-                fields[21], fields[22], fields[23], fields[24], regions,
-                bool(fields[6] & FLAG_RETRY_AT_EXIT)))
+            if kind != 0:  # (0: padding to the ring's end, as short as 8 bytes)
+                out.append(_parse_record(buf, at, kind))
         self._tail = tail
         self._set_u64(_TAIL, tail)
         return out
 
+    def read_bytes(self, limit: int = 16 << 20) -> bytes:
+        """The ring's unread records as they lie, up to about ``limit`` bytes (whole
+        records, padding included): what a capture file saves, at memory-copy speed."""
+        head = min(self._u64(_HEAD), self._tail + limit)
+        tail = self._tail
+        mask = self.ring_size - 1
+        pieces = []
+        while tail < head:
+            start = tail & mask
+            # Up to the ring's end at most: no record wraps (the plugin pads instead).
+            end = min(start + (head - tail), self.ring_size)
+            # Stop at a record boundary: walk the sizes of this stretch.
+            at, stop = start, start
+            while at < end:
+                size, _ = _SIZE_KIND.unpack_from(self._map, self.ring_offset + at)
+                if size == 0 or at + size > end:
+                    break  # torn or corrupt, or past what was asked: end here
+                at += size
+                stop = at
+            if stop == start:
+                break
+            pieces.append(self._map[self.ring_offset + start:self.ring_offset + stop])
+            tail += stop - start
+        self._tail = tail
+        self._set_u64(_TAIL, tail)
+        return b"".join(pieces)
+
     def close(self) -> None:
         self._map.close()
+
+
+def _parse_record(buf: bytes | mmap.mmap, at: int, kind: int) -> RawRecord:
+    fields = _RECORD.unpack_from(buf, at)
+    regions = []
+    offset = at + _RECORD.size
+    for _ in range(fields[4]):
+        address, length, flags = _REGION.unpack_from(buf, offset)
+        offset += _REGION.size
+        regions.append((address, flags, bytes(buf[offset:offset + length])))
+        offset += (length + 7) & ~7
+    return RawRecord(
+        _KINDS[kind], ABI_NAMES[fields[2]], MECHANISMS[fields[3]],
+        fields[5], not fields[6] & 1, fields[7] / 1e9, fields[8], fields[9], fields[10],
+        fields[11], fields[13].split(b"\0", 1)[0], fields[14], fields[15:21],
+        fields[21], fields[22], fields[23], fields[24], regions,
+        bool(fields[6] & FLAG_RETRY_AT_EXIT))
+
+
+def parse_records(data: bytes) -> Iterator[RawRecord]:
+    """The records in ring bytes saved by :meth:`PluginChannel.read_bytes`, in order.
+
+    Raises ChannelError at a record that does not fit (a truncated or corrupt file),
+    after yielding every whole record before it.
+    """
+    at, end = 0, len(data)
+    while at < end:
+        if end - at < _SIZE_KIND.size:
+            raise ChannelError(f"a record is cut short at byte {at}")
+        size, kind = _SIZE_KIND.unpack_from(data, at)
+        if size < 8 or at + size > end or kind >= len(_KINDS):
+            raise ChannelError(f"no valid record at byte {at} (truncated or corrupt)")
+        if kind != 0:
+            if size < _RECORD.size:
+                raise ChannelError(f"record at byte {at} is shorter than its header")
+            try:
+                yield _parse_record(data, at, kind)
+            except (struct.error, IndexError):
+                raise ChannelError(f"record at byte {at} is corrupt") from None
+        at += size
