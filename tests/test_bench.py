@@ -256,7 +256,7 @@ def test_quick_benchmark_prints_the_table_and_json(tmp_path: Path) -> None:
     document = json.loads(results.read_text())
     conditions = {"untraced", "xenhpt-full", "xenhpt-selective", "strace-full",
                   "strace-selective", "plugin-untraced", "xenhpt-plugin-full",
-                  "xenhpt-plugin-selective"}
+                  "xenhpt-plugin-selective", "xenhpt-plugin-save"}
     assert set(document["summary"]) == {"syscall", "shell", "arithmetic", "spawn"}
     for workload, by_condition in document["summary"].items():
         assert set(by_condition) == conditions, workload
@@ -266,5 +266,8 @@ def test_quick_benchmark_prints_the_table_and_json(tmp_path: Path) -> None:
             row = next(line for line in done.stdout.splitlines()
                        if line.startswith(f"| {workload} | {condition} |"))
             assert "—" not in row.split("|")[3], row  # a score was measured
-    assert len(document["runs"]) == 32
+    assert len(document["runs"]) == 4 * len(conditions)
     assert document["pipeline"]["text"]["us_per_record"] > 0
+    # The saved syscall storm was decoded, and said how fast.
+    assert [d["records"] > 0 and d["records_per_s"] > 0 for d in document["saved_decodes"]] \
+        == [True]

@@ -9,6 +9,8 @@ stop or a killed tracer, drops counted and reported) are checked here.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import signal
 import subprocess
 import threading
@@ -96,6 +98,45 @@ def test_dash_p_covers_every_thread(plugin_lab: machine.LabState) -> None:
 def test_selective_filtering_happens_in_the_plugin(plugin_lab: machine.LabState) -> None:
     # With the plugin, "traps" are the records it wrote: unselected calls write none.
     checks.test_selective_trace_costs_far_fewer_traps_than_a_full_one(plugin_lab)
+
+
+# --- saved captures (trace --save, decode) ---------------------------------------------------
+
+def test_a_saved_capture_decodes_to_what_a_live_trace_shows(plugin_lab: machine.LabState,
+                                                            tmp_path: Path) -> None:
+    saved = tmp_path / "write.xcap"
+    where = f"/tmp/xenhpt-{secrets.token_hex(4)}"
+    text = secrets.token_urlsafe(12)
+    trace = checks.Trace("-e", "trace=openat,write", "--save", str(saved), "--duration", "15")
+    shell = int(checks.in_guest(f"echo $$; echo {text} > {where}").stdout.split()[0])
+    out, err = trace.finish()
+    assert out == "" and "records saved to" in err, err  # nothing decoded live
+    done = subprocess.run([XENHPT, "decode", str(saved), "--json", "-v"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    calls = [r for r in checks.records(done.stdout)
+             if r.get("type") == "syscall" and r["pid"] == shell]
+    opens = [r for r in calls if r["name"] == "openat" and f'"{where}"' in r["decoded"]]
+    writes = [r for r in calls if r["name"] == "write" and f'"{text}\\n"' in r["decoded"]]
+    assert opens and opens[0]["ret"] >= 0 and "O_CREAT" in opens[0]["decoded"], calls
+    assert writes and writes[0]["ret"] == len(text) + 1, calls
+    assert "0 reads not in the capture" in done.stderr, done.stderr
+
+
+def test_a_saved_storm_is_decoded_record_for_record(plugin_lab: machine.LabState,
+                                                    busy_plugin_guest: None,
+                                                    tmp_path: Path) -> None:
+    saved = tmp_path / "storm.xcap"
+    trace = checks.Trace("--save", str(saved), "--duration", "5")
+    _, err = trace.finish()
+    records = int(re.search(r"(\d+) records saved to", err).group(1))
+    assert records > 1000, err
+    done = subprocess.run([XENHPT, "decode", str(saved), "-o", str(tmp_path / "storm.txt"),
+                           "-v"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert re.search(rf"\({records} records,", done.stderr), done.stderr
+    decoded = int(re.search(r"(\d+) decoded", done.stderr).group(1))
+    assert decoded >= records // 2 - 1, done.stderr  # an entry and an exit per call
 
 
 # --- stopping ------------------------------------------------------------------------------

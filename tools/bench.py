@@ -14,7 +14,9 @@ Conditions, interleaved in every repetition (their order rotates): untraced; xen
 gdbstub lab (system QEMU 7.2) — and, on a second lab booted beside it (QEMU 10 with the
 capture plugin, ``lab up --capture plugin``): plugin-untraced (the plugin loaded, capture
 off: that lab's baseline), xenhpt-plugin-full and xenhpt-plugin-selective, whose records
-dropped on a full ring are counted too.
+dropped on a full ring are counted too, and xenhpt-plugin-save (full, ``--save`` to a file
+in /var/tmp: the records saved at ring speed; each saved syscall storm is then decoded by
+``xenhpt decode`` and timed, records/s).
 
 Scores are rates, measured twice: by the guest's clock (what the workload prints) and by
 the host's wall clock between markers the workload writes on the console. While a debugger
@@ -60,6 +62,8 @@ from xenhpt.vmi.qemu.target import REGISTER_NUMBER, QemuTarget
 XENHPT = str(Path(sys.executable).with_name("xenhpt"))
 BIN = "/opt/xenhpt/bin"
 SELECTION = "trace=%file,%process"
+SAVE_PLACEHOLDER = "{save}"  # replaced by a fresh file per run
+SAVE_DIR = Path("/var/tmp")  # on disk: a storm saves hundreds of MB a second
 WORKLOADS = {  # name -> (guest command taking the duration, unit)
     "syscall": (f"{BIN}/bench_syscall", "loops/s"),
     "shell": (f"{BIN}/bench_shell", "runs/min"),
@@ -76,6 +80,8 @@ CONDITIONS = {  # name -> (lab, xenhpt trace arguments or None, in-guest prefix)
     "plugin-untraced": ("plugin", None, ""),
     "xenhpt-plugin-full": ("plugin", [], ""),
     "xenhpt-plugin-selective": ("plugin", ["-e", SELECTION], ""),
+    # Full, saving the ring's records to a file for a later `xenhpt decode` (lossless).
+    "xenhpt-plugin-save": ("plugin", ["--save", SAVE_PLACEHOLDER], ""),
 }
 BASELINE = {"gdbstub": "untraced", "plugin": "plugin-untraced"}  # ratios are per lab
 PAPER = {"syscall": "13.8 / 100.4 / 60.6", "shell": "1.90 / 2.61 / 2.20", "arithmetic": "≈ 1.00",
@@ -181,12 +187,20 @@ def run_once(directory: Path, marks: ConsoleMarks, workload: str, condition: str
     tag = f"{workload}.{condition}.{repetition}.{time.monotonic_ns()}"
     command = (f"XENHPT_BENCH_MARK=/dev/ttyS0 XENHPT_BENCH_TAG={tag} "
                f"{prefix}{program} {duration}")
+    saved = None
+    if trace_args is not None and SAVE_PLACEHOLDER in trace_args:
+        saved = Path(tempfile.mkstemp(prefix="xenhpt-bench-", suffix=".xcap", dir=SAVE_DIR)[1])
+        trace_args = [str(saved) if a == SAVE_PLACEHOLDER else a for a in trace_args]
     tracer = Tracer(directory, trace_args) if trace_args is not None else None
     try:
         result = machine.exec_in_guest(command, timeout=600 + 200 * duration,
                                        directory=directory)
     finally:
         traced = tracer.stop() if tracer is not None else None
+        if saved is not None:
+            if traced is not None and workload == "syscall":
+                SAVED_DECODES.append(decode_saved(saved, traced[0]))
+            saved.unlink(missing_ok=True)
     match = SCORE.search(result.stdout)
     if result.status != 0 or not match:
         raise RuntimeError(f"{command} failed ({result.status}): {result.stdout}"
@@ -199,6 +213,22 @@ def run_once(directory: Path, marks: ConsoleMarks, workload: str, condition: str
     if traced is not None:
         run.traps, run.trace_seconds, run.tracer_cpu, run.dropped = traced
     return run
+
+
+# Decoding speed of the saved syscall storms (`xenhpt decode` of each file, timed).
+SAVED_DECODES: list[dict[str, float]] = []
+
+
+def decode_saved(path: Path, records: int) -> dict[str, float]:
+    """Time ``xenhpt decode FILE -o /dev/null``: the whole decoder on saved records."""
+    started = time.monotonic()
+    done = subprocess.run([XENHPT, "decode", str(path), "-o", "/dev/null", "-v"],
+                          capture_output=True, text=True, timeout=3600)
+    seconds = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"xenhpt decode failed: {done.stderr}")
+    return {"records": records, "bytes": path.stat().st_size, "seconds": seconds,
+            "records_per_s": records / seconds}
 
 
 # -- tracer-side: the pipeline alone, and a profile of the live tracer ------------------------
@@ -434,6 +464,12 @@ def main() -> None:
         cost = results["trap_cost"]
         print(f"one breakpoint hit at a 5-byte nop: {cost['stepped_ms']:.2f} ms stepped over "
               f"(today), {cost['emulated_ms']:.2f} ms with the instruction emulated (no step)")
+    if SAVED_DECODES:
+        results["saved_decodes"] = SAVED_DECODES
+        best = max(SAVED_DECODES, key=lambda d: d["records_per_s"])
+        print(f"saved syscall storms decoded by 'xenhpt decode': {best['records_per_s']:.0f} "
+              f"records/s at best ({best['records']} records, "
+              f"{best['bytes'] / 1e6:.0f} MB, {best['seconds']:.1f} s)")
     if "plugin_storm" in results:
         storm = results["plugin_storm"]
         print(f"plugin, syscall loop, {storm['ring_mib']} MiB ring: ratio {storm['ratio']:.2f}, "

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..errors import BadUsage, XenhptError
+from .decode import decode
 from .info import info
 from .lab import lab
 from .process import process_trace, ps, pstree
@@ -27,7 +28,7 @@ def cli() -> None:
     """
 
 
-for command in (lab, info, ps, pstree, process_trace, profile, trace):
+for command in (lab, info, ps, pstree, process_trace, profile, trace, decode):
     cli.add_command(command)
 
 

@@ -80,7 +80,7 @@ def _positive_seconds(ctx: click.Context, param: click.Parameter, value: float |
     return value
 
 
-def _open_output(path: Path | None) -> tuple[BinaryIO, str]:
+def open_output(path: Path | None) -> tuple[BinaryIO, str]:
     if path is None:
         sys.stdout.flush()
         return sys.stdout.buffer, "stdout"
@@ -155,6 +155,10 @@ class TaskListWatch:
 @click.option("--record", "record_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also save every trap record with the guest bytes the decoder read, "
                    "for a replay without the guest (tools/bench.py measures the pipeline).")
+@click.option("--save", "save_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Save the capture plugin's records to this file as they come, at ring "
+                   "speed, instead of decoding them (nothing is dropped for want of time); "
+                   "'xenhpt decode FILE' prints the trace later.")
 @click.option("--capture", "capture_mode", type=click.Choice(MODES),
               default="auto", show_default=True,
               help="plugin: QEMU's in-VMM capture plugin (fast; the lab has it after "
@@ -167,8 +171,8 @@ class TaskListWatch:
 def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str | None,
           follow: bool, string_limit: int, output: Path | None, as_json: bool, summary: bool,
           show_time: bool, duration: float | None, tree: bool, verbose: bool,
-          record_path: Path | None, capture_mode: str, capture_file: Path | None,
-          profile_path: Path | None) -> None:
+          record_path: Path | None, save_path: Path | None, capture_mode: str,
+          capture_file: Path | None, profile_path: Path | None) -> None:
     """Trace the system calls of TARGET (a live guest) from outside.
 
     \b
@@ -176,23 +180,26 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
       xenhpt trace lab --duration 5
       xenhpt trace lab -e trace=%file,%process -p 412 -f -o calls.jsonl --json
       xenhpt trace lab -c --duration 10
+      xenhpt trace lab --save busy.xcap --duration 10; xenhpt decode busy.xcap
     """
     numbers = _selection(expression)
-    out_file, out_name = _open_output(output)  # like strace: -o first, a bad path says so
+    out_file, out_name = open_output(output)  # like strace: -o first, a bad path says so
     guest = open_target(target)
     if not guest.live:
         guest.close()
         raise XenhptError(f"{target} is a snapshot: only a live guest can be traced")
     try:
-        plugin_file = plugin_file_for(capture_mode, target, guest, capture_file)
+        plugin_file = plugin_file_for(capture_mode, target, guest, capture_file,
+                                      saving=save_path is not None)
     except BadUsage:
         guest.close()
         raise
     try:
         recording = open(record_path, "w") if record_path else None
+        saving = open(save_path, "wb") if save_path else None
     except OSError as exc:
         guest.close()
-        raise BadUsage(f"cannot write {record_path}: {exc.strerror}") from None
+        raise BadUsage(f"cannot write {exc.filename}: {exc.strerror}") from None
     writer = BackgroundWriter(out_file, out_name)
     sink = StreamSink(writer, as_json=as_json, summary=summary, show_time=show_time)
     stop = StopFlag()
@@ -216,9 +223,11 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         else:
             engine = RecordingEngine(recording, Decoder(string_limit), sink, call_filter,
                                      process_tree, tasks)
-        watch = TaskListWatch(kernel, engine)
+        # (a saved trace is decoded later: no live tree to keep honest meanwhile)
+        watch = TaskListWatch(kernel, engine) if saving is None else None
         mode = "full" if numbers is None else "selective"
-        source = choose_source(guest, kernel, engine, numbers, string_limit, plugin_file)
+        source = choose_source(guest, kernel, engine, numbers, string_limit, plugin_file,
+                               save_to=saving, tasks=tasks)
         if source.plugin_file is not None:
             guardian.watch_plugin(source.plugin_file)
         source.start()
@@ -229,7 +238,8 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         deadline = None if duration is None else time.monotonic() + duration
 
         def should_stop() -> bool:
-            watch.maybe_check()
+            if watch is not None:
+                watch.maybe_check()
             return (stop.reason is not None or writer.error is not None
                     or (deadline is not None and time.monotonic() >= deadline))
 
@@ -263,6 +273,14 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
             _close_quietly(out_file)
         if recording is not None:
             recording.close()
+        if saving is not None:
+            _close_quietly(saving)
+    if saving is not None and report is not None:
+        if report.error is not None:
+            raise OutputError(f"{report.error}; {report.events} records saved before, "
+                              f"{report.undecoded} left unsaved")
+        click.echo(f"xenhpt: {report.events} records saved to {save_path}; print them with "
+                   f"'xenhpt decode {save_path}'", err=True)
     _report(target, verbose, tree, engine, sink, writer, report, gone)
 
 

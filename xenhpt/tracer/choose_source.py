@@ -8,13 +8,16 @@ every entry stub for a full trace or at the selected calls' handlers only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import BadUsage
 from ..linux.kernel import Kernel
+from ..linux.tasks import Task
 from ..syscalls.table import SyscallTable
 from ..vmi.qemu.plugin_channel import PluginChannel
 from ..vmi.target import Target
 from .capture import BreakpointCapture
+from .capture_file import SavingCapture
 from .engine import SyscallEngine
 from .plugin_capture import PluginCapture, build_config
 from .source import CaptureSource
@@ -23,27 +26,38 @@ from .trappoints import TrapPoint, full_plan, selective_plan
 MODES = ("auto", "plugin", "breakpoints")
 
 
-def plugin_file_for(mode: str, target_name: str, target: Target, capture_file: Path | None
-                    ) -> Path | None:
+def plugin_file_for(mode: str, target_name: str, target: Target, capture_file: Path | None,
+                    saving: bool = False) -> Path | None:
     """The capture plugin's shared file this trace will use, or None for breakpoints.
 
     ``auto`` takes the plugin when the target has one (the lab says so) or the user named
-    its file; ``plugin`` insists on it; ``breakpoints`` never uses it.
+    its file; ``plugin`` insists on it, as does ``saving`` (only the plugin's records can
+    be saved); ``breakpoints`` never uses it.
     """
     if mode == "breakpoints":
+        if saving:
+            raise BadUsage("--save saves the capture plugin's records: it cannot go with "
+                           "--capture breakpoints")
         return None
     found = capture_file or target.capture_file
-    if mode == "plugin" and found is None:
-        raise BadUsage(f"{target_name} has no capture plugin: start the lab with 'xenhpt lab "
-                       "up --capture plugin', or give --capture-file")
+    if (mode == "plugin" or saving) and found is None:
+        why = " (--save needs one)" if saving else ""
+        raise BadUsage(f"{target_name} has no capture plugin{why}: start the lab with "
+                       "'xenhpt lab up --capture plugin', or give --capture-file")
     return found
 
 
 def choose_source(target: Target, kernel: Kernel, engine: SyscallEngine,
                   numbers: dict[str, set[int]] | None, string_limit: int,
-                  plugin_file: Path | None) -> CaptureSource:
+                  plugin_file: Path | None, save_to: BinaryIO | None = None,
+                  tasks: list[Task] | None = None) -> CaptureSource:
     """The capture source for this trace (not started): ``numbers`` is the selection per
-    ABI (None: every call), ``string_limit`` is ``-s``."""
+    ABI (None: every call), ``string_limit`` is ``-s``; ``save_to``: save the plugin's
+    records there for a later ``xenhpt decode`` instead of decoding them (``tasks``, the
+    task list the trace started from, goes in the file for the process tree)."""
+    if save_to is not None and plugin_file is not None:
+        return SavingCapture(PluginChannel(plugin_file), kernel, engine, target, string_limit,
+                             numbers, tasks or [], save_to)
     if plugin_file is not None:
         return PluginCapture(PluginChannel(plugin_file), kernel, engine, target,
                              build_config(kernel, numbers, string_limit))

@@ -173,9 +173,13 @@ class PluginCapture:
         self.channel.release()
         self.channel.close()
         f = self.feeder
-        return CaptureReport("plugin", events=f.records, unknown_task=f.unknown_task,
+        return CaptureReport("plugin", events=self._events(), unknown_task=f.unknown_task,
                              dropped=self.stats.dropped, undecoded=self.stats.undecoded,
                              late_reads=f.late_reads, confirmed=confirmed)
+
+    def _events(self) -> int:
+        """Records taken from the ring (the -v count)."""
+        return self.feeder.records
 
     def _update_counters(self) -> None:
         if self._start is None:

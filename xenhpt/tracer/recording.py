@@ -65,14 +65,8 @@ class RecordingEngine(SyscallEngine):
         super().__init__(decoder, sink, call_filter, tree)
         self.recording = recording
         self.recorded = 0
-        f = self.filter
-        header = {"type": FORMAT, "version": VERSION, "string_limit": decoder.string_limit,
-                  "numbers": None if f.numbers is None else
-                  {abi: sorted(numbers) for abi, numbers in f.numbers.items()},
-                  "pids": None if f.pids is None else sorted(f.pids),
-                  "comm": None if f.comm is None else f.comm.hex(), "follow": f.follow,
-                  "tasks": [[t.pid, t.ppid, t.comm.hex(), t.address, t.parent_address, t.uid]
-                            for t in tasks or ()]}
+        header = {"type": FORMAT, "version": VERSION,
+                  **starting_point(decoder.string_limit, self.filter, tasks or [])}
         recording.write(json.dumps(header) + "\n")
 
     def feed(self, record: TrapRecord) -> bool:
@@ -122,20 +116,42 @@ class Recording:
     records: list[tuple[TrapRecord, Memory | None]]
 
     def call_filter(self) -> CallFilter:
-        h = self.header
-        numbers = None if h["numbers"] is None else {abi: set(n) for abi, n in
-                                                      h["numbers"].items()}
-        return CallFilter(numbers, None if h["pids"] is None else set(h["pids"]),
-                          None if h["comm"] is None else bytes.fromhex(h["comm"]), h["follow"])
+        return call_filter_of(self.header)
 
     def process_tree(self) -> ProcessTree:
-        tasks = [Task(address=address, pid=pid, tid=pid, comm=bytes.fromhex(comm), state=0,
-                      parent_address=parent, ppid=ppid, uid=uid, mm=0, pgd=0, start_time=0,
-                      flags=0)
-                 for pid, ppid, comm, address, parent, uid in self.header["tasks"]]
-        tree = ProcessTree.from_tasks(tasks)
-        tree.graph  # noqa: B018 - as in the live tracer: the networkx graph is kept in step
-        return tree
+        return process_tree_of(self.header)
+
+
+def starting_point(string_limit: int, call_filter: CallFilter, tasks: list[Task]
+                   ) -> dict[str, Any]:
+    """What an engine started from, as JSON: ``-s``, the filter, the seed task list
+    (shared by recordings and saved captures)."""
+    f = call_filter
+    return {"string_limit": string_limit,
+            "numbers": None if f.numbers is None else
+            {abi: sorted(numbers) for abi, numbers in f.numbers.items()},
+            "pids": None if f.pids is None else sorted(f.pids),
+            "comm": None if f.comm is None else f.comm.hex(), "follow": f.follow,
+            "tasks": [[t.pid, t.ppid, t.comm.hex(), t.address, t.parent_address, t.uid]
+                      for t in tasks]}
+
+
+def call_filter_of(header: dict[str, Any]) -> CallFilter:
+    h = header
+    numbers = None if h["numbers"] is None else {abi: set(n) for abi, n in
+                                                  h["numbers"].items()}
+    return CallFilter(numbers, None if h["pids"] is None else set(h["pids"]),
+                      None if h["comm"] is None else bytes.fromhex(h["comm"]), h["follow"])
+
+
+def process_tree_of(header: dict[str, Any]) -> ProcessTree:
+    tasks = [Task(address=address, pid=pid, tid=pid, comm=bytes.fromhex(comm), state=0,
+                  parent_address=parent, ppid=ppid, uid=uid, mm=0, pgd=0, start_time=0,
+                  flags=0)
+             for pid, ppid, comm, address, parent, uid in header["tasks"]]
+    tree = ProcessTree.from_tasks(tasks)
+    tree.graph  # noqa: B018 - as in the live tracer: the networkx graph is kept in step
+    return tree
 
 
 def load_recording(path: Path) -> Recording:

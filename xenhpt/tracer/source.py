@@ -30,6 +30,7 @@ class CaptureReport:
     undecoded: int = 0  # records still waiting when the trace had to end
     late_reads: int = 0  # decoder reads the capture did not foresee (served live)
     confirmed: bool = True  # the source confirmed it stopped (False: the guest is gone?)
+    error: str | None = None  # the source's own output failed (a capture file's disk)
 
 
 class CaptureSource(Protocol):

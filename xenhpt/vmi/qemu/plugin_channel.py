@@ -306,13 +306,15 @@ class PluginChannel:
         self._set_u64(_TAIL, tail)
         return out
 
-    def read_bytes(self, limit: int = 16 << 20) -> bytes:
+    def read_bytes(self, limit: int = 16 << 20) -> tuple[bytes, int]:
         """The ring's unread records as they lie, up to about ``limit`` bytes (whole
-        records, padding included): what a capture file saves, at memory-copy speed."""
+        records, padding included), and how many records that is (padding not counted):
+        what a capture file saves, at memory-copy speed."""
         head = min(self._u64(_HEAD), self._tail + limit)
         tail = self._tail
         mask = self.ring_size - 1
         pieces = []
+        count = 0
         while tail < head:
             start = tail & mask
             # Up to the ring's end at most: no record wraps (the plugin pads instead).
@@ -320,18 +322,19 @@ class PluginChannel:
             # Stop at a record boundary: walk the sizes of this stretch.
             at, stop = start, start
             while at < end:
-                size, _ = _SIZE_KIND.unpack_from(self._map, self.ring_offset + at)
+                size, kind = _SIZE_KIND.unpack_from(self._map, self.ring_offset + at)
                 if size == 0 or at + size > end:
                     break  # torn or corrupt, or past what was asked: end here
                 at += size
                 stop = at
+                count += kind != 0
             if stop == start:
                 break
             pieces.append(self._map[self.ring_offset + start:self.ring_offset + stop])
             tail += stop - start
         self._tail = tail
         self._set_u64(_TAIL, tail)
-        return b"".join(pieces)
+        return b"".join(pieces), count
 
     def close(self) -> None:
         self._map.close()
