@@ -157,6 +157,38 @@ def test_a_path_unreadable_at_the_call_is_read_at_its_exit(lab: machine.LabState
                          for r in calls), calls
 
 
+def test_a_running_trace_is_steered_from_its_control_socket(lab: machine.LabState,
+                                                            tmp_path: Path) -> None:
+    """add/remove take effect from the next call, pause stops records, the guest runs on."""
+    sock = tmp_path / "trace.sock"
+    trace = Trace("-e", "trace=openat", "--control", str(sock), "--json")
+
+    def steer(*args: str) -> str:
+        done = subprocess.run([XENHPT, "control", str(sock), *args], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    tags = [secrets.token_hex(4) for _ in range(4)]
+    write = [f"echo {tag} > /tmp/xenhpt-{tag}" for tag in tags]
+    in_guest(write[0])
+    steer("add", "-e", "trace=write")
+    in_guest(write[1])
+    steer("remove", "-e", "trace=write")
+    in_guest(write[2])
+    assert "paused: True" in steer("pause")
+    in_guest(write[3])
+    status = steer("status")
+    out, _ = trace.interrupt()
+    calls = [r for r in records(out) if r.get("type") == "syscall"]
+    opened = {tag for tag in tags for r in calls
+              if r["name"] == "openat" and f"/tmp/xenhpt-{tag}" in r["decoded"]}
+    written = {tag for tag in tags for r in calls
+               if r["name"] == "write" and f'"{tag}\\n"' in r["decoded"]}
+    assert opened == set(tags[:3]) and written == {tags[1]}, calls
+    assert "selection: x86_64: openat" in status and "paused: True" in status, status
+
+
 def test_exec_arguments_in_pages_fork_did_not_map_are_shown(lab: machine.LabState) -> None:
     """bench_shell, a static binary, forks and execs sh with string literals: in the child
     those pages are not mapped until the kernel's own copy faults them in."""

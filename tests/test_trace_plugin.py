@@ -100,6 +100,11 @@ def test_selective_filtering_happens_in_the_plugin(plugin_lab: machine.LabState)
     checks.test_selective_trace_costs_far_fewer_traps_than_a_full_one(plugin_lab)
 
 
+def test_a_running_trace_is_steered(plugin_lab: machine.LabState, tmp_path: Path) -> None:
+    # With the plugin, add/remove write a new call table that it takes at the next call.
+    checks.test_a_running_trace_is_steered_from_its_control_socket(plugin_lab, tmp_path)
+
+
 # --- saved captures (trace --save, decode) ---------------------------------------------------
 
 def test_a_saved_capture_decodes_to_what_a_live_trace_shows(plugin_lab: machine.LabState,

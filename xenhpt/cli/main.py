@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..errors import BadUsage, XenhptError
+from .control import control
 from .decode import decode
 from .info import info
 from .lab import lab
@@ -28,7 +29,8 @@ def cli() -> None:
     """
 
 
-for command in (lab, info, ps, pstree, process_trace, profile, trace, decode):
+for command in (lab, info, ps, pstree, process_trace, profile, trace, decode,
+                control):
     cli.add_command(command)
 
 

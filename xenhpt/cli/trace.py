@@ -21,8 +21,9 @@ from ..output.processes import pstree_text
 from ..output.stream import StreamSink
 from ..output.writer import BackgroundWriter
 from ..syscalls.decode import Decoder
-from ..syscalls.table import SelectionError, resolve_selection
+from ..syscalls.table import SelectionError, parse_selection
 from ..tracer.choose_source import MODES, choose_source, plugin_file_for
+from ..tracer.control import ControlServer, TraceControl
 from ..tracer.engine import CallFilter, SyscallEngine
 from ..tracer.recording import RecordingEngine
 from ..tracer.source import STOP_GRACE_SECONDS, CaptureReport, CaptureSource
@@ -30,7 +31,6 @@ from .guardian import Guardian
 from .process import profile_option, read_processes, scan_progress
 from .targets import open_target
 
-ABIS = ("x86_64", "i386")
 # -s above this is a typo, not a wish: the plugin copies at most 64 KiB per call anyway.
 MAX_STRING_LIMIT = 1 << 20
 
@@ -61,16 +61,10 @@ class StopFlag:
 def _selection(expression: str | None) -> dict[str, set[int]] | None:
     if expression is None:
         return None
-    expression = expression.strip().removeprefix("trace=")
-    if expression in ("all", "%all"):
-        return None
-    if not expression:
-        raise BadUsage("-e trace= names no system call (give names or classes, "
-                       "e.g. -e trace=openat,%process)")
     try:
-        return {abi: resolve_selection(expression, abi) for abi in ABIS}
+        return parse_selection(expression)
     except SelectionError as exc:
-        raise BadUsage(f"-e {expression}: {exc}") from None
+        raise BadUsage(str(exc)) from None
 
 
 def _positive_seconds(ctx: click.Context, param: click.Parameter, value: float | None
@@ -159,6 +153,9 @@ class TaskListWatch:
               help="Save the capture plugin's records to this file as they come, at ring "
                    "speed, instead of decoding them (nothing is dropped for want of time); "
                    "'xenhpt decode FILE' prints the trace later.")
+@click.option("--control", "control_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Listen on this Unix socket for 'xenhpt control' commands (status, "
+                   "pause, resume, add/remove -e, filter -p) while the trace runs.")
 @click.option("--capture", "capture_mode", type=click.Choice(MODES),
               default="auto", show_default=True,
               help="plugin: QEMU's in-VMM capture plugin (fast; the lab has it after "
@@ -171,8 +168,8 @@ class TaskListWatch:
 def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str | None,
           follow: bool, string_limit: int, output: Path | None, as_json: bool, summary: bool,
           show_time: bool, duration: float | None, tree: bool, verbose: bool,
-          record_path: Path | None, save_path: Path | None, capture_mode: str,
-          capture_file: Path | None, profile_path: Path | None) -> None:
+          record_path: Path | None, save_path: Path | None, control_path: Path | None,
+          capture_mode: str, capture_file: Path | None, profile_path: Path | None) -> None:
     """Trace the system calls of TARGET (a live guest) from outside.
 
     \b
@@ -181,6 +178,8 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
       xenhpt trace lab -e trace=%file,%process -p 412 -f -o calls.jsonl --json
       xenhpt trace lab -c --duration 10
       xenhpt trace lab --save busy.xcap --duration 10; xenhpt decode busy.xcap
+      xenhpt trace lab -e trace=openat --control /tmp/t.sock &
+      xenhpt control /tmp/t.sock add -e trace=write
     """
     numbers = _selection(expression)
     out_file, out_name = open_output(output)  # like strace: -o first, a bad path says so
@@ -200,6 +199,12 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
     except OSError as exc:
         guest.close()
         raise BadUsage(f"cannot write {exc.filename}: {exc.strerror}") from None
+    try:
+        control = ControlServer(control_path) if control_path else None
+    except BadUsage:
+        guest.close()
+        raise
+    steering: TraceControl | None = None
     writer = BackgroundWriter(out_file, out_name)
     sink = StreamSink(writer, as_json=as_json, summary=summary, show_time=show_time)
     stop = StopFlag()
@@ -232,6 +237,8 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
             guardian.watch_plugin(source.plugin_file)
         source.start()
         capture = source  # (only a started source is stopped: a failed claim is not ours)
+        if control is not None:
+            steering = TraceControl(engine, capture)
         if verbose:
             click.echo(f"xenhpt: tracing {target}: {capture.description} armed ({mode}, "
                        f"{kernel.profile.path.name})", err=True)
@@ -240,6 +247,8 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         def should_stop() -> bool:
             if watch is not None:
                 watch.maybe_check()
+            if control is not None and steering is not None:
+                control.serve(steering.apply)
             return (stop.reason is not None or writer.error is not None
                     or (deadline is not None and time.monotonic() >= deadline))
 
@@ -263,6 +272,8 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         if gone is None:
             guest.close()  # removes every breakpoint and leaves the guest running
         guardian.dismiss()  # (a guest that is gone has nothing left to undo)
+        if control is not None:
+            control.close()
         stop.restore()
         if engine is not None:
             engine.finish()

@@ -199,3 +199,24 @@ def _resolve_token(table: SyscallTable, token: str, optional: bool, everything: 
 def _known_elsewhere(name: str, abi: str) -> bool:
     """``trace=mmap2`` on x86_64 is not an error: the name exists for the other ABI."""
     return any(SyscallTable.load(other).by_name(name) for other in ABIS if other != abi)
+
+
+ABIS = ("x86_64", "i386")
+
+
+def parse_selection(expression: str) -> dict[str, set[int]] | None:
+    """A whole ``-e trace=SET`` → the numbers per ABI (None: every call).
+
+    The one reading of ``-e`` for every command (trace, control): ``SelectionError`` names
+    what does not exist, or an empty set.
+    """
+    expression = expression.strip().removeprefix("trace=")
+    if expression in ("all", "%all"):
+        return None
+    if not expression:
+        raise SelectionError("-e trace= names no system call (give names or classes, "
+                             "e.g. -e trace=openat,%process)")
+    try:
+        return {abi: resolve_selection(expression, abi) for abi in ABIS}
+    except SelectionError as exc:
+        raise SelectionError(f"-e {expression}: {exc}") from None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import MemoryReadError
+from ..errors import BadUsage, MemoryReadError
 from ..linux.current import CurrentTask
 from ..linux.kernel import Kernel
 from ..linux.tasks import TaskReader
@@ -22,7 +22,14 @@ from ..vmi.target import Target
 from .engine import SyscallEngine
 from .records import TaskIdentity, TrapRecord
 from .source import CaptureReport
-from .trappoints import PT_REGS_I386, PT_REGS_X86_64, TrapPoint, entry_stubs, stub_of_return
+from .trappoints import (
+    PT_REGS_I386,
+    PT_REGS_X86_64,
+    TrapPoint,
+    entry_stubs,
+    selected_handlers,
+    stub_of_return,
+)
 
 MASK32 = 0xFFFF_FFFF
 UNKNOWN_TASK = TaskIdentity(task=0, pid=-1, tid=-1, ppid=-1, comm=b"?")
@@ -64,6 +71,26 @@ class BreakpointCapture:
         for address in self.points:
             self.target.insert_breakpoint(address)
         self._armed = True
+
+    def select(self, numbers: dict[str, set[int]] | None) -> None:
+        """A full trace traps every call already (the engine's filter does the rest); a
+        selective one arms the handlers of the new selection and disarms the others."""
+        full = any(p.role == "entry-stub" for p in self.points.values())
+        if full:
+            return
+        if numbers is None:
+            raise BadUsage("this trace traps only its selected calls' handlers: to trace "
+                           "every call, start a trace without -e")
+        wanted = selected_handlers(self.kernel, numbers)
+        self.target.pause()  # (run() resumes it at the next wait)
+        for address in wanted.keys() - self.points.keys():
+            if address not in self._returns:
+                self.target.insert_breakpoint(address)
+        for address in self.points.keys() - wanted.keys():
+            if address not in self._returns:
+                self.target.remove_breakpoint(address)
+        self.points = wanted
+        self.description = f"{len(self.points)} trap points"
 
     def run(self, should_stop: Callable[[], bool], poll: float = 0.2) -> None:
         """Handle traps until ``should_stop()`` says so (checked at least every ``poll`` s)."""

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import MemoryReadError, XenhptError
+from ..errors import BadUsage, MemoryReadError, XenhptError
 from ..linux.kernel import Kernel
 from ..linux.tasks import Task
 from ..vmi.qemu.plugin_channel import LAYOUT_VERSION, ChannelError, PluginChannel, parse_records
@@ -54,7 +54,7 @@ class SavingCapture(PluginCapture):
                  target: Target, string_limit: int, numbers: dict[str, set[int]] | None,
                  tasks: list[Task], out: BinaryIO) -> None:
         super().__init__(channel, kernel, engine, target,
-                         build_config(kernel, numbers, string_limit))
+                         build_config(kernel, numbers, string_limit), string_limit)
         self.out = out
         self.saved = 0
         self.error: str | None = None
@@ -66,6 +66,10 @@ class SavingCapture(PluginCapture):
 
     def run(self, should_stop: Callable[[], bool], poll: float = 0.005) -> None:
         super().run(lambda: should_stop() or self.error is not None, poll)
+
+    def select(self, numbers: dict[str, set[int]] | None) -> None:
+        raise BadUsage("a saved capture keeps the selection it started with (its decode "
+                       "applies it); start another trace for other calls")
 
     def drain_batch(self, limit: int = 16 << 20) -> int:
         """Append up to ``limit`` bytes of the ring's records to the file."""
@@ -114,6 +118,9 @@ class SavedCapture:
 
     def start(self) -> None:
         pass
+
+    def select(self, numbers: dict[str, set[int]] | None) -> None:
+        raise BadUsage("a capture file's records are fixed")
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         try:

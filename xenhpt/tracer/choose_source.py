@@ -13,7 +13,6 @@ from typing import BinaryIO
 from ..errors import BadUsage
 from ..linux.kernel import Kernel
 from ..linux.tasks import Task
-from ..syscalls.table import SyscallTable
 from ..vmi.qemu.plugin_channel import PluginChannel
 from ..vmi.target import Target
 from .capture import BreakpointCapture
@@ -21,7 +20,7 @@ from .capture_file import SavingCapture
 from .engine import SyscallEngine
 from .plugin_capture import PluginCapture, build_config
 from .source import CaptureSource
-from .trappoints import TrapPoint, full_plan, selective_plan
+from .trappoints import full_plan, selected_handlers
 
 MODES = ("auto", "plugin", "breakpoints")
 
@@ -60,18 +59,6 @@ def choose_source(target: Target, kernel: Kernel, engine: SyscallEngine,
                              numbers, tasks or [], save_to)
     if plugin_file is not None:
         return PluginCapture(PluginChannel(plugin_file), kernel, engine, target,
-                             build_config(kernel, numbers, string_limit))
-    points = full_plan(kernel) if numbers is None else _selective_points(kernel, numbers)
+                             build_config(kernel, numbers, string_limit), string_limit)
+    points = full_plan(kernel) if numbers is None else selected_handlers(kernel, numbers)
     return BreakpointCapture(target, kernel, points, engine)
-
-
-def _selective_points(kernel: Kernel, numbers: dict[str, set[int]]) -> dict[int, TrapPoint]:
-    """The selected calls' handlers (``__x64_sys_openat``...) as the tables name them."""
-    entries = {}
-    for abi, wanted in numbers.items():
-        table = SyscallTable.load(abi)
-        for nr in wanted:
-            template = table.by_number(nr)
-            if template is not None:
-                entries[(abi, nr)] = template.entry
-    return selective_plan(kernel, entries)

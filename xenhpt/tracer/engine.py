@@ -43,8 +43,11 @@ class CallFilter:
         self.comm = comm
         self.follow = follow
         self.followed: set[int] = set()  # descendants adopted with -f
+        self.paused = False  # (xenhpt control pause): no new call is wanted meanwhile
 
     def wants_call(self, abi: str, nr: int) -> bool:
+        if self.paused:
+            return False
         return self.numbers is None or nr in self.numbers.get(abi, ())
 
     def wants_task(self, task: TaskIdentity) -> bool:

@@ -111,12 +111,13 @@ class PluginCapture:
     """Reads the plugin's ring and feeds the engine; the guest never stops for us."""
 
     def __init__(self, channel: PluginChannel, kernel: Kernel, engine: SyscallEngine,
-                 target: Target, config: CaptureConfig) -> None:
+                 target: Target, config: CaptureConfig, string_limit: int = 32) -> None:
         self.channel = channel
         self.kernel = kernel
         self.engine = engine
         self.target = target
         self.config = config
+        self.string_limit = string_limit  # (the capture rules' sizes depend on -s)
         self.stats = PluginStats()
         self.feeder = RecordFeeder(engine, target.read_virtual)
         self._start: ChannelCounters | None = None
@@ -133,6 +134,11 @@ class PluginCapture:
         self._start = self.channel.counters()
         self.channel.configure(self.config)
         self._started = True
+
+    def select(self, numbers: dict[str, set[int]] | None) -> None:
+        """The plugin takes a new call table at the guest's next call (it filters there)."""
+        self.config = build_config(self.kernel, numbers, self.string_limit)
+        self.channel.configure(self.config)
 
     def run(self, should_stop: Callable[[], bool], poll: float = 0.005) -> None:
         if not self._started:

@@ -44,6 +44,11 @@ class CaptureSource(Protocol):
         """Begin capturing (from a paused guest; the guest runs once ``run`` is called)."""
         ...
 
+    def select(self, numbers: dict[str, set[int]] | None) -> None:
+        """Capture these calls (per ABI; None: all) from the guest's next call on, without
+        stopping the trace; BadUsage when this source cannot (and nothing changed)."""
+        ...
+
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Capture and feed the engine until ``should_stop()`` (asked often) is true."""
         ...

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from ..errors import ProfileError
 from ..linux.kernel import Kernel
+from ..syscalls.table import SyscallTable
 
 # Registers holding arguments 1..6 at an entry stub (i386 variants differ in args 2 and 6).
 ARGS_X86_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
@@ -135,6 +136,19 @@ def full_plan(kernel: Kernel) -> dict[int, TrapPoint]:
     points[address] = TrapPoint(address, "exit", symbol=EXIT_FUNCTION)
     _exec_refresh(kernel, points)
     return points
+
+
+def selected_handlers(kernel: Kernel, numbers: dict[str, set[int]]) -> dict[int, TrapPoint]:
+    """Trap points at the selected calls' handlers (``__x64_sys_openat``...), as the tables
+    name them for each ABI."""
+    entries = {}
+    for abi, wanted in numbers.items():
+        table = SyscallTable.load(abi)
+        for nr in wanted:
+            template = table.by_number(nr)
+            if template is not None:
+                entries[(abi, nr)] = template.entry
+    return selective_plan(kernel, entries)
 
 
 def selective_plan(kernel: Kernel, entries: dict[tuple[str, int], str]) -> dict[int, TrapPoint]:
