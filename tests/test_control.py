@@ -122,9 +122,11 @@ def test_a_live_socket_is_not_taken_over_and_a_dead_ones_is(tmp_path: Path) -> N
     try:
         with pytest.raises(BadUsage, match="another trace listens"):
             ControlServer(path)
-    finally:
-        first._socket.close()  # dies without cleaning up, like a killed tracer
+    finally:  # it dies without removing its socket file, like a killed tracer
         first._closing.set()
+        first._thread.join()
+        first._socket.close()
+    assert path.exists()
     second = ControlServer(path)
     second.close()
     (tmp_path / "file").write_text("x")
