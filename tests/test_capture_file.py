@@ -116,3 +116,6 @@ def test_a_file_that_is_no_capture_is_one_clear_error(tmp_path: Path) -> None:
     assert "not a xenhpt capture file" in done.stderr and "Traceback" not in done.stderr
     newer = capture_file(tmp_path / "v2.xcap", b"", version=2)
     assert "not a version-1 xenhpt capture file" in decode(str(newer)).stderr
+    empty = tmp_path / "empty.xcap"
+    empty.write_bytes(b"")
+    assert "is empty" in decode(str(empty)).stderr

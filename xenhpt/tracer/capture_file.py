@@ -23,6 +23,7 @@ record, and says where it stopped.
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,6 +42,7 @@ from .source import CaptureReport
 FORMAT = "xenhpt-capture"
 VERSION = 1
 _CHECK_EVERY = 4096  # records decoded between two looks at should_stop()
+HEADER_LIMIT = 64 << 20  # bytes of JSON header at most (a task list of a big guest fits)
 
 
 class CaptureFileError(XenhptError):
@@ -106,7 +108,7 @@ class SavedCapture:
     """A capture file as a capture source: its records, fed to the engine, in order."""
 
     def __init__(self, path: Path, engine: SyscallEngine, header: dict[str, Any],
-                 body: bytes) -> None:
+                 body: bytes | memoryview) -> None:
         self.path = path
         self.engine = engine
         self.header = header
@@ -143,10 +145,16 @@ def open_capture_file(path: Path, engine_for: Callable[[dict[str, Any]], Syscall
     """Read a capture file; ``engine_for(header)`` builds the engine it will feed (with
     :func:`engine_start` the filter and tree the trace started from)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            # Mapped, not read: a storm saves hundreds of MB a second.
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise CaptureFileError(f"cannot read {path}: {exc.strerror}") from None
-    first, _, body = data.partition(b"\n")
+    except ValueError:
+        raise CaptureFileError(f"{path} is empty: not a xenhpt capture file") from None
+    end = data.find(b"\n", 0, HEADER_LIMIT)
+    first = data[:end] if end >= 0 else b""
+    body = memoryview(data)[end + 1:] if end >= 0 else memoryview(b"")
     try:
         header = json.loads(first)
         if not isinstance(header, dict):

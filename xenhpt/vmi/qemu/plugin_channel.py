@@ -340,7 +340,7 @@ class PluginChannel:
         self._map.close()
 
 
-def _parse_record(buf: bytes | mmap.mmap, at: int, kind: int) -> RawRecord:
+def _parse_record(buf: bytes | memoryview | mmap.mmap, at: int, kind: int) -> RawRecord:
     fields = _RECORD.unpack_from(buf, at)
     regions = []
     offset = at + _RECORD.size
@@ -357,7 +357,7 @@ def _parse_record(buf: bytes | mmap.mmap, at: int, kind: int) -> RawRecord:
         bool(fields[6] & FLAG_RETRY_AT_EXIT))
 
 
-def parse_records(data: bytes) -> Iterator[RawRecord]:
+def parse_records(data: bytes | memoryview) -> Iterator[RawRecord]:
     """The records in ring bytes saved by :meth:`PluginChannel.read_bytes`, in order.
 
     Raises ChannelError at a record that does not fit (a truncated or corrupt file),
