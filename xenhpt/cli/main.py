@@ -9,6 +9,7 @@ import click
 from ..errors import BadUsage, XenhptError
 from .info import info
 from .lab import lab
+from .memory import envars, maps, psaux
 from .process import process_trace, ps, pstree
 from .profile import profile
 from .trace import trace
@@ -27,7 +28,7 @@ def cli() -> None:
     """
 
 
-for command in (lab, info, ps, pstree, process_trace, profile, trace):
+for command in (lab, info, ps, pstree, process_trace, psaux, envars, maps, profile, trace):
     cli.add_command(command)
 
 

@@ -1,0 +1,284 @@
+"""psaux, envars and maps on a synthetic guest: what they read, and hostile memory.
+
+The guest is laid out by hand in sparse memory (``synthetic_kernel.py``): one process
+with an ``mm_struct``, argv and environment on its stack pages, a maple tree of VMAs
+(a file under a second mount, heap, stack, [vdso], anonymous memory), and dentries.
+Each hostile case breaks one thing and checks the rows still come, with a marker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xenhpt.linux.dentry import DentryReader, PathRoot
+from xenhpt.linux.maple_tree import ARANGE_64, LEAF_64, MapleTreeReader, TreeWalk
+from xenhpt.linux.mm import MAX_AREA_BYTES, MmReader, process_strings
+from xenhpt.linux.tasks import Task
+from xenhpt.linux.vma import VmaReader, process_mappings
+from xenhpt.output import process_memory as render
+
+from .synthetic_kernel import SparseMemory, kernel, write_isf
+
+PAGE = 4096
+K = 0xFFFF_8880_0000_0000  # kernel objects live here
+MM, TREE_ROOT, LEAF_A, LEAF_B = K + 0x1000, K + 0x2000, K + 0x2100, K + 0x2200
+VMAS = K + 0x3000  # 0x100 apart
+FILE, DENTRIES, MOUNTS, INODE, SB = K + 0x4000, K + 0x5000, K + 0x6000, K + 0x7000, K + 0x7800
+NAMES, SPECIAL, FS, TASK = K + 0x8000, K + 0x9000, K + 0xA000, K + 0xB000
+SPECIAL_OPS = 0xFFFF_FFFF_8200_0000
+STACK_TOP = 0x7FFF_F000_0000
+ARGS = STACK_TOP - 2 * PAGE + PAGE - 24  # argv crosses a page boundary
+ARGV = [b"/usr/bin/tok\x1bsh", b"-c", b"sleep 600; : arg_tok77"]
+ENV = [b"HOME=/", b"XENHPT_TOKEN=env_tok42"]
+
+STRUCTS = {
+    "task_struct": (0x100, {"fs": (0x10, "ptr")}),
+    "fs_struct": (0x40, {"root": (0x18, ("struct", "path"))}),
+    "mm_struct": (0x300, {
+        "mm_mt": (0x0, ("struct", "maple_tree")), "arg_start": (0x100, "u64"),
+        "arg_end": (0x108, "u64"), "env_start": (0x110, "u64"), "env_end": (0x118, "u64"),
+        "start_brk": (0x120, "u64"), "brk": (0x128, "u64"), "start_stack": (0x130, "u64"),
+        "context": (0x200, ("struct", "mm_context_t"))}),
+    "mm_context_t": (0x20, {"vdso": (0x8, "ptr")}),
+    "maple_tree": (0x18, {"ma_root": (0x8, "ptr"), "ma_flags": (0x10, "u32")}),
+    "maple_node": (0x100, {"parent": (0, "ptr"), "mr64": (0, ("struct", "maple_range_64")),
+                           "ma64": (0, ("struct", "maple_arange_64"))}),
+    "maple_range_64": (0x100, {"parent": (0, "ptr"), "pivot": (8, ("array", 15)),
+                               "slot": (128, ("array", 16))}),
+    "maple_arange_64": (0x100, {"parent": (0, "ptr"), "pivot": (8, ("array", 9)),
+                                "slot": (80, ("array", 10))}),
+    "vm_area_struct": (0x100, {
+        "vm_start": (0, "u64"), "vm_end": (8, "u64"), "vm_mm": (0x10, "ptr"),
+        "vm_flags": (0x20, "u64"), "vm_ops": (0x60, "ptr"), "vm_pgoff": (0x68, "u64"),
+        "vm_file": (0x70, "ptr"), "vm_private_data": (0x78, "ptr")}),
+    "vm_special_mapping": (0x20, {"name": (0, "ptr")}),
+    "file": (0x40, {"f_path": (0x10, ("struct", "path"))}),
+    "path": (0x10, {"mnt": (0, "ptr"), "dentry": (8, "ptr")}),
+    "dentry": (0x40, {"d_hash": (0x8, ("struct", "hlist_bl_node")), "d_parent": (0x18, "ptr"),
+                      "d_name": (0x20, ("struct", "qstr")), "d_inode": (0x30, "ptr")}),
+    "hlist_bl_node": (0x10, {"next": (0, "ptr"), "pprev": (8, "ptr")}),
+    "qstr": (0x10, {"len": (4, "u32"), "name": (8, "ptr")}),
+    "mount": (0x40, {"mnt_parent": (0x10, "ptr"), "mnt_mountpoint": (0x18, "ptr"),
+                     "mnt": (0x20, ("struct", "vfsmount"))}),
+    "vfsmount": (0x10, {"mnt_root": (0, "ptr")}),
+    "inode": (0x50, {"i_sb": (0x28, "ptr"), "i_ino": (0x40, "u64")}),
+    "super_block": (0x20, {"s_dev": (0x10, "u32")}),
+}
+
+
+def dentry(memory: SparseMemory, index: int, name: bytes, parent: int | None,
+           inode: int = 0) -> int:
+    at = DENTRIES + index * 0x40
+    memory.u64(at + 0x18, at if parent is None else parent)  # a root is its own parent
+    memory.u64(at + 0x10, 0xDEAD)  # d_hash.pprev: hashed (not deleted)
+    memory.u32(at + 0x24, len(name))
+    memory.u64(at + 0x28, NAMES + index * 0x40)
+    memory.write(NAMES + index * 0x40, name + b"\0")
+    memory.u64(at + 0x30, inode)
+    return at
+
+
+def mount(memory: SparseMemory, index: int, root: int, parent_index: int,
+          mountpoint: int) -> int:
+    """A struct mount; its vfsmount's address (what paths hold)."""
+    at = MOUNTS + index * 0x40
+    memory.u64(at + 0x10, MOUNTS + parent_index * 0x40)
+    memory.u64(at + 0x18, mountpoint)
+    memory.u64(at + 0x20, root)
+    return at + 0x20
+
+
+def vma(memory: SparseMemory, index: int, start: int, end: int, flags: int,
+        file: int = 0, pgoff: int = 0, ops: int = 0, private: int = 0) -> int:
+    at = VMAS + index * 0x100
+    memory.u64(at, start, end, MM)
+    memory.u64(at + 0x20, flags)
+    memory.u64(at + 0x60, ops, pgoff, file, private)
+    return at
+
+
+@pytest.fixture
+def guest(tmp_path: Path) -> dict:
+    memory = SparseMemory()
+    isf = write_isf(tmp_path / "synthetic.json", STRUCTS,
+                    {"special_mapping_vmops": SPECIAL_OPS})
+    # Dentries: / (rootfs) with tmp/ on it; a tmpfs mounted on /tmp with d_x/f in it.
+    root = dentry(memory, 0, b"/", None)
+    tmp = dentry(memory, 1, b"tmp", root)
+    tmpfs_root = dentry(memory, 2, b"/", None)
+    directory = dentry(memory, 3, b"d_x", tmpfs_root)
+    leaf = dentry(memory, 4, b"f", directory, inode=INODE)
+    memory.u64(INODE + 0x28, SB)
+    memory.u64(INODE + 0x40, 3)
+    memory.u32(SB + 0x10, 0x16)  # 00:16
+    rootfs = mount(memory, 0, root, 0, root)  # its own parent: the global root
+    tmp_mount = mount(memory, 1, tmpfs_root, 0, tmp)
+    memory.u64(FILE + 0x10, tmp_mount, leaf)
+    memory.u64(FS + 0x18, rootfs, root)
+    memory.u64(TASK + 0x10, FS)
+    memory.u64(SPECIAL, NAMES + 0x400)
+    memory.write(NAMES + 0x400, b"[vdso]\0")
+    # The process's memory: argv and environment on the stack pages.
+    args = b"".join(a + b"\0" for a in ARGV)
+    env = b"".join(e + b"\0" for e in ENV)
+    memory.write(ARGS, args + env)
+    memory.u64(MM + 0x100, ARGS, ARGS + len(args), ARGS + len(args),
+               ARGS + len(args) + len(env))
+    heap = 0x0200_0000
+    memory.u64(MM + 0x120, heap, heap + 0x2000, STACK_TOP - PAGE)
+    # VMAs, in a tree of one allocation-range root over two leaves.
+    vmas = [vma(memory, 0, 0x40_0000, 0x40_1000, 0x75, file=FILE, pgoff=0),      # r-x
+            vma(memory, 1, 0x40_1000, 0x40_3000, 0x73, file=FILE, pgoff=1),      # rw-
+            vma(memory, 2, heap, heap + 0x2000, 0x73),                            # [heap]
+            vma(memory, 3, 0x7F00_0000_0000, 0x7F00_0000_1000, 0xFB),            # shared
+            vma(memory, 4, STACK_TOP - 0x2_0000, STACK_TOP, 0x173),              # [stack]
+            vma(memory, 5, STACK_TOP + PAGE, STACK_TOP + 3 * PAGE, 0x75,
+                ops=SPECIAL_OPS, private=SPECIAL)]                                # [vdso]
+    memory.u64(MM + 0x8, TREE_ROOT | (ARANGE_64 << 3) | 2)
+    memory.u64(TREE_ROOT, MM | 1)  # the root's parent is the tree
+    memory.u64(TREE_ROOT + 8, heap + 0x2000 - 1)  # pivot 0: leaf A up to the heap's end
+    memory.u64(TREE_ROOT + 80, LEAF_A | (LEAF_64 << 3) | 2, LEAF_B | (LEAF_64 << 3) | 2)
+    leaf_entries = {LEAF_A: [(0x3F_FFFF, 0), (0x40_0FFF, vmas[0]), (0x40_2FFF, vmas[1]),
+                             (heap - 1, 0), (heap + 0x2000 - 1, vmas[2])],
+                    LEAF_B: [(0x7F00_0000_0000 - 1, 0), (0x7F00_0000_0FFF, vmas[3]),
+                             (STACK_TOP - 0x2_0000 - 1, 0), (STACK_TOP - 1, vmas[4]),
+                             (STACK_TOP + PAGE - 1, 0), (STACK_TOP + 3 * PAGE - 1, vmas[5])]}
+    for node, entries in leaf_entries.items():
+        memory.u64(node, TREE_ROOT)
+        for i, (pivot, entry) in enumerate(entries):
+            memory.u64(node + 8 + 8 * i, pivot)
+            memory.u64(node + 128 + 8 * i, entry)
+    task = Task(address=TASK, pid=77, tid=77, comm=b"tok\x1bsh", state=1, parent_address=0,
+                ppid=1, uid=1000, mm=MM, pgd=0x1000, start_time=0, flags=0)
+    return {"memory": memory, "kernel": kernel(memory, isf), "task": task, "vmas": vmas,
+            "leaf": leaf, "tmp_mount": tmp_mount, "root": PathRoot(rootfs, root)}
+
+
+def maps_of(guest: dict) -> tuple[list, list[str]]:
+    k = guest["kernel"]
+    problems: list[str] = []
+    rows = process_mappings(VmaReader(k), MmReader(k), [guest["task"]], problems)
+    return rows[0].mappings, problems
+
+
+# -- what they read --------------------------------------------------------------------------
+
+def test_psaux_reads_argv_across_a_page_boundary_and_escapes_it(guest: dict) -> None:
+    rows = process_strings(MmReader(guest["kernel"]), [guest["task"]], "arguments")
+    assert rows[0].strings.strings == tuple(ARGV) and rows[0].strings.complete
+    line = render.psaux_table(rows).splitlines()[1]
+    assert line.split() == ["77", "1", "1000", "tok\\x1bsh", "/usr/bin/tok\\x1bsh", "-c",
+                            "sleep", "600;", ":", "arg_tok77"]
+    assert "\x1b" not in render.psaux_json(rows)
+
+
+def test_envars_lists_each_variable_as_key_and_value(guest: dict) -> None:
+    rows = process_strings(MmReader(guest["kernel"]), [guest["task"]], "environment")
+    assert rows[0].strings.strings == tuple(ENV)
+    assert '"key": "XENHPT_TOKEN", "value": "env_tok42"' in render.envars_json(rows)
+
+
+def test_kernel_thread_shows_its_name_in_brackets_and_no_environment(guest: dict) -> None:
+    thread = Task(address=TASK, pid=2, tid=2, comm=b"kthreadd", state=1, parent_address=0,
+                  ppid=0, uid=0, mm=0, pgd=0, start_time=0, flags=0)
+    reader = MmReader(guest["kernel"])
+    assert render.psaux_table(process_strings(reader, [thread], "arguments")) \
+        .splitlines()[1].endswith(" [kthreadd]")
+    assert render.envars_table(process_strings(reader, [thread], "environment")) \
+        .splitlines()[1:] == []
+
+
+def test_maps_walks_the_maple_tree_and_names_each_mapping(guest: dict) -> None:
+    mappings, problems = maps_of(guest)
+    assert problems == []
+    assert [(m.start, m.permissions, m.offset, m.kind, m.name) for m in mappings] == [
+        (0x40_0000, "r-xp", 0, "file", b"/tmp/d_x/f"),
+        (0x40_1000, "rw-p", PAGE, "file", b"/tmp/d_x/f"),
+        (0x0200_0000, "rw-p", 0, "heap", b"[heap]"),
+        (0x7F00_0000_0000, "rw-s", 0, "anonymous", b""),
+        (STACK_TOP - 0x2_0000, "rw-p", 0, "stack", b"[stack]"),
+        (STACK_TOP + PAGE, "r-xp", 0, "special", b"[vdso]")]
+    assert (mappings[0].inode, mappings[0].device) == (3, 0x16)
+    assert render.mapping_line(mappings[0]) == \
+        "00400000-00401000 r-xp 00000000 00:16 3          /tmp/d_x/f"
+
+
+# -- hostile memory --------------------------------------------------------------------------
+
+def test_unreadable_page_ends_argv_with_a_marker_and_the_row_stays(guest: dict) -> None:
+    guest["memory"].unmap(ARGS + 24)  # the second page of argv
+    rows = process_strings(MmReader(guest["kernel"]), [guest["task"]], "arguments")
+    strings = rows[0].strings
+    assert strings.unreadable_at == (ARGS + 24) & ~(PAGE - 1)
+    assert strings.strings[0] == ARGV[0][:len(strings.strings[0])]
+    text = render.psaux_table(rows).splitlines()[1]
+    assert text.startswith("     77") and text.endswith(f"<unreadable at {ARGS + 24:#x}>")
+    assert '"unreadable_at": "0x' in render.psaux_json(rows)
+
+
+def test_unreadable_mm_struct_is_a_row_with_a_marker(guest: dict) -> None:
+    guest["memory"].unmap(MM + 0x100)
+    rows = process_strings(MmReader(guest["kernel"]), [guest["task"]], "arguments")
+    assert rows[0].strings.unreadable_at == MM
+    mappings = process_mappings(VmaReader(guest["kernel"]), MmReader(guest["kernel"]),
+                                [guest["task"]], [])
+    assert mappings[0].unreadable == f"mm_struct unreadable at {MM:#x}"
+    assert render.maps_table(mappings).splitlines()[1].endswith(f"<mm_struct unreadable at "
+                                                                f"{MM:#x}>")
+
+
+def test_huge_argv_area_is_read_only_up_to_the_bound(guest: dict) -> None:
+    guest["memory"].u64(MM + 0x108, ARGS + (1 << 40))  # arg_end a terabyte away
+    reader = MmReader(guest["kernel"])
+    strings = process_strings(reader, [guest["task"]], "arguments")[0].strings
+    assert strings.truncated and strings.unreadable_at is not None  # stopped, not looped
+    assert strings.unreadable_at - ARGS <= MAX_AREA_BYTES
+
+
+def test_maple_node_that_does_not_point_back_at_its_parent_is_skipped(guest: dict) -> None:
+    guest["memory"].u64(LEAF_B, LEAF_A)  # leaf B claims another parent
+    mappings, problems = maps_of(guest)
+    assert [m.kind for m in mappings] == ["file", "file", "heap"]  # leaf A still read
+    assert len(problems) == 1 and "does not point back" in problems[0]
+
+
+def test_maple_tree_slot_pointing_back_at_the_root_does_not_loop(guest: dict) -> None:
+    memory = guest["memory"]
+    memory.u64(TREE_ROOT + 88, TREE_ROOT | (ARANGE_64 << 3) | 2)  # slot 1 → the root
+    walk = TreeWalk()
+    entries = list(MapleTreeReader(guest["kernel"]).entries(MM, walk))
+    assert [(first, last) for first, last, _ in entries] == [  # leaf A's non-empty slots
+        (0x40_0000, 0x40_0FFF), (0x40_1000, 0x40_2FFF), (0x0200_0000, 0x0200_1FFF)]
+    assert walk.problems and "twice" in walk.problems[0]
+
+
+def test_vma_of_another_process_in_the_tree_is_not_a_row(guest: dict) -> None:
+    guest["memory"].u64(guest["vmas"][3] + 0x10, MM + 0x1000)  # vm_mm: someone else's
+    mappings, problems = maps_of(guest)
+    assert 0x7F00_0000_0000 not in [m.start for m in mappings] and len(mappings) == 5
+    assert "not a mapping of this process" in problems[0]
+
+
+def test_dentry_cycle_ends_the_path_walk(guest: dict) -> None:
+    memory = guest["memory"]
+    directory = DENTRIES + 3 * 0x40
+    memory.u64(directory + 0x18, guest["leaf"])  # d_x's parent is f, f's parent is d_x
+    path, _ = DentryReader(guest["kernel"]).path(guest["tmp_mount"], guest["leaf"],
+                                                 guest["root"])
+    assert path.endswith(b"d_x/f") and len(path) < 2 * 256 * 4
+
+
+def test_unreadable_parent_dentry_gives_the_known_tail_with_a_question_mark(
+        guest: dict) -> None:
+    guest["memory"].unmap(DENTRIES + 3 * 0x40)  # d_x (and the dentries beside it)
+    identity = DentryReader(guest["kernel"]).file(FILE, guest["root"])
+    assert identity.path.startswith(b"?") and not identity.complete
+    mappings, _ = maps_of(guest)
+    assert mappings[0].name.startswith(b"?") and not mappings[0].complete
+
+
+def test_unlinked_file_is_marked_deleted(guest: dict) -> None:
+    guest["memory"].u64(guest["leaf"] + 0x10, 0)  # d_hash.pprev: unhashed
+    assert maps_of(guest)[0][0].name == b"/tmp/d_x/f (deleted)"
