@@ -1,0 +1,154 @@
+"""psaux, envars and maps on the real lab guest, live and on a raw snapshot, against
+Volatility 3's linux.psaux, linux.envars and linux.proc.Maps on the same file and ISF.
+
+The guest (KASLR on, so every kernel symbol goes through the slide) runs one known
+process: a copy of busybox under a random directory name, started as ``sh -c "sleep 600;
+: ARG_TOKEN"`` with an environment of its own holding ENV_TOKEN. So it has a random argv,
+a random environment, and a mapping of a known file (its own executable, on the tmpfs
+mounted on /tmp: a path that crosses a mount).
+
+Differences from Volatility 3, by design (each handled where the rows are compared):
+- maps: Volatility's Flags are ``rwx`` only; ours are /proc's ``rwxp``/``rwxs``.
+- maps: Volatility names every anonymous mapping ``Anonymous Mapping``, including the
+  ``[vvar]`` special mapping; we print what /proc/PID/maps prints: nothing for anonymous
+  memory, and ``[vvar]`` (the special mapping's own name).
+- psaux: Volatility joins the arguments with spaces into one string; we keep the list
+  (JSON) and join for text. A kernel thread is ``[comm]`` in both.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from xenhpt.lab import machine
+from xenhpt.lab.qmp import Qmp
+
+from .conftest import current_lab, run_xenhpt
+from .test_forensic_peers import volatility
+
+pytestmark = pytest.mark.lab
+
+START = """
+mkdir -p /tmp/{directory}
+cp /bin/busybox /tmp/{directory}/sh
+env -i HOME=/ XENHPT_TOKEN={env_token} /tmp/{directory}/sh -c "sleep 600; : {arg_token}" \
+    > /dev/null 2>&1 &
+pid=$!
+while ! tr '\\0' ' ' < /proc/$pid/cmdline | grep -q {arg_token}; do sleep 0.1; done
+echo $pid
+"""
+
+
+def views(target: str, *extra: str) -> dict[str, list[dict]]:
+    out = {}
+    for view in ("psaux", "envars", "maps"):
+        text = run_xenhpt(view, target, "--json", *extra).stdout
+        out[view] = [json.loads(line) for line in text.splitlines()]
+    return out
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A raw snapshot of a KASLR lab guest running the known process, and its views live."""
+    directory = tmp_path_factory.mktemp("forensic-memory")
+    known = {"directory": f"d_{secrets.token_hex(4)}", "env_token": secrets.token_hex(6),
+             "arg_token": secrets.token_hex(6)}
+    with current_lab(directory / "lab", kaslr=True) as state:
+        pid = int(machine.exec_in_guest(START.format(**known), directory=directory / "lab")
+                  .stdout.split()[-1])
+        live = views("lab", "-p", str(pid))
+        with Qmp("127.0.0.1", state.qmp_port) as qmp:
+            qmp.execute("stop")
+        raw = machine.snapshot(directory / "lab.raw", directory / "lab")
+        with Qmp("127.0.0.1", state.qmp_port) as qmp:
+            qmp.execute("cont")
+    symbols = directory / "symbols"
+    symbols.mkdir()
+    isf = machine.profile_path(state.release)
+    shutil.copy(isf, symbols / isf.name)
+    try:
+        yield {"raw": raw, "isf": isf, "symbols": symbols, "dir": directory, "pid": pid,
+               "live": live, "known": known,
+               "views": views(str(raw), "--profile", str(isf))}
+    finally:
+        raw.unlink(missing_ok=True)
+
+
+def rows_of(rows: list[dict], pid: int) -> list[dict]:
+    return [r for r in rows if r["pid"] == pid]
+
+
+# -- the known process -----------------------------------------------------------------------
+
+def test_psaux_shows_the_random_argv_live_and_on_the_snapshot(snapshot: dict) -> None:
+    known, pid = snapshot["known"], snapshot["pid"]
+    [row] = rows_of(snapshot["views"]["psaux"], pid)
+    assert row["args"] == [f"/tmp/{known['directory']}/sh", "-c",
+                           f"sleep 600; : {known['arg_token']}"]
+    assert (row["comm"], row["ppid"], row["uid"]) == ("sh", 1, 0)
+    assert snapshot["live"]["psaux"] == [row]
+
+
+def test_envars_shows_the_random_environment_live_and_on_the_snapshot(snapshot: dict) -> None:
+    rows = rows_of(snapshot["views"]["envars"], snapshot["pid"])
+    assert [(r["key"], r["value"]) for r in rows] == [
+        ("HOME", "/"), ("XENHPT_TOKEN", snapshot["known"]["env_token"])]
+    assert snapshot["live"]["envars"] == rows
+
+
+def test_maps_shows_the_known_file_mapped_across_a_mount(snapshot: dict) -> None:
+    rows = rows_of(snapshot["views"]["maps"], snapshot["pid"])
+    path = f"/tmp/{snapshot['known']['directory']}/sh"
+    mapped = [r for r in rows if r["name"] == path]
+    assert [r["permissions"] for r in mapped][:2] == ["r--p", "r-xp"]
+    assert mapped[0]["offset"] == 0 and mapped[1]["offset"] > 0
+    assert len({(r["major"], r["minor"], r["inode"]) for r in mapped}) == 1
+    assert mapped[0]["inode"] > 0 and (mapped[0]["major"], mapped[0]["minor"]) != (0, 0)
+    names = [r["name"] for r in rows]
+    assert {"[heap]", "[stack]", "[vdso]", "[vvar]"} <= set(names)
+    assert snapshot["live"]["maps"] == rows
+
+
+# -- Volatility 3, row by row ----------------------------------------------------------------
+
+def test_psaux_agrees_with_volatility_row_by_row(snapshot: dict) -> None:
+    theirs = [(r["PID"], r["PPID"], r["COMM"], r["ARGS"])
+              for r in volatility(snapshot, "linux.psaux")]
+    ours = [(r["pid"], r["ppid"], r["comm"],
+             f"[{r['comm']}]" if r["args"] is None else " ".join(r["args"]))
+            for r in snapshot["views"]["psaux"]]
+    assert theirs == ours
+    assert any(r[0] == snapshot["pid"] and snapshot["known"]["arg_token"] in r[3]
+               for r in theirs)
+
+
+def test_envars_agrees_with_volatility_row_by_row(snapshot: dict) -> None:
+    theirs = [(r["PID"], r["PPID"], r["COMM"], r["KEY"], r["VALUE"])
+              for r in volatility(snapshot, "linux.envars")]
+    ours = [(r["pid"], r["ppid"], r["comm"], r["key"], r["value"])
+            for r in snapshot["views"]["envars"]]
+    assert theirs == ours
+    assert (snapshot["pid"], 1, "sh", "XENHPT_TOKEN", snapshot["known"]["env_token"]) in ours
+
+
+def test_maps_agrees_with_volatility_row_by_row(snapshot: dict) -> None:
+    theirs = [(r["PID"], r["Process"], r["Start"], r["End"], r["Flags"], r["PgOff"],
+               r["Major"], r["Minor"], r["Inode"], r["File Path"])
+              for r in volatility(snapshot, "linux.proc.Maps")]
+
+    def their_name(row: dict) -> str:
+        # Volatility: rwx only, and one name for all anonymous memory and [vvar].
+        return "Anonymous Mapping" if row["kind"] == "anonymous" or row["name"] == "[vvar]" \
+            else row["name"]
+
+    ours = [(r["pid"], r["comm"], int(r["start"], 16), int(r["end"], 16),
+             r["permissions"][:3], r["offset"], r["major"], r["minor"], r["inode"],
+             their_name(r)) for r in snapshot["views"]["maps"]]
+    assert theirs == ours
+    path = f"/tmp/{snapshot['known']['directory']}/sh"
+    assert any(r[0] == snapshot["pid"] and r[9] == path for r in theirs)
