@@ -82,8 +82,9 @@ def _type(spec: str | tuple) -> dict:
 
 
 def write_isf(path: Path, structs: dict[str, tuple[int, dict[str, tuple[int, object]]]],
-              symbols: dict[str, int]) -> Path:
-    """``structs``: name -> (size, {field: (offset, type spec)})."""
+              symbols: dict[str, int | dict]) -> Path:
+    """``structs``: name -> (size, {field: (offset, type spec)}); ``symbols``: name ->
+    address, or the ISF's whole symbol object (to give it a type)."""
     isf = {
         "metadata": {"format": "6.2.0", "producer": {"name": "xenhpt-tests"}},
         "base_types": {"long unsigned int": {"kind": "int", "size": 8, "signed": False,
@@ -97,7 +98,8 @@ def write_isf(path: Path, structs: dict[str, tuple[int, dict[str, tuple[int, obj
             for field, (offset, spec) in fields.items()}}
             for name, (size, fields) in structs.items()},
         "enums": {},
-        "symbols": {name: {"address": address} for name, address in symbols.items()},
+        "symbols": {name: value if isinstance(value, dict) else {"address": value}
+                    for name, value in symbols.items()},
     }
     path.write_text(json.dumps(isf))
     return path

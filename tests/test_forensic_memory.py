@@ -1,5 +1,7 @@
 """psaux, envars and maps on the real lab guest, live and on a raw snapshot, against
-Volatility 3's linux.psaux, linux.envars and linux.proc.Maps on the same file and ISF.
+Volatility 3's linux.psaux, linux.envars and linux.proc.Maps on the same file and ISF;
+and check-syscalls, clean on the guest and on its snapshot, and naming the entry of a
+snapshot copy whose sys_call_table was rewritten.
 
 The guest (KASLR on, so every kernel symbol goes through the slide) runs one known
 process: a copy of busybox under a random directory name, started as ``sh -c "sleep 600;
@@ -21,7 +23,9 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +66,7 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         pid = int(machine.exec_in_guest(START.format(**known), directory=directory / "lab")
                   .stdout.split()[-1])
         live = views("lab", "-p", str(pid))
+        live["check-syscalls"] = run_xenhpt("check-syscalls", "lab", "--all", "--json").stdout
         with Qmp("127.0.0.1", state.qmp_port) as qmp:
             qmp.execute("stop")
         raw = machine.snapshot(directory / "lab.raw", directory / "lab")
@@ -152,3 +157,46 @@ def test_maps_agrees_with_volatility_row_by_row(snapshot: dict) -> None:
     assert theirs == ours
     path = f"/tmp/{snapshot['known']['directory']}/sh"
     assert any(r[0] == snapshot["pid"] and r[9] == path for r in theirs)
+
+
+# -- check-syscalls --------------------------------------------------------------------------
+
+def test_check_syscalls_is_clean_live_and_on_the_untouched_snapshot(snapshot: dict) -> None:
+    live = [json.loads(line) for line in snapshot["live"]["check-syscalls"].splitlines()]
+    done = run_xenhpt("check-syscalls", str(snapshot["raw"]), "--all", "--json",
+                      "--profile", str(snapshot["isf"]))
+    ours = [json.loads(line) for line in done.stdout.splitlines()]
+    assert ours == live  # same kernel, same findings: the snapshot is the live guest
+    assert all(f["verdict"] == "ok" for f in ours)
+    table = [f for f in ours if f["check"] == "sys_call_table"]
+    assert len(table) > 400 and table[0]["points_at"] == "__x64_sys_read"
+    assert any(f["check"] == "idt" and f["index"] == 0x80 for f in ours)
+    assert "clean" in run_xenhpt("check-syscalls", str(snapshot["raw"]), "--profile",
+                                 str(snapshot["isf"])).stdout
+
+
+def test_check_syscalls_names_a_rewritten_table_entry(snapshot: dict, tmp_path: Path) -> None:
+    from xenhpt.linux.kernel import Kernel
+    from xenhpt.vmi.snapshot.target import open_snapshot
+
+    copy = tmp_path / "hooked.raw"
+    shutil.copyfile(snapshot["raw"], copy)
+    try:
+        with open_snapshot(copy) as target:
+            kernel = Kernel.open(target, snapshot["isf"])
+            entry = kernel.physical(kernel.symbol("sys_call_table"))  # entry 0: read
+            getpid = kernel.symbol("__x64_sys_getpid")
+        with open(copy, "r+b") as f:
+            f.seek(entry)
+            f.write(struct.pack("<Q", getpid))
+        done = run_xenhpt("check-syscalls", str(copy), "--json", "--profile",
+                          str(snapshot["isf"]), check=False)
+        assert done.returncode == 3, done.stderr
+        [finding] = [json.loads(line) for line in done.stdout.splitlines()]
+        assert (finding["check"], finding["index"], finding["name"], finding["points_at"],
+                finding["expected"], finding["verdict"]) == (
+            "sys_call_table", 0, "read", "__x64_sys_getpid", "__x64_sys_read",
+            "wrong function")
+        assert int(finding["address"], 16) == getpid
+    finally:
+        copy.unlink(missing_ok=True)

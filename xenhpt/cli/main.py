@@ -8,6 +8,7 @@ import click
 
 from ..errors import BadUsage, XenhptError
 from .info import info
+from .integrity import check_syscalls
 from .lab import lab
 from .memory import envars, maps, psaux
 from .process import process_trace, ps, pstree
@@ -28,7 +29,8 @@ def cli() -> None:
     """
 
 
-for command in (lab, info, ps, pstree, process_trace, psaux, envars, maps, profile, trace):
+for command in (lab, info, ps, pstree, process_trace, psaux, envars, maps,
+                check_syscalls, profile, trace):
     cli.add_command(command)
 
 
