@@ -129,3 +129,22 @@ def test_branch_target_decodes_the_forms_inline_hooks_use() -> None:
     assert branch_target(b"\x68" + struct.pack("<i", -0x1000) + b"\xc3" + bytes(10), at) \
         == (1 << 64) - 0x1000
     assert branch_target(b"\x55\x48\x89\xe5" + bytes(12), at) is None
+
+
+def test_same_call_under_the_compat_prefix_is_right_another_call_is_not(guest: dict) -> None:
+    """Names drift between releases (5.10's ia32 get_mempolicy is the compat one, 6.1's is
+    native): the same system call under another of the ABI's prefixes is not a hook."""
+    compat, native, other = TEXT + 0x500, TEXT + 0x600, TEXT + 0x700
+    guest["memory"].u64(TABLE + 0x100, compat, other)
+    symbols = {**guest["symbols"], "__ia32_compat_sys_get_mempolicy": compat,
+               "__ia32_sys_get_mempolicy": native, "__ia32_sys_getpid": other,
+               "ia32_sys_call_table": {"address": TABLE + 0x100, "type": {
+                   "kind": "array", "count": 2, "subtype": {"kind": "pointer"}}}}
+    isf = write_isf(guest["tmp"] / "ia32.json", {"dummy": (8, {})}, symbols)
+    known = {"i386": {0: ("get_mempolicy", "__ia32_sys_get_mempolicy"),
+                      1: ("set_mempolicy", "__ia32_sys_set_mempolicy")}}
+    findings = [f for f in check_syscall_dispatch(kernel(guest["memory"], isf), known)
+                if f.check == "ia32_sys_call_table"]
+    assert [(f.name, f.points_at, f.verdict) for f in findings] == [
+        ("get_mempolicy", "__ia32_compat_sys_get_mempolicy", OK),
+        ("set_mempolicy", "__ia32_sys_getpid", WRONG_FUNCTION)]
