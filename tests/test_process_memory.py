@@ -136,10 +136,12 @@ def guest(tmp_path: Path) -> dict:
             vma(memory, 4, STACK_TOP - 0x2_0000, STACK_TOP, 0x173),              # [stack]
             vma(memory, 5, STACK_TOP + PAGE, STACK_TOP + 3 * PAGE, 0x75,
                 ops=SPECIAL_OPS, private=SPECIAL)]                                # [vdso]
-    memory.u64(MM + 0x8, TREE_ROOT | (ARANGE_64 << 3) | 2)
+    # Encoded as the kernel does: node | type << 3 | MAPLE_ENODE_NULL (4); the root is
+    # also marked MAPLE_ROOT_NODE (2), the children in its slots are not.
+    memory.u64(MM + 0x8, TREE_ROOT | (ARANGE_64 << 3) | 4 | 2)
     memory.u64(TREE_ROOT, MM | 1)  # the root's parent is the tree
     memory.u64(TREE_ROOT + 8, heap + 0x2000 - 1)  # pivot 0: leaf A up to the heap's end
-    memory.u64(TREE_ROOT + 80, LEAF_A | (LEAF_64 << 3) | 2, LEAF_B | (LEAF_64 << 3) | 2)
+    memory.u64(TREE_ROOT + 80, LEAF_A | (LEAF_64 << 3) | 4, LEAF_B | (LEAF_64 << 3) | 4)
     leaf_entries = {LEAF_A: [(0x3F_FFFF, 0), (0x40_0FFF, vmas[0]), (0x40_2FFF, vmas[1]),
                              (heap - 1, 0), (heap + 0x2000 - 1, vmas[2])],
                     LEAF_B: [(0x7F00_0000_0000 - 1, 0), (0x7F00_0000_0FFF, vmas[3]),
@@ -246,7 +248,7 @@ def test_maple_node_that_does_not_point_back_at_its_parent_is_skipped(guest: dic
 
 def test_maple_tree_slot_pointing_back_at_the_root_does_not_loop(guest: dict) -> None:
     memory = guest["memory"]
-    memory.u64(TREE_ROOT + 88, TREE_ROOT | (ARANGE_64 << 3) | 2)  # slot 1 → the root
+    memory.u64(TREE_ROOT + 88, TREE_ROOT | (ARANGE_64 << 3) | 4)  # slot 1 → the root
     walk = TreeWalk()
     entries = list(MapleTreeReader(guest["kernel"]).entries(MM, walk))
     assert [(first, last) for first, last, _ in entries] == [  # leaf A's non-empty slots

@@ -3,8 +3,10 @@
 A process's VMAs live in one (``mm_struct.mm_mt``), keyed by address. What a walk from
 outside needs (``include/linux/maple_tree.h``):
 
-- ``ma_root`` is either an entry itself (a tree of one range) or an *encoded node*:
-  a 256-byte-aligned ``maple_node`` pointer with bit 1 set and the node type in bits 3-6.
+- ``ma_root`` is either an entry itself (a tree of one range) or an *encoded node*
+  marked as the root (bit 1, ``MAPLE_ROOT_NODE``). An encoded node is a 256-byte-aligned
+  ``maple_node`` pointer with the node type in bits 3-6 (and bit 2 set); an internal
+  node's non-empty slots are all encoded nodes, without the root mark.
 - Range nodes (``maple_range_64``: leaf or internal) have 15 pivots and 16 slots,
   allocation-range nodes (``maple_arange_64``: internal only, the mm tree's) 9 pivots and
   10 slots. Slot ``i`` covers ``(pivot[i-1], pivot[i]]``; the last slot, or the first
@@ -36,7 +38,7 @@ ULONG_MAX = (1 << 64) - 1
 
 
 def is_node(entry: int) -> bool:
-    """xa_is_node(): an internal entry that encodes a node pointer."""
+    """xa_is_node() on ``ma_root``: the root holds a node, not a single entry."""
     return entry & 3 == 2 and entry > 4096
 
 
@@ -118,7 +120,7 @@ class MapleTreeReader:
             if slot[i]:
                 if kind == LEAF_64:
                     yield first, last, slot[i]
-                elif is_node(slot[i]):
+                elif slot[i] > 4096:
                     yield from self._node(slot[i], address, first, last, depth + 1, seen,
                                           walk, budget)
                 else:
