@@ -1,13 +1,15 @@
-"""psaux, envars and maps on the real lab guest, live and on a raw snapshot, against
-Volatility 3's linux.psaux, linux.envars and linux.proc.Maps on the same file and ISF;
+"""psaux, envars, maps and lsof on the real lab guest, live and on a raw snapshot, against
+Volatility 3's linux.psaux, linux.envars, linux.proc.Maps and linux.lsof on the same file
+and ISF;
 and check-syscalls, clean on the guest and on its snapshot, and naming the entry of a
 snapshot copy whose sys_call_table was rewritten.
 
 The guest (KASLR on, so every kernel symbol goes through the slide) runs one known
-process: a copy of busybox under a random directory name, started as ``sh -c "sleep 600;
-: ARG_TOKEN"`` with an environment of its own holding ENV_TOKEN. So it has a random argv,
-a random environment, and a mapping of a known file (its own executable, on the tmpfs
-mounted on /tmp: a path that crosses a mount).
+process: a copy of busybox under a random directory name, started as ``sh -c "sleep 600
+| cat; : ARG_TOKEN"`` with an environment of its own holding ENV_TOKEN and a random-named
+file open on descriptor 7. So it has a random argv, a random environment, a mapping of a
+known file (its own executable, on the tmpfs mounted on /tmp: a path that crosses a
+mount), a known open file, and two children joined by a pipe.
 
 Differences from Volatility 3, by design (each handled where the rows are compared):
 - maps: Volatility's Flags are ``rwx`` only; ours are /proc's ``rwxp``/``rwxs``.
@@ -16,6 +18,10 @@ Differences from Volatility 3, by design (each handled where the rows are compar
   memory, and ``[vvar]`` (the special mapping's own name).
 - psaux: Volatility joins the arguments with spaces into one string; we keep the list
   (JSON) and join for text. A kernel thread is ``[comm]`` in both.
+- lsof: Volatility lists every thread (TID); we list processes (the lab's are all
+  single-threaded, so the rows are the same). Its Device is ``major:minor`` in decimal.
+  For an anonymous inode it prints ``anon_inode:[INODE]``; we print the kernel's own
+  ``anon_inode:[eventfd]`` (none in the lab's processes).
 """
 
 from __future__ import annotations
@@ -40,8 +46,9 @@ pytestmark = pytest.mark.lab
 START = """
 mkdir -p /tmp/{directory}
 cp /bin/busybox /tmp/{directory}/sh
-env -i HOME=/ XENHPT_TOKEN={env_token} /tmp/{directory}/sh -c "sleep 600; : {arg_token}" \
-    > /dev/null 2>&1 &
+echo held > /tmp/{directory}/held_{file_token}
+env -i HOME=/ XENHPT_TOKEN={env_token} /tmp/{directory}/sh -c "sleep 600 | cat; : {arg_token}" \
+    > /dev/null 2>&1 7< /tmp/{directory}/held_{file_token} &
 pid=$!
 while ! tr '\\0' ' ' < /proc/$pid/cmdline | grep -q {arg_token}; do sleep 0.1; done
 echo $pid
@@ -50,9 +57,10 @@ echo $pid
 
 def views(target: str, *extra: str) -> dict[str, list[dict]]:
     out = {}
-    for view in ("psaux", "envars", "maps"):
-        text = run_xenhpt(view, target, "--json", *extra).stdout
-        out[view] = [json.loads(line) for line in text.splitlines()]
+    for view in ("psaux", "envars", "maps", "lsof"):
+        done = run_xenhpt(view, target, "--json", *extra)
+        assert done.stderr == "", f"{view} {target} warned:\n{done.stderr}"
+        out[view] = [json.loads(line) for line in done.stdout.splitlines()]
     return out
 
 
@@ -61,11 +69,11 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A raw snapshot of a KASLR lab guest running the known process, and its views live."""
     directory = tmp_path_factory.mktemp("forensic-memory")
     known = {"directory": f"d_{secrets.token_hex(4)}", "env_token": secrets.token_hex(6),
-             "arg_token": secrets.token_hex(6)}
+             "arg_token": secrets.token_hex(6), "file_token": secrets.token_hex(4)}
     with current_lab(directory / "lab", kaslr=True) as state:
         pid = int(machine.exec_in_guest(START.format(**known), directory=directory / "lab")
                   .stdout.split()[-1])
-        live = views("lab", "-p", str(pid))
+        live = views("lab")
         live["check-syscalls"] = run_xenhpt("check-syscalls", "lab", "--all", "--json").stdout
         with Qmp("127.0.0.1", state.qmp_port) as qmp:
             qmp.execute("stop")
@@ -94,16 +102,16 @@ def test_psaux_shows_the_random_argv_live_and_on_the_snapshot(snapshot: dict) ->
     known, pid = snapshot["known"], snapshot["pid"]
     [row] = rows_of(snapshot["views"]["psaux"], pid)
     assert row["args"] == [f"/tmp/{known['directory']}/sh", "-c",
-                           f"sleep 600; : {known['arg_token']}"]
+                           f"sleep 600 | cat; : {known['arg_token']}"]
     assert (row["comm"], row["ppid"], row["uid"]) == ("sh", 1, 0)
-    assert snapshot["live"]["psaux"] == [row]
+    assert rows_of(snapshot["live"]["psaux"], pid) == [row]
 
 
 def test_envars_shows_the_random_environment_live_and_on_the_snapshot(snapshot: dict) -> None:
     rows = rows_of(snapshot["views"]["envars"], snapshot["pid"])
     assert [(r["key"], r["value"]) for r in rows] == [
         ("HOME", "/"), ("XENHPT_TOKEN", snapshot["known"]["env_token"])]
-    assert snapshot["live"]["envars"] == rows
+    assert rows_of(snapshot["live"]["envars"], snapshot["pid"]) == rows
 
 
 def test_maps_shows_the_known_file_mapped_across_a_mount(snapshot: dict) -> None:
@@ -116,7 +124,24 @@ def test_maps_shows_the_known_file_mapped_across_a_mount(snapshot: dict) -> None
     assert mapped[0]["inode"] > 0 and (mapped[0]["major"], mapped[0]["minor"]) != (0, 0)
     names = [r["name"] for r in rows]
     assert {"[heap]", "[stack]", "[vdso]", "[vvar]"} <= set(names)
-    assert snapshot["live"]["maps"] == rows
+    assert rows_of(snapshot["live"]["maps"], snapshot["pid"]) == rows
+
+
+def test_lsof_shows_the_held_file_and_the_pipe_between_the_children(snapshot: dict) -> None:
+    known, pid = snapshot["known"], snapshot["pid"]
+    rows = snapshot["views"]["lsof"]
+    mine = {r["fd"]: r for r in rows_of(rows, pid)}
+    held = f"/tmp/{known['directory']}/held_{known['file_token']}"
+    assert (mine[7]["name"], mine[7]["type"]) == (held, "REG")
+    assert mine[0]["name"] == mine[1]["name"] == "/dev/null"
+    children = {r["pid"]: r["comm"] for r in snapshot["views"]["psaux"] if r["ppid"] == pid}
+    assert sorted(children.values()) == ["cat", "sleep"]
+    by_comm = {comm: {r["fd"]: r for r in rows_of(rows, child)}
+               for child, comm in children.items()}
+    pipe = by_comm["sleep"][1]
+    assert pipe["name"].startswith("pipe:[") and pipe["type"] == "FIFO"
+    assert by_comm["cat"][0]["name"] == pipe["name"]  # both ends of one pipe
+    assert rows_of(snapshot["live"]["lsof"], pid) == rows_of(rows, pid)
 
 
 # -- Volatility 3, row by row ----------------------------------------------------------------
@@ -139,6 +164,17 @@ def test_envars_agrees_with_volatility_row_by_row(snapshot: dict) -> None:
             for r in snapshot["views"]["envars"]]
     assert theirs == ours
     assert (snapshot["pid"], 1, "sh", "XENHPT_TOKEN", snapshot["known"]["env_token"]) in ours
+
+
+def test_lsof_agrees_with_volatility_row_by_row(snapshot: dict) -> None:
+    rows = volatility(snapshot, "linux.lsof")
+    assert all(r["TID"] == r["PID"] for r in rows)  # the lab's processes: one thread each
+    theirs = [(r["PID"], r["Process"], r["FD"], r["Path"], r["Device"], r["Inode"], r["Type"])
+              for r in rows]
+    ours = [(r["pid"], r["comm"], r["fd"], r["name"], f"{r['major']}:{r['minor']}",
+             r["inode"], r["type"]) for r in snapshot["views"]["lsof"]]
+    assert theirs == ours
+    assert any(r[0] == snapshot["pid"] and r[2] == 7 for r in theirs)
 
 
 def test_maps_agrees_with_volatility_row_by_row(snapshot: dict) -> None:

@@ -1,4 +1,4 @@
-"""``xenhpt psaux``, ``envars``, ``maps``: what each process holds in its memory.
+"""``xenhpt psaux``, ``envars``, ``maps``, ``lsof``: what each process holds.
 
 Each composes the ``linux`` readers (tasks, then each process's ``mm_struct``) and hands
 the rows to a renderer in ``output/process_memory.py``. A live guest is paused while the
@@ -11,10 +11,12 @@ from pathlib import Path
 
 import click
 
+from ..linux.files import FilesReader, process_files
 from ..linux.kernel import Kernel
 from ..linux.mm import MmReader, process_strings
 from ..linux.tasks import Task
 from ..linux.vma import VmaReader, process_mappings
+from ..output import open_files
 from ..output import process_memory as render
 from .process import kernel_of, profile_option, read_processes
 
@@ -114,4 +116,30 @@ def maps(target: str, pids: tuple[int, ...], as_json: bool,
         tasks = selected(kernel, pids, problems)
         rows = process_mappings(VmaReader(kernel), MmReader(kernel), tasks, problems)
     click.echo(render.maps_json(rows) if as_json else render.maps_table(rows), nl=False)
+    warn(problems)
+
+
+@click.command()
+@click.argument("target", metavar="TARGET")
+@pid_option
+@json_option
+@profile_option
+def lsof(target: str, pids: tuple[int, ...], as_json: bool,
+         profile_path: Path | None) -> None:
+    """The open files of each process of TARGET: descriptor, type, device, inode, name.
+
+    Names are as ls -l /proc/PID/fd shows them: a path (to the process's root), or
+    socket:[INODE], pipe:[INODE], anon_inode:[eventfd], net:[INODE] and the like.
+
+    \b
+    Examples:
+      xenhpt lsof lab -p 1
+      xenhpt lsof guest.raw --json --profile profiles/6.1.0-57-cloud-amd64.json
+    """
+    problems: list[str] = []
+    with kernel_of(target, profile_path) as kernel:
+        tasks = selected(kernel, pids, problems)
+        rows = process_files(FilesReader(kernel), tasks, problems)
+    click.echo(open_files.lsof_json(rows) if as_json else open_files.lsof_table(rows),
+               nl=False)
     warn(problems)
