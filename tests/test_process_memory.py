@@ -284,3 +284,73 @@ def test_unreadable_parent_dentry_gives_the_known_tail_with_a_question_mark(
 def test_unlinked_file_is_marked_deleted(guest: dict) -> None:
     guest["memory"].u64(guest["leaf"] + 0x10, 0)  # d_hash.pprev: unhashed
     assert maps_of(guest)[0][0].name == b"/tmp/d_x/f (deleted)"
+
+
+# -- lsof ------------------------------------------------------------------------------------
+
+FILES_STRUCT, FDTABLE, FD_ARRAY = K + 0xC000, K + 0xC100, K + 0xD000
+SOCKET_FILE, SOCKET_DENTRY, SOCKET_INODE, DENTRY_OPS = (K + 0xE000, K + 0xE100, K + 0xE200,
+                                                        K + 0xE300)
+SOCKFS_DNAME = 0xFFFF_FFFF_8100_0000
+LSOF_STRUCTS = {
+    **STRUCTS,
+    "task_struct": (0x100, {"fs": (0x10, "ptr"), "files": (0x18, "ptr")}),
+    "files_struct": (0x40, {"fdt": (0x20, "ptr")}),
+    "file": (0x40, {"f_path": (0x10, ("struct", "path")), "f_inode": (0x20, "ptr")}),
+    "fdtable": (0x10, {"max_fds": (0, "u32"), "fd": (8, "ptr")}),
+    "dentry": (0x80, {**STRUCTS["dentry"][1], "d_op": (0x60, "ptr"),
+                      "d_fsdata": (0x78, "ptr")}),
+    "dentry_operations": (0x80, {"d_dname": (0x48, "ptr")}),
+    "inode": (0x300, {**STRUCTS["inode"][1], "i_mode": (0, "u32"),
+                      "i_private": (0x270, "ptr")}),
+}
+
+
+@pytest.fixture
+def lsof_guest(guest: dict, tmp_path: Path) -> dict:
+    from xenhpt.linux.files import FilesReader
+
+    memory = guest["memory"]
+    isf = write_isf(tmp_path / "lsof.json", LSOF_STRUCTS,
+                    {"special_mapping_vmops": SPECIAL_OPS, "sockfs_dname": SOCKFS_DNAME})
+    memory.u64(TASK + 0x18, FILES_STRUCT)
+    memory.u64(FILES_STRUCT + 0x20, FDTABLE)
+    memory.u32(FDTABLE, 4)
+    memory.u64(FDTABLE + 8, FD_ARRAY)
+    memory.u64(FD_ARRAY, FILE, 0, SOCKET_FILE, 0)  # fd 0: the file, fd 2: a socket
+    memory.write(INODE, (0o100644).to_bytes(2, "little"))
+    memory.u64(FILE + 0x20, INODE)  # f_inode, as the dentry's
+    # A socket: sockfs's dentry has d_op->d_dname = sockfs_dname; its inode is 4242.
+    memory.u64(SOCKET_FILE + 0x10, guest["tmp_mount"], SOCKET_DENTRY, SOCKET_INODE)
+    memory.u64(SOCKET_DENTRY + 0x18, SOCKET_DENTRY)
+    memory.u64(SOCKET_DENTRY + 0x30, SOCKET_INODE)
+    memory.u64(SOCKET_DENTRY + 0x60, DENTRY_OPS)
+    memory.u64(DENTRY_OPS + 0x48, SOCKFS_DNAME)
+    memory.write(SOCKET_INODE, (0o140777).to_bytes(2, "little"))
+    memory.u64(SOCKET_INODE + 0x28, SB)
+    memory.u64(SOCKET_INODE + 0x40, 4242)
+    return {**guest, "reader": FilesReader(kernel(memory, isf))}
+
+
+def test_lsof_names_a_path_and_a_socket_as_proc_does(lsof_guest: dict) -> None:
+    row = lsof_guest["reader"].open_files(lsof_guest["task"], [])
+    assert [(f.fd, f.kind, f.name, f.inode) for f in row.files] == [
+        (0, "REG", b"/tmp/d_x/f", 3), (2, "SOCK", b"socket:[4242]", 4242)]
+    from xenhpt.output.open_files import lsof_table
+
+    assert lsof_table([row]).splitlines()[2].endswith(" 2 SOCK  00:16       4242  socket:[4242]")
+
+
+def test_lsof_huge_max_fds_is_bounded_and_an_unreadable_stretch_is_one_marked_row(
+        lsof_guest: dict) -> None:
+    from xenhpt.linux.files import MAX_FDS
+
+    memory = lsof_guest["memory"]
+    memory.u32(FDTABLE, 0xFFFF_FFFF)  # max_fds: 4 billion, so the table runs on into
+    problems: list[str] = []  # the pages after it (other objects), then unmapped ones
+    row = lsof_guest["reader"].open_files(lsof_guest["task"], problems)
+    assert "max_fds" in problems[0] and str(MAX_FDS) in problems[0]
+    assert [(f.fd, f.name) for f in row.files] == [
+        (0, b"/tmp/d_x/f"), (2, b"socket:[4242]"), (0x400, b"?")]  # K+0xF000: unmapped
+    assert any("do not point at a struct file" in p for p in problems)  # the pages between
+    assert any("descriptors from 1024 unreadable" in p for p in problems)

@@ -23,6 +23,8 @@ from .dentry import DentryReader, FileIdentity, PathRoot
 from .kernel import Kernel
 from .tasks import Task
 
+PAGE = 4096
+UNREAD = -1  # a descriptor slot on an unreadable page, after the first one
 MAX_FDS = 1 << 16  # far above any default RLIMIT_NOFILE (1024 soft, 4096 … 1M hard)
 NAME_MAX = 255
 S_IFMT = 0o170000
@@ -71,6 +73,7 @@ class FilesReader:
         self.d_op = p.offset("dentry", "d_op")
         self.d_dname = p.offset("dentry_operations", "d_dname")
         self.i_mode = p.offset("inode", "i_mode")
+        self.f_inode = p.offset("file", "f_inode")
         self.dentries = DentryReader(kernel)
         self.dname = {kernel.symbol(name): name for name in (
             "sockfs_dname", "pipefs_dname", "anon_inodefs_dname", "simple_dname",
@@ -103,25 +106,53 @@ class FilesReader:
         try:
             slots = struct.unpack(f"<{count}Q", k.read(array, count * 8)) if count else ()
         except MemoryReadError:
-            slots = self._slots_one_by_one(array, count)
+            slots = self._slots_by_page(array, count, task, problems)
         root = self.dentries.task_root(task.address)
         out = []
+        strays = 0
         for fd, address in enumerate(slots):
-            if address is None:
+            if address is None:  # the first slot of an unreadable stretch
                 out.append(OpenFile(fd, 0, b"?", "?", 0, 0, complete=False))
-            elif address:
+            elif address == 0 or address == UNREAD:
+                continue
+            elif not self._is_file(address):
+                strays += 1
+            else:
                 out.append(self._open_file(fd, address, root))
+        if strays:
+            problems.append(f"pid {task.pid}: {strays} descriptor slots do not point at a "
+                            "struct file (smeared or corrupt table); skipped")
         return ProcessFiles(task, out)
 
-    def _slots_one_by_one(self, array: int, count: int) -> list[int | None]:
-        """The slots of a table that spans an unreadable page: None where unreadable."""
+    def _slots_by_page(self, array: int, count: int, task: Task,
+                       problems: list[str]) -> list[int | None]:
+        """The slots of a table that spans an unreadable page: the first slot of each
+        unreadable stretch is None (a marked row), the rest of it UNREAD (no row)."""
         slots: list[int | None] = []
-        for fd in range(count):
+        at, end = array, array + count * 8
+        while at < end:
+            size = min(end, (at | (PAGE - 1)) + 1) - at
             try:
-                slots.append(self.kernel.u64(array + fd * 8))
+                slots += struct.unpack(f"<{size // 8}Q", self.kernel.read(at, size))
             except MemoryReadError:
-                slots.append(None)
+                first = len(slots)
+                slots += [UNREAD] * (size // 8)
+                if first == 0 or slots[first - 1] != UNREAD:
+                    slots[first] = None
+                    problems.append(f"pid {task.pid}: descriptors from {first} unreadable "
+                                    f"(fd array page {at & ~(PAGE - 1):#x})")
+            at += size
         return slots
+
+    def _is_file(self, address: int) -> bool:
+        """A struct file's f_inode is its dentry's d_inode: garbage fails that."""
+        k = self.kernel
+        try:
+            dentry = k.u64(address + self.dentries.file_path + self.dentries.path_dentry)
+            return dentry != 0 and k.u64(address + self.f_inode) == \
+                k.u64(dentry + self.dentries.d_inode)
+        except MemoryReadError:
+            return False
 
     def _open_file(self, fd: int, address: int, root: PathRoot) -> OpenFile:
         k = self.kernel
