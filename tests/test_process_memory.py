@@ -354,3 +354,31 @@ def test_lsof_huge_max_fds_is_bounded_and_an_unreadable_stretch_is_one_marked_ro
         (0, b"/tmp/d_x/f"), (2, b"socket:[4242]"), (0x400, b"?")]  # K+0xF000: unmapped
     assert any("do not point at a struct file" in p for p in problems)  # the pages between
     assert any("descriptors from 1024 unreadable" in p for p in problems)
+
+
+def test_random_corruption_never_raises_from_any_view(lsof_guest: dict) -> None:
+    """Overwrite random words of the kernel objects with random values, pointers into
+    them, small numbers or zero: every view still returns rows (a corrupt guest is not
+    an exception), and quickly."""
+    import random
+    import time
+
+    from xenhpt.linux.files import FilesReader
+
+    memory, task = lsof_guest["memory"], lsof_guest["task"]
+    pristine = {page: bytes(data) for page, data in memory.pages.items()}
+    k = lsof_guest["reader"].kernel
+    rng = random.Random(14)
+    started = time.monotonic()
+    for _ in range(300):
+        memory.pages = {page: bytearray(data) for page, data in pristine.items()}
+        for _ in range(rng.randrange(1, 12)):
+            at = K + rng.randrange(0, 0xE400, 8)
+            memory.u64(at, rng.choice([rng.getrandbits(64), K + rng.randrange(0, 0xE400, 8),
+                                       rng.randrange(0, 4096), 0, at]))
+        mm = MmReader(k)
+        process_strings(mm, [task], "arguments")
+        process_strings(mm, [task], "environment")
+        process_mappings(VmaReader(k), mm, [task], [])
+        FilesReader(k).open_files(task, [])
+    assert time.monotonic() - started < 60

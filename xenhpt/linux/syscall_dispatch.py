@@ -90,9 +90,12 @@ class KernelText:
         self.kernel = kernel
         self.start = kernel.symbol("_stext")
         self.end = kernel.symbol("_etext")
+        # Only text symbols name addresses here: a third of a kernel's, and sorting is
+        # most of this check's time.
         slide = kernel.slide
-        pairs = sorted(((address + slide) & (1 << 64) - 1, name)
-                       for name, address in kernel.profile.symbols.items())
+        low, high = self.start - slide, self.end - slide
+        pairs = sorted((address + slide, name) for name, address
+                       in kernel.profile.symbols.items() if low <= address < high)
         self._addresses = [a for a, _ in pairs]
         self._names = [n for _, n in pairs]
 
@@ -120,8 +123,11 @@ class KernelText:
         return f"{self._names[i]}+{address - self._addresses[i]:#x}" if i >= 0 else ""
 
     def next_symbol_after(self, address: int) -> int | None:
-        i = bisect.bisect_right(self._addresses, address)
-        return self._addresses[i] if i < len(self._addresses) else None
+        """The lowest symbol address above ``address``, anywhere (a table is in data)."""
+        slide = self.kernel.slide
+        following = [a + slide for a in self.kernel.profile.symbols.values()
+                     if a + slide > address]
+        return min(following) if following else None
 
 
 def check_tables(kernel: Kernel, text: KernelText, known: KnownCalls) -> list[Finding]:
