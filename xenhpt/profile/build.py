@@ -70,6 +70,9 @@ GLOBAL_TYPES: dict[str, tuple[str, str]] = {
     "sys_call_table": ("function", "*[]"),
     "ia32_sys_call_table": ("function", "*[]"),
     "x32_sys_call_table": ("function", "*[]"),
+    # Volatility's linux.sockstat asks these two for objects, so they need a type:
+    "socket_file_ops": ("struct file_operations", ""),
+    "sockfs_dentry_operations": ("struct dentry_operations", ""),
     "cap_last_cap": ("int", ""),
     "nr_cpu_ids": ("unsigned int", ""),
 }
