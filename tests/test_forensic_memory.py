@@ -1,6 +1,6 @@
-"""psaux, envars, maps and lsof on the real lab guest, live and on a raw snapshot, against
-Volatility 3's linux.psaux, linux.envars, linux.proc.Maps and linux.lsof on the same file
-and ISF;
+"""psaux, envars, maps, lsof and sockstat on the real lab guest, live and on a raw
+snapshot, against Volatility 3's linux.psaux, linux.envars, linux.proc.Maps, linux.lsof
+and linux.sockstat on the same file and ISF;
 and check-syscalls, clean on the guest and on its snapshot, and naming the entry of a
 snapshot copy whose sys_call_table was rewritten.
 
@@ -9,13 +9,17 @@ process: a copy of busybox under a random directory name, started as ``sh -c "sl
 | cat; : ARG_TOKEN"`` with an environment of its own holding ENV_TOKEN and a random-named
 file open on descriptor 7. So it has a random argv, a random environment, a mapping of a
 known file (its own executable, on the tmpfs mounted on /tmp: a path that crosses a
-mount), a known open file, and two children joined by a pipe.
+mount), a known open file, and two children joined by a pipe. Beside it: busybox httpd
+listening on a random TCP port with an nc connected to it, and syslogd's /dev/log.
 
 Differences from Volatility 3, by design (each handled where the rows are compared):
 - maps: Volatility's Flags are ``rwx`` only; ours are /proc's ``rwxp``/``rwxs``.
 - maps: Volatility names every anonymous mapping ``Anonymous Mapping``, including the
   ``[vvar]`` special mapping; we print what /proc/PID/maps prints: nothing for anonymous
   memory, and ``[vvar]`` (the special mapping's own name).
+- sockstat: Volatility puts a unix socket's inode in its port columns; we have an inode
+  column. It needs ``socket_file_ops``/``sockfs_dentry_operations`` typed in the ISF,
+  which profiles built before that builder change lack: the test builds a fresh one.
 - psaux: Volatility joins the arguments with spaces into one string; we keep the list
   (JSON) and join for text. A kernel thread is ``[comm]`` in both.
 - lsof: Volatility lists every thread (TID); we list processes (the lab's are all
@@ -44,6 +48,10 @@ from .test_forensic_peers import volatility
 pytestmark = pytest.mark.lab
 
 START = """
+ip link set lo up
+httpd -p {port} -h /tmp
+syslogd
+(sleep 600 | nc 127.0.0.1 {port} > /dev/null 2>&1 &)
 mkdir -p /tmp/{directory}
 cp /bin/busybox /tmp/{directory}/sh
 echo held > /tmp/{directory}/held_{file_token}
@@ -57,7 +65,7 @@ echo $pid
 
 def views(target: str, *extra: str) -> dict[str, list[dict]]:
     out = {}
-    for view in ("psaux", "envars", "maps", "lsof"):
+    for view in ("psaux", "envars", "maps", "lsof", "sockstat"):
         done = run_xenhpt(view, target, "--json", *extra)
         assert done.stderr == "", f"{view} {target} warned:\n{done.stderr}"
         out[view] = [json.loads(line) for line in done.stdout.splitlines()]
@@ -69,7 +77,8 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A raw snapshot of a KASLR lab guest running the known process, and its views live."""
     directory = tmp_path_factory.mktemp("forensic-memory")
     known = {"directory": f"d_{secrets.token_hex(4)}", "env_token": secrets.token_hex(6),
-             "arg_token": secrets.token_hex(6), "file_token": secrets.token_hex(4)}
+             "arg_token": secrets.token_hex(6), "file_token": secrets.token_hex(4),
+             "port": 20000 + secrets.randbelow(40000)}
     with current_lab(directory / "lab", kaslr=True) as state:
         pid = int(machine.exec_in_guest(START.format(**known), directory=directory / "lab")
                   .stdout.split()[-1])
@@ -84,8 +93,15 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     symbols.mkdir()
     isf = machine.profile_path(state.release)
     shutil.copy(isf, symbols / isf.name)
+    fresh = directory / "fresh-symbols"  # built by this checkout's profile builder
+    fresh.mkdir()
+    from xenhpt.profile import build_profile, write_profile
+
+    write_profile(build_profile(kernel=machine.prepare().kernel.image, btf=None,
+                                system_map=None), fresh / isf.name)
     try:
         yield {"raw": raw, "isf": isf, "symbols": symbols, "dir": directory, "pid": pid,
+               "fresh": fresh,
                "live": live, "known": known,
                "views": views(str(raw), "--profile", str(isf))}
     finally:
@@ -236,3 +252,46 @@ def test_check_syscalls_names_a_rewritten_table_entry(snapshot: dict, tmp_path: 
         assert int(finding["address"], 16) == getpid
     finally:
         copy.unlink(missing_ok=True)
+
+
+# -- sockstat --------------------------------------------------------------------------------
+
+def test_sockstat_shows_the_listener_the_connection_and_dev_log(snapshot: dict) -> None:
+    port = snapshot["known"]["port"]
+    rows = snapshot["views"]["sockstat"]
+    listening = [r for r in rows if r["state"] == "LISTEN" and r["local_port"] == port]
+    assert [(r["comm"], r["type"], r["protocol"]) for r in listening] == [
+        ("httpd", "STREAM", "TCP")]
+    [client] = [r for r in rows if r["comm"] == "nc"]
+    assert (client["family"], client["state"], client["remote"], client["remote_port"]) == \
+        ("AF_INET", "ESTABLISHED", "127.0.0.1", port)
+    served = [r for r in rows if r["comm"] == "httpd" and r["remote_port"] ==
+              client["local_port"]]
+    assert served and all(r["state"] == "ESTABLISHED" for r in served)
+    assert any(r["family"] == "AF_UNIX" and r["local"] == "/dev/log" for r in rows)
+    assert snapshot["live"]["sockstat"] == rows
+
+
+def test_sockstat_agrees_with_volatility_row_by_row(snapshot: dict) -> None:
+    fresh = {**snapshot, "symbols": snapshot["fresh"]}
+    isf = next(snapshot["fresh"].iterdir())
+
+    def port(row: dict, which: str) -> str | None:
+        return None if row[which] is None else str(row[which])
+
+    theirs = [(r["PID"], r["Process Name"], r["FD"], r["Family"], r["Type"], r["Proto"],
+               r["State"], r["Source Addr"], r["Source Port"], r["Destination Addr"],
+               r["Destination Port"]) for r in volatility(fresh, "linux.sockstat")]
+    done = run_xenhpt("sockstat", str(snapshot["raw"]), "--json", "--profile", str(isf))
+    ours = []
+    for r in (json.loads(line) for line in done.stdout.splitlines()):
+        if r["family"] == "AF_UNIX":  # Volatility: the inode as the "port", None if no peer
+            ours.append((r["pid"], r["comm"], r["fd"], r["family"], r["type"], None,
+                         r["state"], r["local"] or None, str(r["inode"]),
+                         r["remote"] or None, None))
+        else:
+            ours.append((r["pid"], r["comm"], r["fd"], r["family"], r["type"],
+                         r["protocol"], r["state"], r["local"], port(r, "local_port"),
+                         r["remote"], port(r, "remote_port")))
+    assert theirs == ours
+    assert any(r[1] == "nc" and r[10] == str(snapshot["known"]["port"]) for r in theirs)

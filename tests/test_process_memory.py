@@ -382,3 +382,73 @@ def test_random_corruption_never_raises_from_any_view(lsof_guest: dict) -> None:
         process_mappings(VmaReader(k), mm, [task], [])
         FilesReader(k).open_files(task, [])
     assert time.monotonic() - started < 60
+
+
+# -- sockstat --------------------------------------------------------------------------------
+
+SOCKET, SOCK, UNIX_ADDR = K + 0xF000, K + 0xF100, K + 0xF800
+SOCKET_FILE_OPS = 0xFFFF_FFFF_8200_1000
+SOCK_STRUCTS = {
+    **LSOF_STRUCTS,
+    "file": (0x100, {"f_path": (0x10, ("struct", "path")), "f_inode": (0x20, "ptr"),
+                     "f_op": (0x28, "ptr"), "private_data": (0xC8, "ptr")}),
+    "socket": (0x30, {"state": (0, "u32"), "sk": (0x18, "ptr")}),
+    "sock_common": (0x60, {"skc_daddr": (0, "u32"), "skc_rcv_saddr": (4, "u32"),
+                           "skc_dport": (12, "u32"), "skc_num": (14, "u32"),
+                           "skc_family": (16, "u32"), "skc_state": (18, "u32")}),
+    "sock": (0x400, {"sk_type": (0x202, "u32"), "sk_protocol": (0x204, "u32")}),
+    "unix_sock": (0x400, {"addr": (0x308, "ptr"), "peer": (0x360, "ptr")}),
+    "unix_address": (0x10, {"len": (4, "u32"), "name": (8, ("struct", "sockaddr_un"))}),
+    "sockaddr_un": (0x70, {"sun_path": (2, ("array", 108))}),
+}
+
+
+def socket_reader(lsof_guest: dict, tmp_path: Path) -> object:
+    from xenhpt.linux.sockets import SocketReader
+
+    isf = write_isf(tmp_path / "sock.json", SOCK_STRUCTS,
+                    {"special_mapping_vmops": SPECIAL_OPS, "sockfs_dname": SOCKFS_DNAME,
+                     "socket_file_ops": SOCKET_FILE_OPS})
+    memory = lsof_guest["memory"]
+    memory.u64(SOCKET_FILE + 0x20, SOCKET_INODE, SOCKET_FILE_OPS)  # f_inode, f_op
+    memory.u64(SOCKET_FILE + 0xC8, SOCKET)
+    memory.u32(SOCKET, 3)  # SS_CONNECTED
+    memory.u64(SOCKET + 0x18, SOCK)
+    return SocketReader(kernel(memory, isf))
+
+
+def test_sockstat_reads_an_ipv4_connection(lsof_guest: dict, tmp_path: Path) -> None:
+    from xenhpt.linux.files import OpenFile
+
+    reader = socket_reader(lsof_guest, tmp_path)
+    memory = lsof_guest["memory"]
+    memory.write(SOCK, bytes([10, 0, 0, 2]) + bytes([127, 0, 0, 1]))  # daddr, rcv_saddr
+    memory.write(SOCK + 12, (8080).to_bytes(2, "big") + (43572).to_bytes(2, "little"))
+    memory.write(SOCK + 16, (2).to_bytes(2, "little") + bytes([1]))  # AF_INET, ESTABLISHED
+    memory.write(SOCK + 0x202, (1).to_bytes(2, "little") + (6).to_bytes(2, "little"))
+    found = reader.socket(OpenFile(2, SOCKET_FILE, b"socket:[4242]", "SOCK", 4242, 0))
+    assert (found.family, found.type, found.protocol, found.state, found.local,
+            found.local_port, found.remote, found.remote_port) == (
+        "AF_INET", "STREAM", "TCP", "ESTABLISHED", b"127.0.0.1", 43572, b"10.0.0.2", 8080)
+    regular = OpenFile(0, FILE, b"/tmp/d_x/f", "REG", 3, 0)
+    assert reader.socket(regular) is None  # f_op is not socket_file_ops
+
+
+def test_sockstat_unix_names_are_bounded_and_abstract_ones_marked(lsof_guest: dict,
+                                                                  tmp_path: Path) -> None:
+    from xenhpt.linux.files import OpenFile
+
+    reader = socket_reader(lsof_guest, tmp_path)
+    memory = lsof_guest["memory"]
+    memory.write(SOCK + 16, (1).to_bytes(2, "little") + bytes([7]))  # AF_UNIX
+    memory.write(SOCK + 0x202, (2).to_bytes(2, "little"))  # DGRAM
+    memory.u64(SOCK + 0x308, UNIX_ADDR)
+    memory.u32(UNIX_ADDR + 4, 0xFFFF_FFFF)  # a length the guest made up
+    memory.write(UNIX_ADDR + 10, b"\0hidden\x1b" + b"A" * 200)
+    found = reader.socket(OpenFile(2, SOCKET_FILE, b"socket:[4242]", "SOCK", 4242, 0))
+    assert found.family == "AF_UNIX" and found.state == "CONNECTED"
+    assert found.local.startswith(b"@hidden\x1b") and len(found.local) == 108
+    from xenhpt.linux.sockets import ipv6_text
+
+    assert ipv6_text(bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])) == b"::ffff:127.0.0.1"
+    assert ipv6_text(bytes(16)) == b"::"

@@ -10,7 +10,7 @@ from ..errors import BadUsage, XenhptError
 from .info import info
 from .integrity import check_syscalls
 from .lab import lab
-from .memory import envars, lsof, maps, psaux
+from .memory import envars, lsof, maps, psaux, sockstat
 from .process import process_trace, ps, pstree
 from .profile import profile
 from .trace import trace
@@ -29,7 +29,7 @@ def cli() -> None:
     """
 
 
-for command in (lab, info, ps, pstree, process_trace, psaux, envars, maps, lsof,
+for command in (lab, info, ps, pstree, process_trace, psaux, envars, maps, lsof, sockstat,
                 check_syscalls, profile, trace):
     cli.add_command(command)
 

@@ -1,4 +1,4 @@
-"""``xenhpt psaux``, ``envars``, ``maps``, ``lsof``: what each process holds.
+"""``xenhpt psaux``, ``envars``, ``maps``, ``lsof``, ``sockstat``: what each process holds.
 
 Each composes the ``linux`` readers (tasks, then each process's ``mm_struct``) and hands
 the rows to a renderer in ``output/process_memory.py``. A live guest is paused while the
@@ -14,6 +14,7 @@ import click
 from ..linux.files import FilesReader, process_files
 from ..linux.kernel import Kernel
 from ..linux.mm import MmReader, process_strings
+from ..linux.sockets import SocketReader, process_sockets
 from ..linux.tasks import Task
 from ..linux.vma import VmaReader, process_mappings
 from ..output import open_files
@@ -141,5 +142,31 @@ def lsof(target: str, pids: tuple[int, ...], as_json: bool,
         tasks = selected(kernel, pids, problems)
         rows = process_files(FilesReader(kernel), tasks, problems)
     click.echo(open_files.lsof_json(rows) if as_json else open_files.lsof_table(rows),
+               nl=False)
+    warn(problems)
+
+
+@click.command()
+@click.argument("target", metavar="TARGET")
+@pid_option
+@json_option
+@profile_option
+def sockstat(target: str, pids: tuple[int, ...], as_json: bool,
+             profile_path: Path | None) -> None:
+    """The sockets of each process of TARGET: descriptor, family, type, protocol, state,
+    local and remote address (and port for IPv4/IPv6; the bound path for unix sockets,
+    @name for an abstract one).
+
+    \b
+    Examples:
+      xenhpt sockstat lab
+      xenhpt sockstat guest.raw -p 1 --json
+    """
+    problems: list[str] = []
+    with kernel_of(target, profile_path) as kernel:
+        tasks = selected(kernel, pids, problems)
+        rows = process_sockets(SocketReader(kernel),
+                               process_files(FilesReader(kernel), tasks, problems))
+    click.echo(open_files.sockstat_json(rows) if as_json else open_files.sockstat_table(rows),
                nl=False)
     warn(problems)
