@@ -5,6 +5,7 @@
 ``vol -q -f SNAP -s DIR PLUGIN`` (DIR holds only that ISF), each the median of ``--runs``
 after one untimed warm-up (xenhpt's ISF cache, Volatility's identifier cache, the page
 cache). With no SNAPSHOT it makes a fresh 512 MiB lab snapshot (``bench_pstree.py``'s).
+linux.sockstat needs an ISF built by a profile builder that types socket_file_ops.
 
 Usage::
 
@@ -26,7 +27,8 @@ from bench_pstree import VOL, XENHPT, lab_snapshot, median_time, profile_of  # n
 
 # xenhpt view -> Volatility 3 plugin
 VIEWS = (("psaux", "linux.psaux"), ("envars", "linux.envars"), ("maps", "linux.proc.Maps"),
-         ("lsof", "linux.lsof"), ("check-syscalls", "linux.check_syscall"))
+         ("lsof", "linux.lsof"), ("sockstat", "linux.sockstat"),
+         ("check-syscalls", "linux.check_syscall"))
 
 
 def run_quietly(command: list[str], ok: tuple[int, ...] = (0,)) -> None:
