@@ -295,3 +295,47 @@ def test_sockstat_agrees_with_volatility_row_by_row(snapshot: dict) -> None:
                          r["remote"], port(r, "remote_port")))
     assert theirs == ours
     assert any(r[1] == "nc" and r[10] == str(snapshot["known"]["port"]) for r in theirs)
+
+
+# -- psxview ---------------------------------------------------------------------------------
+
+def test_psxview_flags_nothing_on_the_untouched_snapshot(snapshot: dict) -> None:
+    done = run_xenhpt("psxview", str(snapshot["raw"]), "--json", "--profile",
+                      str(snapshot["isf"]))
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) > 40 and not any(r["flagged"] for r in rows)
+    assert any(r["pid"] == snapshot["pid"] for r in rows)
+
+
+def test_psxview_flags_a_process_unlinked_from_the_task_list(snapshot: dict,
+                                                             tmp_path: Path) -> None:
+    """As a rootkit hides a process: its neighbours on init_task.tasks now point past it."""
+    from xenhpt.linux.kernel import Kernel
+    from xenhpt.linux.tasks import TaskReader
+    from xenhpt.vmi.snapshot.target import open_snapshot
+
+    copy = tmp_path / "hidden.raw"
+    shutil.copyfile(snapshot["raw"], copy)
+    try:
+        with open_snapshot(copy) as target:
+            kernel = Kernel.open(target, snapshot["isf"])
+            reader = TaskReader(kernel)
+            [task] = [t for t in reader.processes().tasks if t.pid == snapshot["pid"]]
+            node = task.address + reader.off["tasks"]
+            after, before = kernel.u64(node), kernel.u64(node + 8)
+            writes = [(kernel.physical(before), after), (kernel.physical(after + 8), before)]
+        with open(copy, "r+b") as f:
+            for at, value in writes:
+                f.seek(at)
+                f.write(struct.pack("<Q", value))
+        assert snapshot["pid"] not in [r["pid"] for r in (json.loads(line) for line in run_xenhpt(
+            "ps", str(copy), "--json", "--profile", str(snapshot["isf"])).stdout.splitlines())]
+        done = run_xenhpt("psxview", str(copy), "--json", "--profile", str(snapshot["isf"]),
+                          check=False)
+        assert done.returncode == 3, done.stderr
+        flagged = [json.loads(line) for line in done.stdout.splitlines()
+                   if json.loads(line)["flagged"]]
+        assert [(r["pid"], r["comm"], r["found"]) for r in flagged] == [
+            (snapshot["pid"], "sh", {"tasks": False, "children": True})]
+    finally:
+        copy.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from .info import info
 from .integrity import check_syscalls
 from .lab import lab
 from .memory import envars, lsof, maps, psaux, sockstat
-from .process import process_trace, ps, pstree
+from .process import process_trace, ps, pstree, psxview
 from .profile import profile
 from .trace import trace
 
@@ -29,8 +29,8 @@ def cli() -> None:
     """
 
 
-for command in (lab, info, ps, pstree, process_trace, psaux, envars, maps, lsof, sockstat,
-                check_syscalls, profile, trace):
+for command in (lab, info, ps, pstree, psxview, process_trace, psaux, envars, maps, lsof,
+                sockstat, check_syscalls, profile, trace):
     cli.add_command(command)
 
 
