@@ -115,9 +115,9 @@ EXIT_FLAGGED = 3
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per process.")
 @profile_option
 def psxview(target: str, as_json: bool, profile_path: Path | None) -> None:
-    """Find hidden processes of TARGET: the task list and the process tree (children
-    lists) side by side; a process missing from one is flagged with !, and the exit
-    status is 3.
+    """Find hidden processes of TARGET: the task list, the process tree (children lists)
+    and the pid IDR side by side; a process missing from one is flagged with !, and the
+    exit status is 3.
 
     \b
     Examples:
