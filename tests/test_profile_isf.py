@@ -159,6 +159,20 @@ def test_compressed_isf_is_cached_and_cache_follows_changes(
     assert len(list((private_cache / "isf").iterdir())) == 1  # replaced, not accumulated
 
 
+def test_array_symbol_length_is_kept_and_survives_the_cache(
+    tmp_path: Path, private_cache: Path
+) -> None:
+    isf = tiny_isf()
+    isf["symbols"]["sys_call_table"] = {"address": 0x1000, "type": {
+        "kind": "array", "count": 451, "subtype": {"kind": "pointer"}}}
+    path = tmp_path / "p.json.gz"
+    write_profile(isf, path)
+    for _ in range(2):  # parsed, then served from the cache
+        profile = Profile.load(path)
+        assert profile.array_length("sys_call_table") == 451
+        assert profile.array_length("init_task") is None  # not an array
+
+
 def test_find_profile_matches_the_banner_among_several(tmp_path: Path, private_cache: Path) -> None:
     root = tmp_path / "profiles"
     write_profile(tiny_isf("Linux version 5.10.0-other #1\n"), root / "other.json")

@@ -292,3 +292,20 @@ def test_isf_sample_validates_against_volatility_schema(isf: dict[str, Any]) -> 
         },
     }
     jsonschema.Draft4Validator(schema).validate(sample)
+
+
+def test_pointer_table_length_drops_a_tail_that_is_not_kernel_text() -> None:
+    """5.10's ia32_sys_call_table is followed by an unnamed string ("memcpy"), not
+    padding: the length guessed up to the next symbol must stop before it."""
+    from xenhpt.profile.build import _trim_tail
+
+    text = (0xFFFF_FFFF_8100_0000, 0xFFFF_FFFF_8200_0000)
+    table = [0xFFFF_FFFF_8100_1000, 0xFFFF_FFFF_8100_2000,
+             int.from_bytes(b"memcpy\0\0", "little"), 0]
+
+    class Image:
+        def read(self, address: int, size: int) -> bytes:
+            return b"".join(v.to_bytes(8, "little") for v in table)[:size]
+
+    assert _trim_tail(Image(), 0x1000, 4, 8, text) == 2  # type: ignore[arg-type]
+    assert _trim_tail(Image(), 0x1000, 4, 8, None) == 3  # without the text: NULLs only

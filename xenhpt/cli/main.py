@@ -10,8 +10,10 @@ from ..errors import BadUsage, XenhptError
 from .control import control
 from .decode import decode
 from .info import info
+from .integrity import check_syscalls
 from .lab import lab
-from .process import process_trace, ps, pstree
+from .memory import envars, lsof, maps, psaux, sockstat
+from .process import process_trace, ps, pstree, psxview
 from .profile import profile
 from .trace import trace
 
@@ -29,8 +31,8 @@ def cli() -> None:
     """
 
 
-for command in (lab, info, ps, pstree, process_trace, profile, trace, decode,
-                control):
+for command in (lab, info, ps, pstree, psxview, process_trace, psaux, envars, maps, lsof,
+                sockstat, check_syscalls, profile, trace, decode, control):
     cli.add_command(command)
 
 

@@ -1,4 +1,5 @@
-"""``xenhpt ps``, ``xenhpt pstree`` and ``process_trace``: the guest's processes, from outside."""
+"""``xenhpt ps``, ``pstree``, ``psxview`` and ``process_trace``: the guest's processes, from
+outside."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ..linux.cross_view import cross_view
 from ..linux.kernel import Kernel
 from ..linux.process_tree import ProcessTree
 from ..linux.tasks import TaskReader, Walk
@@ -103,3 +105,29 @@ def process_trace(target: str, profile_path: Path | None) -> None:
         click.echo(f"# {escape_text(kernel.banner)}")
     click.echo(render.process_trace_text(ProcessTree.from_tasks(walk.tasks)), nl=False)
     report_problems(walk)
+
+
+EXIT_FLAGGED = 3
+
+
+@click.command()
+@click.argument("target", metavar="TARGET")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per process.")
+@profile_option
+def psxview(target: str, as_json: bool, profile_path: Path | None) -> None:
+    """Find hidden processes of TARGET: the task list, the process tree (children lists)
+    and the pid IDR side by side; a process missing from one is flagged with !, and the
+    exit status is 3.
+
+    \b
+    Examples:
+      xenhpt psxview guest.raw
+      xenhpt psxview lab --json
+    """
+    with kernel_of(target, profile_path) as kernel:
+        view = cross_view(TaskReader(kernel))
+    click.echo(render.psxview_json(view) if as_json else render.psxview_table(view), nl=False)
+    for problem in view.problems:
+        click.echo(f"xenhpt: warning: {problem}", err=True)
+    if any(row.flagged for row in view.rows):
+        sys.exit(EXIT_FLAGGED)

@@ -1,10 +1,11 @@
-"""Process listings: ps table, JSON lines, pstree -p, and the process_trace dump."""
+"""Process listings: ps table, JSON lines, pstree -p, the process_trace dump, psxview."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 
+from ..linux.cross_view import VIEWS, CrossView
 from ..linux.process_tree import MAX_DEPTH, ProcessTree
 from ..linux.tasks import Task
 from .escape import escape_text
@@ -89,3 +90,23 @@ def process_trace_text(tree: ProcessTree) -> str:
                      f"{len(tree.children(pid)):>8}  {'  ' * min(depth, 40)}"
                      f"{escape_text(node.get('comm', b'?'))}")
     return "\n".join(lines) + "\n"
+
+
+def psxview_table(view: CrossView) -> str:
+    """One row per process, a column per view (yes/NO), ``!`` where a view misses it."""
+    head = f"{'PID':>7} {'PPID':>7} {'TASK':<18}  {'COMM':<16} " + \
+        " ".join(f"{name:>8}" for name in VIEWS)
+    lines = [head]
+    for row in view.rows:
+        t = row.task
+        marks = " ".join(f"{'yes' if row.found[name] else 'NO':>8}" for name in VIEWS)
+        lines.append(f"{t.pid:>7} {t.ppid:>7} {t.address:#018x}  {escape_text(t.comm):<16} "
+                     f"{marks}" + ("  !" if row.flagged else ""))
+    flagged = sum(row.flagged for row in view.rows)
+    lines.append(f"{len(view.rows)} processes, {flagged} missing from a view")
+    return "\n".join(lines) + "\n"
+
+
+def psxview_json(view: CrossView) -> str:
+    return "".join(json.dumps({**ps_record(row.task), "found": row.found,
+                               "flagged": row.flagged}) + "\n" for row in view.rows)

@@ -70,6 +70,9 @@ GLOBAL_TYPES: dict[str, tuple[str, str]] = {
     "sys_call_table": ("function", "*[]"),
     "ia32_sys_call_table": ("function", "*[]"),
     "x32_sys_call_table": ("function", "*[]"),
+    # Volatility's linux.sockstat asks these two for objects, so they need a type:
+    "socket_file_ops": ("struct file_operations", ""),
+    "sockfs_dentry_operations": ("struct dentry_operations", ""),
     "cap_last_cap": ("int", ""),
     "nr_cpu_ids": ("unsigned int", ""),
 }
@@ -278,7 +281,9 @@ def _isf_symbols(
             if not 0 < count <= MAX_GAP_ELEMENTS:
                 continue
             if desc["kind"] == "pointer" and image is not None:
-                count = _trim_zero_tail(image, symbols[name], count, elem_size)
+                text = (symbols.get("_stext"), symbols.get("_etext"))
+                count = _trim_tail(image, symbols[name], count, elem_size,
+                                   text if None not in text else None)
             desc = {"kind": "array", "count": count, "subtype": desc}
         elif shape.startswith("["):
             desc = {"kind": "array", "count": int(shape[1:-1]), "subtype": desc}
@@ -286,14 +291,20 @@ def _isf_symbols(
     return out
 
 
-def _trim_zero_tail(image: KernelBytes, address: int, count: int, size: int) -> int:
-    # A pointer table (sys_call_table) is followed by alignment padding up to the next
-    # symbol; its initialised entries are never NULL, so drop trailing NULL slots.
+def _trim_tail(image: KernelBytes, address: int, count: int, size: int,
+               text: tuple[int, int] | None) -> int:
+    # A pointer table (sys_call_table) is followed by alignment padding, or by data no
+    # symbol names (5.10's ia32_sys_call_table: a string), up to the next symbol. Its
+    # initialised entries are never NULL and, for a table of functions, all lie in the
+    # kernel text: drop trailing slots that are not such pointers.
     try:
         data = image.read(address, count * size)
     except ProfileError:
         return count
-    while count > 1 and not any(data[(count - 1) * size : count * size]):
+    while count > 1:
+        last = int.from_bytes(data[(count - 1) * size : count * size], "little")
+        if last and (text is None or size != 8 or text[0] <= last < text[1]):
+            break
         count -= 1
     return count
 

@@ -30,7 +30,8 @@ from xenhpt.errors import ProfileError
 MASK64 = (1 << 64) - 1
 MAX_ISF_BYTES = 2 << 30  # decompressed; dwarf2json ISFs are < 200 MB
 MAX_NESTING = 16  # anonymous-member nesting followed when flattening
-CACHE_FORMAT = 2  # 2: each user type marshalled on its own, decoded on first use
+CACHE_FORMAT = 3  # 2: each user type marshalled on its own, decoded on first use;
+#                   3: array symbols' lengths
 CACHE_MIN_BYTES = 4 << 20  # plain ISFs smaller than this load as fast as the cache
 
 
@@ -72,6 +73,7 @@ class Profile:
         self._base_types: dict[str, Any] = content["base_types"]
         self._enums: dict[str, Any] = content["enums"]
         self._banner: str | None = content["banner"]
+        self._array_lengths: dict[str, int] = content.get("array_lengths", {})
         self._flat: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
 
     # -- loading -------------------------------------------------------------------------
@@ -90,9 +92,11 @@ class Profile:
         cache_file = None
         stamp = [st.st_size, st.st_mtime_ns, CACHE_FORMAT]
         if cacheable:
-            # One cache file per ISF path, so a rebuilt ISF replaces its stale entry.
+            # One cache file per ISF path, so a rebuilt ISF replaces its stale entry; and
+            # per format, so checkouts of two xenhpt versions do not rewrite each other's.
             digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
-            cache_file = (cache_dir or default_cache_dir()) / "isf" / f"{digest}.marshal"
+            name = f"{digest}.v{CACHE_FORMAT}.marshal"
+            cache_file = (cache_dir or default_cache_dir()) / "isf" / name
             content = _read_cache(cache_file, stamp)
             if content is not None:
                 return cls(path, content)
@@ -113,6 +117,11 @@ class Profile:
     def symbols(self) -> dict[str, int]:
         """All symbols, name → address (do not modify)."""
         return self._symbols
+
+    def array_length(self, name: str) -> int | None:
+        """Element count of a symbol the ISF types as an array (``sys_call_table``), or
+        None if it gives no such type (LibVMI-style ISFs carry addresses only)."""
+        return self._array_lengths.get(name)
 
     @property
     def banner(self) -> str | None:
@@ -242,11 +251,16 @@ def _compact(isf: dict[str, Any], path: Path) -> dict[str, Any]:
     if not sections["user_types"] or not sections["symbols"]:
         raise ProfileError(f"profile {path} is not an ISF (no user_types or symbols)")
     symbols: dict[str, int] = {}
+    array_lengths: dict[str, int] = {}
     banner = None
     for name, sym in sections["symbols"].items():
         if not isinstance(sym, dict) or not isinstance(sym.get("address"), int):
             continue
         symbols[name] = sym["address"] & MASK64  # LibVMI-style copies store int64
+        stype = sym.get("type")
+        if isinstance(stype, dict) and stype.get("kind") == "array" and \
+                isinstance(stype.get("count"), int):
+            array_lengths[name] = stype["count"]
         if name == "linux_banner" and isinstance(sym.get("constant_data"), str):
             banner = decode_banner(sym["constant_data"])
     return {
@@ -255,6 +269,7 @@ def _compact(isf: dict[str, Any], path: Path) -> dict[str, Any]:
         "base_types": sections["base_types"],
         "enums": sections["enums"],
         "banner": banner,
+        "array_lengths": array_lengths,
     }
 
 
