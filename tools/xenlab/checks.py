@@ -1,0 +1,247 @@
+"""Inside the Xen lab's dom0: the QEMU lab's trace checks, run against the HVM domU "lab".
+
+    python3.11 /lab/checks.py              every check, then `xenlab: N passed, M failed`
+    python3.11 /lab/checks.py measure      traps/s and the tracer's CPU time per trap
+
+The checks are the QEMU lab's own test functions (tests/test_trace.py,
+tests/test_processes.py), called unchanged. Two things are swapped under them: the target
+(their ``xenhpt ... lab`` becomes ``xenhpt ... xen:lab``, through a wrapper command) and
+the guest channel (``machine.exec_in_guest`` talks to the same exec agent, which the
+domU runs on its second serial port, a socket in dom0). Only the Ctrl-C check is the
+Xen one: it reads every trap address back from the domU's memory after the interrupt.
+"""
+
+from __future__ import annotations
+
+import base64
+import cProfile
+import json
+import os
+import pstats
+import re
+import resource
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+AGENT = "/var/run/xenlab-agent.sock"
+DOMAIN = "lab"
+WRAPPER = Path("/usr/bin/xenhpt-lab-is-xen")
+STATE = Path("/root/.cache/xenhpt/xen") / f"{DOMAIN}.json"
+
+
+def exec_in_guest(command: str, timeout: float = 60.0, directory: Path | None = None):
+    """``machine.exec_in_guest`` over the agent socket the domU's ttyS1 is wired to."""
+    from xenhpt.errors import LabError
+    from xenhpt.lab import machine
+
+    request_id = uuid.uuid4().hex[:12]
+    payload = base64.b64encode(command.encode()).decode()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(AGENT)
+            s.sendall(f"\n{request_id} {len(payload)} {payload}\n".encode())
+            return machine._read_reply(s, request_id, timeout)
+        except TimeoutError:
+            raise LabError(f"domU did not finish {command[:40]!r} in {timeout:.0f} s") \
+                from None
+
+
+def install_swaps() -> None:
+    """Point the QEMU lab's tests at xen:lab and at the domU's agent."""
+    WRAPPER.write_text('#!/bin/sh\n# the QEMU lab tests\' "xenhpt CMD lab ..." -> xen:lab\n'
+                       'cmd=$1; shift\n[ "$1" = lab ] && { shift; set -- xen:lab "$@"; }\n'
+                       'exec /usr/bin/xenhpt "$cmd" "$@"\n')
+    WRAPPER.chmod(0o755)
+    from tests import conftest, test_processes, test_trace
+    from xenhpt.lab import machine
+    machine.exec_in_guest = exec_in_guest
+    conftest.XENHPT = test_trace.XENHPT = str(WRAPPER)
+    del test_processes  # imported so that its module uses the swapped machine too
+
+
+def wait_for_agent(seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return exec_in_guest("uname -r", timeout=20).stdout.strip()
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(3)
+
+
+# -- the Xen-specific check: Ctrl-C leaves no trap byte behind --------------------------
+
+def ctrl_c_leaves_no_trap_byte() -> None:
+    """A full trace interrupted mid-run: every byte it patched reads back as the original,
+    and the domU still answers."""
+    from tests import conftest, test_trace
+    from xenhpt.vmi.xen import open_xen
+
+    stop = busy_domU()
+    try:
+        trace = test_trace.Trace("--json")
+        armed = json.loads(STATE.read_text())  # written before the first byte changes
+        originals = {int(k, 16): v for k, v in armed["bytes"].items()}
+        assert len(originals) >= 3, armed
+        time.sleep(4)
+        out, err = trace.interrupt()
+    finally:
+        stop()
+    c = test_trace.counts(err)
+    assert c["captured"] > 0 and c["captured"] == c["printed"], err
+    assert not STATE.exists(), "the state file outlived a clean stop"
+    target = open_xen(DOMAIN)
+    try:
+        back = {a: target.read_physical(a, 1)[0] for a in originals}
+    finally:
+        target.close()
+    wrong = {hex(a): (hex(back[a]), hex(v)) for a, v in originals.items() if back[a] != v}
+    assert not wrong, f"bytes not restored (now, original): {wrong}"
+    print(f"  {len(originals)} trap bytes read back as the originals; "
+          f"{c['traps']} traps before Ctrl-C", flush=True)
+    assert conftest.guest("echo alive") == "alive\n"
+
+
+def busy_domU() -> Callable[[], None]:
+    """Keep the domU making system calls (a file-reading loop) until the returned stop()."""
+    exec_in_guest("rm -f /tmp/stop-busy; (while [ ! -e /tmp/stop-busy ]; do "
+                  "cat /etc/inittab > /dev/null; done) > /dev/null 2>&1 &")
+    return lambda: exec_in_guest("touch /tmp/stop-busy", timeout=120)
+
+
+# -- running the checks --------------------------------------------------------------------
+
+def checks() -> list[tuple[str, Callable[[], None]]]:
+    from tests import test_processes, test_trace
+
+    booted = {"dir": None}
+    t = test_trace
+    return [
+        ("ps equals the domU's own ps",
+         lambda: test_processes.test_ps_equals_the_guests_own_ps(booted)),
+        ("random write: path, flags, data, pid/comm, returns",
+         lambda: t.test_random_write_is_decoded_with_path_flags_string_and_task(None)),
+        ("mech32 through int 0x80",
+         lambda: t.test_32bit_programs_are_seen_through_their_mechanism(None, "int80")),
+        ("mech32 through sysenter",
+         lambda: t.test_32bit_programs_are_seen_through_their_mechanism(None, "sysenter")),
+        ("mech32 through 32-bit syscall",
+         lambda: t.test_32bit_programs_are_seen_through_their_mechanism(None, "syscall")),
+        ("strace cross-check, call by call",
+         lambda: t.test_calls_agree_with_strace_inside_the_guest(None)),
+        ("selective trace costs far fewer traps than a full one",
+         lambda: t.test_selective_trace_costs_far_fewer_traps_than_a_full_one(None)),
+        ("Ctrl-C mid-trace leaves no trap byte; the domU keeps running",
+         ctrl_c_leaves_no_trap_byte),
+    ]
+
+
+def run_checks(only: list[str]) -> int:
+    install_swaps()
+    print(f"xenlab: domU agent answers ({wait_for_agent(600)}), "
+          f"trap {os.environ.get('XENHPT_XEN_TRAP') or 'int3'}", flush=True)
+    passed = failed = 0
+    for name, check in checks():
+        if only and not any(word in name for word in only):
+            continue
+        start = time.monotonic()
+        print(f"XENLAB-STEP {name}", flush=True)
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next check
+            failed += 1
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            print(f"XENLAB-CHECK FAIL: {name} ({time.monotonic() - start:.0f}s)\n"
+                  f"{detail[:3000]}", flush=True)
+        else:
+            passed += 1
+            print(f"XENLAB-CHECK ok: {name} ({time.monotonic() - start:.0f}s)", flush=True)
+    print(f"XENLAB-CHECKS {passed} {failed}", flush=True)
+    return 1 if failed else 0
+
+
+# -- measuring -----------------------------------------------------------------------------
+
+def profiled_main(out: str) -> None:
+    """``xenhpt`` itself under cProfile, counting CPU time (not the time spent waiting)."""
+    from xenhpt.cli.main import main
+
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    try:
+        main()
+    except SystemExit:
+        pass
+    finally:
+        profile.disable()
+        profile.dump_stats(out)
+
+
+def measure(seconds: int = 30) -> None:
+    """Traps per second and the tracer's CPU time per trap, with a busy domU; then where
+    that CPU time goes (LibVMI's bindings and C library vs xenhpt)."""
+    prof = "/tmp/trace.prof"
+    stop = busy_domU()
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall = time.monotonic()
+        done = subprocess.run([sys.executable, __file__, "profiled", prof, "trace",
+                               f"xen:{DOMAIN}", "-v", "-c", "--duration", str(seconds),
+                               "-o", "/tmp/measure.txt"], capture_output=True, text=True)
+        wall = time.monotonic() - wall
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finally:
+        stop()
+    print(done.stderr[-1500:], flush=True)
+    match = re.search(r"\((\d+) traps", done.stderr)
+    traps = int(match.group(1)) if match else 0
+    user = after.ru_utime - before.ru_utime
+    system = after.ru_stime - before.ru_stime
+    print(f"XENLAB-MEASURE {traps} traps in {seconds} s of tracing ({wall:.0f} s with "
+          f"set-up): {traps / seconds:.0f} traps/s; tracer CPU user {user:.2f} s + "
+          f"sys {system:.2f} s", flush=True)
+    stats = pstats.Stats(prof)
+    total = sum(row[2] for row in stats.stats.values())  # tottime, CPU seconds
+    shares: dict[str, float] = {}
+    for (filename, _, name), row in stats.stats.items():
+        if "/libvmi/" in filename or "_libvmi" in name or "cffi" in filename:
+            part = "libvmi (bindings + C)"
+        elif "/xenhpt/" in filename:
+            part = "xenhpt"
+        elif filename == "~":
+            part = "built-ins (bytes, dicts, struct, ...)"
+        else:
+            part = "other Python (stdlib, click, networkx)"
+        shares[part] = shares.get(part, 0.0) + row[2]
+    print(f"XENLAB-MEASURE profiled CPU {total:.2f} s", flush=True)
+    for part, cpu in sorted(shares.items(), key=lambda kv: -kv[1]):
+        per = f", {cpu / traps * 1e6:.0f} us/trap" if traps else ""
+        print(f"XENLAB-MEASURE   {part}: {cpu:.2f} s ({cpu / total:.0%}{per})", flush=True)
+    stats.sort_stats("tottime").print_stats(25)
+
+
+def main() -> int:
+    sys.path[:0] = ["/opt/site"]
+    if sys.argv[1:2] == ["profiled"]:
+        out = sys.argv[2]
+        sys.argv = ["xenhpt", *sys.argv[3:]]
+        profiled_main(out)
+        return 0
+    if sys.argv[1:2] == ["measure"]:
+        install_swaps()
+        wait_for_agent(600)
+        measure(int(sys.argv[2]) if len(sys.argv) > 2 else 30)
+        return 0
+    return run_checks(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
