@@ -57,9 +57,6 @@ def _profile(symbols: dict[str, int]) -> Profile:
 class FlatKernelMemory:
     """Kernel virtual memory as a sparse dict, mapped 1:1 (enough for these walks)."""
 
-    levels = 4
-    levels_known = True
-
     def __init__(self) -> None:
         self.bytes: dict[int, int] = {}
 
@@ -84,15 +81,33 @@ class FlatKernelMemory:
 
 
 class SyntheticTarget:
+    """The memory half of a Target, over :class:`FlatKernelMemory`."""
+
     live = False
     vcpu_count = 1
     physical_size = 1 << 32
+    description = "synthetic"
+    capture_file = None
+    paging_levels = 4
 
     def __init__(self) -> None:
-        self.paging = FlatKernelMemory()
+        self.memory = FlatKernelMemory()
+        self.kernel_paging: tuple[int, object] | None = None
 
     def read_physical(self, address: int, size: int) -> bytes:
         raise MemoryReadError(address)
+
+    def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
+        return self.memory.read(dtb, address, size)
+
+    def translate(self, dtb: int, address: int) -> int:
+        return self.memory.translate(dtb, address)
+
+    def set_kernel_paging(self, levels: int, kernel_tables: object) -> None:
+        self.kernel_paging = (levels, kernel_tables)
+
+    def flush_translations(self) -> None:
+        pass
 
 
 INIT_TASK = 0xFFFF_FFFF_8180_D020
@@ -100,7 +115,7 @@ INIT_TASK = 0xFFFF_FFFF_8180_D020
 
 def _kernel(symbols: dict[str, int]) -> tuple[Kernel, FlatKernelMemory]:
     target = SyntheticTarget()
-    memory = target.paging
+    memory = target.memory
     # An empty task list: init_task.tasks points at itself.
     memory.put_u64(INIT_TASK + 0x100, INIT_TASK + 0x100)
     layout = KernelLayout(slide=0, dtb=0x1000, banner=Banner("Linux version 3.2.0", "3.2.0", 0))

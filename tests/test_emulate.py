@@ -11,7 +11,7 @@ import pytest
 
 from xenhpt.lab import machine
 from xenhpt.tracer.trappoints import EXIT_FUNCTION
-from xenhpt.vmi.emulate import EFLAGS_AC, UnsupportedInstruction, decode, emulate
+from xenhpt.vmi.x86.emulate import EFLAGS_AC, UnsupportedInstruction, decode, emulate
 
 from .conftest import lab_kernel
 
@@ -177,7 +177,7 @@ def test_every_trap_point_of_the_lab_kernel_takes_the_3_byte_sldt_trap(lab_image
     """XENHPT_XEN_TRAP=sldt (the QEMU Xen lab): after a leading swapgs (which the guest
     runs itself), the instructions covering 3 bytes can all be executed by the tracer."""
     from xenhpt.profile.kimage import KernelImage
-    from xenhpt.vmi.xen_breakpoints import displaced_steps
+    from xenhpt.vmi.xen.breakpoints import displaced_steps
 
     path, symbols = lab_image_and_symbols
     image = KernelImage.open(path)

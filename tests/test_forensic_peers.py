@@ -221,7 +221,7 @@ def test_cycle_in_a_real_snapshots_task_list_is_reported_and_the_walk_stops(
         snapshot: dict, tmp_path: Path) -> None:
     from xenhpt.linux.kernel import Kernel
     from xenhpt.linux.tasks import TaskReader
-    from xenhpt.vmi.snapshot import open_snapshot
+    from xenhpt.vmi.snapshot.target import open_snapshot
 
     corrupt = tmp_path / "cycle.raw"
     shutil.copyfile(snapshot["raw"], corrupt)

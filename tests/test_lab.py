@@ -11,8 +11,8 @@ import pytest
 
 from xenhpt.errors import LabError, MemoryReadError
 from xenhpt.lab import machine
-from xenhpt.vmi.paging import kernel_dtb
-from xenhpt.vmi.qemu import QemuTarget
+from xenhpt.linux.kpti import kernel_dtb
+from xenhpt.vmi.qemu.target import QemuTarget
 
 from .conftest import XENHPT, guest, kallsyms, run_xenhpt
 
@@ -51,11 +51,11 @@ def test_breakpoint_on_syscall_entry_fires_with_a_syscall_number(lab: machine.La
         # Kernel text through the kernel page tables equals the physical bytes it maps to.
         dtb = registers["cr3"]
         try:
-            target.paging.translate(dtb, entry)
+            target.translate(dtb, entry)
         except MemoryReadError:
             dtb = kernel_dtb(dtb)  # KPTI: the user PGD does not map kernel text
         virtual = target.read_virtual(dtb, entry, 64)
-        physical = target.read_physical(target.paging.translate(dtb, entry), 64)
+        physical = target.read_physical(target.translate(dtb, entry), 64)
         assert virtual == physical and virtual != bytes(64)
         target.remove_breakpoint(entry)
         assert target.breakpoints == frozenset()

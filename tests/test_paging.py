@@ -1,4 +1,4 @@
-"""The x86-64 page walker on synthetic page tables: every page size, holes, PCID, KPTI."""
+"""The x86-64 page walker on synthetic page tables: every page size, holes, PCID."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from xenhpt.errors import MemoryReadError
-from xenhpt.vmi.paging import PageWalker, canonical, dtb_from_cr3, kernel_dtb
+from xenhpt.vmi.x86.paging import PageWalker, canonical, dtb_from_cr3
 
 P, PS = 1, 1 << 7
 
@@ -93,11 +93,6 @@ def test_pcid_and_noflush_bits_of_cr3_are_ignored(ram: FakeRam) -> None:
     cr3 = 0x1000 | 0x5 | (1 << 63)
     assert dtb_from_cr3(cr3) == 0x1000
     assert walker.translate(cr3, 0xFFFF_FFFF_8100_0000) == 0x5000
-
-
-def test_kpti_user_pgd_maps_to_its_kernel_twin() -> None:
-    assert kernel_dtb(0x1234_3000 | 0x801) == 0x1234_2000
-    assert kernel_dtb(0x1234_2000) == 0x1234_2000
 
 
 def test_read_across_a_page_boundary_stitches_both_pages(ram: FakeRam) -> None:

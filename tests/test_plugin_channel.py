@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from xenhpt.errors import MemoryReadError
+from xenhpt.syscalls.reads import PATH_BYTES
+from xenhpt.syscalls.structs import STAT_LAYOUT
 from xenhpt.syscalls.table import SyscallTable
-from xenhpt.tracer.plugin_capture import PATH_BYTES, PluginCapture, PluginStats, capture_rules
-from xenhpt.vmi import plugin_channel as pc
+from xenhpt.tracer.plugin_capture import PluginCapture, PluginStats, capture_rules
+from xenhpt.vmi.qemu import plugin_channel as pc
 
 RING = 1 << 12
 
@@ -94,7 +96,7 @@ def test_configure_writes_the_call_table_and_waits_for_the_plugin(tmp_path: Path
     thread.start()
     rules = [pc.Rule(pc.WHEN_ENTRY, pc.HOW_CSTRING, 1, PATH_BYTES)]
     channel.configure(pc.CaptureConfig(0xFFFFFFFF81000000, 0x1F000, 1, 2, 3, 4, 5, 6,
-                                       calls={(0, 257): rules, (1, 5): []}))
+                                       user32_cs=0x23, calls={(0, 257): rules, (1, 5): []}))
     thread.join()
     base = channel.config_offset
     enabled, _, exit_address = struct.unpack_from("<IIQ", channel._map, base)
@@ -113,7 +115,8 @@ def test_a_plugin_that_never_answers_is_a_clear_error(tmp_path: Path) -> None:
     make_file(path)
     channel = pc.PluginChannel(path)
     with pytest.raises(pc.ChannelError, match="did not take its configuration"):
-        channel.configure(pc.CaptureConfig(1, 2, 3, 4, 5, 6, 7, 8), timeout=0.05)
+        channel.configure(pc.CaptureConfig(1, 2, 3, 4, 5, 6, 7, 8, user32_cs=0x23),
+                          timeout=0.05)
     channel.close()
 
 
@@ -162,11 +165,12 @@ def test_capture_rules_follow_the_templates() -> None:
     write = capture_rules(table.by_name("write"), 32)
     assert write == [pc.Rule(pc.WHEN_ENTRY, pc.HOW_BY_ARG, 1, 32, 2, 1)]
     read = capture_rules(table.by_name("read"), 64)
-    assert read == [pc.Rule(pc.WHEN_EXIT, pc.HOW_BY_RET, 1, 64)]
+    assert read == [pc.Rule(pc.WHEN_EXIT, pc.HOW_BY_RET, 1, 64, 0, 1)]
     execve = capture_rules(table.by_name("execve"), 32)
     assert [r.how for r in execve] == [pc.HOW_CSTRING, pc.HOW_STRINGS, pc.HOW_FIXED]
     fstat = capture_rules(table.by_name("newfstatat"), 32)
-    assert pc.Rule(pc.WHEN_EXIT, pc.HOW_FIXED, 2, 144) in fstat
+    # The bytes of struct stat the printer reads (syscalls/structs.py), at exit.
+    assert pc.Rule(pc.WHEN_EXIT, pc.HOW_FIXED, 2, STAT_LAYOUT["stat_out"][8].size) in fstat
     assert capture_rules(table.by_name("getpid"), 32) == []
 
 

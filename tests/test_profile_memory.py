@@ -20,8 +20,8 @@ from xenhpt.lab import machine
 from xenhpt.linux.kernel import profile_from_memory
 from xenhpt.profile import build_profile
 from xenhpt.profile import guest_memory as gm
-from xenhpt.vmi.qemu import QemuTarget
-from xenhpt.vmi.snapshot import open_snapshot
+from xenhpt.vmi.qemu.target import QemuTarget
+from xenhpt.vmi.snapshot.target import open_snapshot
 
 from .conftest import XENHPT, lab_kernel, run_xenhpt
 

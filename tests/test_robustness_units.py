@@ -20,7 +20,7 @@ from xenhpt.output.writer import BackgroundWriter
 from xenhpt.syscalls.decode import Decoder
 from xenhpt.tracer.engine import SyscallEngine
 from xenhpt.tracer.records import ProcessEvent, SyscallRecord
-from xenhpt.vmi import plugin_channel as pc
+from xenhpt.vmi.qemu import plugin_channel as pc
 
 from .conftest import XENHPT
 from .test_plugin_channel import make_file, put, record_bytes

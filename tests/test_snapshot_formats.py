@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from xenhpt.errors import MemoryReadError, SnapshotError, XenhptError
-from xenhpt.vmi.snapshot import SnapshotTarget, open_snapshot
+from xenhpt.vmi.snapshot.target import SnapshotTarget, open_snapshot
 from xenhpt.vmi.target import Target
 
 PAGE = 4096
@@ -303,7 +303,7 @@ def test_read_virtual_walks_the_page_tables_at_the_saved_cr3(write) -> None:
     path = write(qemu_elf(runs() + [(0x7000, bytes(tables))], [VCPU0]))
     with open_snapshot(path) as snapshot:
         cr3 = snapshot.registers(0)["cr3"]
-        assert snapshot.paging.levels == 4
+        assert snapshot.paging_levels == 4
         assert snapshot.read_virtual(cr3, va + 0x10, 4) == bytes([0xC3]) * 4
         with pytest.raises(MemoryReadError):
             snapshot.read_virtual(cr3, va + PAGE, 1)  # next page: not mapped
@@ -312,7 +312,7 @@ def test_read_virtual_walks_the_page_tables_at_the_saved_cr3(write) -> None:
 def test_five_level_paging_is_chosen_from_the_saved_cr4(write) -> None:
     la57 = dict(VCPU0, cr4=VCPU0["cr4"] | 1 << 12)
     with open_snapshot(write(qemu_elf(runs(), [la57]))) as snapshot:
-        assert snapshot.paging.levels == 5
+        assert snapshot.paging_levels == 5
 
 
 @pytest.mark.parametrize("call", [

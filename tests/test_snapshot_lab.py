@@ -16,8 +16,8 @@ import pytest
 from xenhpt.errors import MemoryReadError
 from xenhpt.lab import machine
 from xenhpt.lab.qmp import Qmp
-from xenhpt.vmi.paging import kernel_dtb
-from xenhpt.vmi.snapshot import open_snapshot
+from xenhpt.linux.kpti import kernel_dtb
+from xenhpt.vmi.snapshot.target import open_snapshot
 
 pytestmark = pytest.mark.lab
 
@@ -96,14 +96,14 @@ def test_elf_vcpu_registers_are_sane_and_reach_kernel_memory(
             assert registers["gs_base"] >= KERNEL_HALF, "in the kernel, GS is the per-CPU base"
             dtb = registers["cr3"]
             try:
-                elf.paging.translate(dtb, registers["rip"])
+                elf.translate(dtb, registers["rip"])
             except MemoryReadError:
                 dtb = kernel_dtb(dtb)  # KPTI: a user PGD does not map kernel text
             # The banner through the kernel mapping is the banner in physical memory.
             assert elf.read_virtual(dtb, KERNEL_MAP + banner, len(BANNER)) == BANNER
             # The instruction at rip is where the page tables say it is.
             code = elf.read_virtual(dtb, registers["rip"], 16)
-            assert code == elf.read_physical(elf.paging.translate(dtb, registers["rip"]), 16)
+            assert code == elf.read_physical(elf.translate(dtb, registers["rip"]), 16)
 
 
 def test_libvmi_reader_agrees_with_ours_on_the_real_raw_snapshot(

@@ -9,6 +9,7 @@ import pytest
 from xenhpt.errors import MemoryReadError
 from xenhpt.syscalls.decode import Decoder
 from xenhpt.syscalls.table import SyscallTable
+from xenhpt.syscalls.xlat import Constants
 
 U64 = (1 << 64) - 1
 AT_FDCWD = -100 & U64
@@ -108,9 +109,24 @@ def test_null_pointers_print_as_null(mem: GuestMemory) -> None:
     assert call(mem, "brk", [0], 0x55FFD0AA2000) == ("brk(NULL)", "0x55ffd0aa2000")
 
 
-def test_a_string_running_into_unreadable_memory_is_cut(mem: GuestMemory) -> None:
+def test_a_string_running_into_unreadable_memory_prints_as_its_address(
+        mem: GuestMemory) -> None:
+    # strace: unlink(0x7fa1cffa3ffc) = -1 EFAULT (Bad address)
     path = mem.put(0x4FFC, b"/tmp")  # no terminator before the unmapped page
-    assert call(mem, "unlink", [path], -2)[0] == 'unlink("/tmp"...)'
+    assert call(mem, "unlink", [path], -14)[0] == "unlink(0x4ffc)"
+    name = mem.put(0x5FF0, b"a" * 16)  # a string argument (cut at -s) runs into it too
+    assert call(mem, "memfd_create", [name, 0], -14)[0] == "memfd_create(0x5ff0, 0)"
+
+
+def test_a_string_readable_past_the_limit_is_cut_even_before_a_fault(mem: GuestMemory) -> None:
+    name = mem.put(0x5FE0, b"b" * 32)  # 32 readable bytes, then the unmapped page
+    assert call(mem, "memfd_create", [name, 0], 3, string_limit=31)[0] == (
+        f'memfd_create("{"b" * 31}"..., 0)')
+    assert call(mem, "memfd_create", [name, 0], -14, string_limit=32)[0] == (
+        "memfd_create(0x5fe0, 0)")
+    ok = mem.put(0x7000, b"x" * 40 + b"\0")
+    assert call(mem, "memfd_create", [ok, 0], 3, string_limit=32)[0] == (
+        f'memfd_create("{"x" * 32}"..., 0)')
 
 
 def test_hostile_bytes_are_escaped(mem: GuestMemory) -> None:
@@ -179,6 +195,21 @@ def test_execve_argv_is_bounded_like_strace(mem: GuestMemory) -> None:
     bad = mem.put(0x4800, struct.pack("<4Q", x, 0x10, x, 0))
     assert call(mem, "execve", [path, bad, 0], -2)[0] == (
         'execve("/bin/true", ["x", 0x10, "x"], NULL)')
+
+
+def test_an_argv_running_into_unreadable_memory_names_the_word_it_could_not_read(
+        mem: GuestMemory) -> None:
+    # strace: execve("/nonexist", ["/bin/true", "x", ... /* 0x7effaa75d000 */], NULL)
+    path = mem.put(0x1000, b"/nonexist\0")
+    true, x = mem.put(0x1100, b"/bin/true\0"), mem.put(0x1200, b"x\0")
+    argv = mem.put(0x4FF0, struct.pack("<2Q", true, x))  # 0x5000 is unmapped
+    assert call(mem, "execve", [path, argv, 0], -2)[0] == (
+        'execve("/nonexist", ["/bin/true", "x", ... /* 0x5000 */], NULL)')
+    assert call(mem, "execve", [path, 0x4FFC, 0], -2)[0] == (
+        'execve("/nonexist", 0x4ffc, NULL)')
+    i386 = mem.put(0x6FF8, struct.pack("<2I", 0x1100, 0x1200))
+    assert call(mem, "execve", [0x1000, i386, 0], -2, abi="i386")[0] == (
+        'execve("/nonexist", ["/bin/true", "x", ... /* 0x7000 */], NULL)')
 
 
 def test_exit_group_never_returns(mem: GuestMemory) -> None:
@@ -364,3 +395,284 @@ def test_poll_shows_events_and_ready_descriptors(mem: GuestMemory) -> None:
         "1 ([{fd=4, revents=POLLOUT}])")
     assert call(mem, "poll", [fds, 1, 0], 0)[1] == "0 (Timeout)"
     assert call(mem, "poll", [8, 1, 0], -14)[0] == "poll(0x8, 1, 0)"
+
+
+# strace 6.1's lines, from a C program run under it on the host (addresses shortened).
+
+def test_flags_with_no_known_bit_print_strace_s_comment(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/nonexist\0")
+    assert call(mem, "pipe2", [0x7FFE1B68394C, 0x1], -22)[0] == (
+        "pipe2(0x7ffe1b68394c, 0x1 /* O_??? */)")
+    assert call(mem, "pipe2", [0x7FFE1B68394C, 0o2000000 | 0x1], -22)[0] == (
+        "pipe2(0x7ffe1b68394c, O_CLOEXEC|0x1)")
+    assert call(mem, "unlinkat", [AT_FDCWD, path, 0x1], -22)[0] == (
+        'unlinkat(AT_FDCWD, "/nonexist", 0x1 /* AT_??? */)')
+    assert call(mem, "mprotect", [0x7FA1CFFA3000, 4096, 0x10], -22)[0] == (
+        "mprotect(0x7fa1cffa3000, 4096, 0x10 /* PROT_??? */)")
+    assert call(mem, "mprotect", [0x7FA1CFFA3000, 4096, 0x11], -22)[0] == (
+        "mprotect(0x7fa1cffa3000, 4096, PROT_READ|0x10)")
+    assert call(mem, "access", [path, 0x10], -22)[0] == 'access("/nonexist", 0x10 /* ?_OK */)'
+    assert call(mem, "getrandom", [0x7FA1CFFA3000, 4, 0x10], -22)[0] == (
+        "getrandom(0x7fa1cffa3000, 4, 0x10 /* GRND_??? */)")
+    assert call(mem, "wait4", [U64, 0x7FFE1B68383C, 0x10, 0], -22)[0] == (
+        "wait4(-1, 0x7ffe1b68383c, 0x10 /* W??? */, NULL)")
+    # strace: fadvise64(0, 0, 0, 0x63 /* POSIX_FADV_??? */) (its prefix, not the common one)
+    assert call(mem, "fadvise64", [0, 0, 0, 99], -22)[0] == (
+        "fadvise64(0, 0, 0, 0x63 /* POSIX_FADV_??? */)")
+    # Beside a name (open's access mode) the unknown bits get no comment.
+    assert call(mem, "openat", [AT_FDCWD, path, 0x40000000], -2)[0] == (
+        'openat(AT_FDCWD, "/nonexist", O_RDONLY|0x40000000)')
+
+
+def test_memory_calls_print_their_flags_by_name(mem: GuestMemory) -> None:
+    page = 0x7FA1CFFA3000
+    assert call(mem, "msync", [page, 4096, 4], 0)[0] == "msync(0x7fa1cffa3000, 4096, MS_SYNC)"
+    assert call(mem, "msync", [page, 4096, 3], 0)[0] == (
+        "msync(0x7fa1cffa3000, 4096, MS_ASYNC|MS_INVALIDATE)")
+    assert call(mem, "msync", [page, 4096, 0], 0)[0] == "msync(0x7fa1cffa3000, 4096, 0)"
+    assert call(mem, "msync", [page, 4096, 0x10], -22)[0] == (
+        "msync(0x7fa1cffa3000, 4096, 0x10 /* MS_??? */)")
+    assert call(mem, "mremap", [page, 4096, 8192, 1, 0], 0x7FA1CFFA1000) == (
+        "mremap(0x7fa1cffa3000, 4096, 8192, MREMAP_MAYMOVE)", "0x7fa1cffa1000")
+    assert call(mem, "mremap", [page, 4096, 8192, 0x10, 0], -22)[0] == (
+        "mremap(0x7fa1cffa3000, 4096, 8192, 0x10 /* MREMAP_??? */)")
+    assert call(mem, "mremap", [page, 4096, 8192, 3, 0x7F0000000000], 0x7F0000000000)[0] == (
+        "mremap(0x7fa1cffa3000, 4096, 8192, MREMAP_MAYMOVE|MREMAP_FIXED, 0x7f0000000000)")
+    assert call(mem, "mlockall", [3], 0)[0] == "mlockall(MCL_CURRENT|MCL_FUTURE)"
+    assert call(mem, "mlockall", [0x10], -22)[0] == "mlockall(0x10 /* MCL_??? */)"
+    assert call(mem, "mlock2", [page, 4096, 1], 0)[0] == (
+        "mlock2(0x7fa1cffa3000, 4096, MLOCK_ONFAULT)")
+    assert call(mem, "mlock2", [0xF7FA3000, 4096, 1], 0, abi="i386")[0] == (
+        "mlock2(0xf7fa3000, 4096, MLOCK_ONFAULT)")
+
+
+def test_descriptor_and_process_calls_print_their_named_arguments(mem: GuestMemory) -> None:
+    old, new = mem.put(0x1000, b"/nonexist\0"), mem.put(0x1100, b"/nonexist2\0")
+    name = mem.put(0x1200, b"x\0")
+    lines = {
+        ("shutdown", (3, 2), -107): "shutdown(3, SHUT_RDWR)",
+        ("shutdown", (3, 7), -22): "shutdown(3, 0x7 /* SHUT_??? */)",
+        ("flock", (4, 6), 0): "flock(4, LOCK_EX|LOCK_NB)",
+        ("flock", (4, 8), 0): "flock(4, LOCK_UN)",
+        ("flock", (4, 0), -22): "flock(4, 0)",
+        ("epoll_create1", (0o2000000,), 5): "epoll_create1(EPOLL_CLOEXEC)",
+        ("epoll_create1", (0,), 6): "epoll_create1(0)",
+        ("epoll_ctl", (5, 2, 4, 0), -1): "epoll_ctl(5, EPOLL_CTL_DEL, 4, NULL)",
+        ("epoll_ctl", (5, 9, 4, 0), -14): "epoll_ctl(5, 0x9 /* EPOLL_CTL_??? */, 4, NULL)",
+        ("getrusage", (5, 0x7FFE1B6838B0), -22):
+            "getrusage(0x5 /* RUSAGE_??? */, 0x7ffe1b6838b0)",
+        ("getrusage", (U64, 0), -14): "getrusage(RUSAGE_CHILDREN, NULL)",
+        ("getitimer", (7, 0x7FFE1B683890), -22):
+            "getitimer(0x7 /* ITIMER_??? */, 0x7ffe1b683890)",
+        ("getpriority", (0, 0), 20): "getpriority(PRIO_PROCESS, 0)",
+        ("setpriority", (1, 0, 0), 0): "setpriority(PRIO_PGRP, 0, 0)",
+        ("renameat2", (AT_FDCWD, old, AT_FDCWD, new, 1), -2):
+            'renameat2(AT_FDCWD, "/nonexist", AT_FDCWD, "/nonexist2", RENAME_NOREPLACE)',
+        ("memfd_create", (name, 3), 7): 'memfd_create("x", MFD_CLOEXEC|MFD_ALLOW_SEALING)',
+        ("memfd_create", (name, 0), 8): 'memfd_create("x", 0)',
+        ("unshare", (0,), 0): "unshare(0)",
+        ("unshare", (0x20000,), 0): "unshare(CLONE_NEWNS)",
+        ("unshare", (0x1,), -22): "unshare(0x1 /* CLONE_??? */)",
+    }
+    for (name_, args, ret), expected in lines.items():
+        assert call(mem, name_, list(args), ret)[0] == expected
+    rqtp = mem.put(0x2000, struct.pack("<qq", 0, 1))
+    assert call(mem, "clock_nanosleep", [1, 1, rqtp, 0], 0)[0] == (
+        "clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, {tv_sec=0, tv_nsec=1}, NULL)")
+
+
+def test_utimensat_prints_its_two_times_as_an_array_at_entry(mem: GuestMemory) -> None:
+    # strace: utimensat(AT_FDCWD, "/nonexist", [{tv_sec=1, tv_nsec=2}
+    #   /* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW], 0) = -1 ENOENT (...)
+    path = mem.put(0x1000, b"/nonexist\0")
+    now, omit = (1 << 30) - 1, (1 << 30) - 2
+    times = mem.put(0x2000, struct.pack("<4q", 1, 2, 3, now))
+    assert call(mem, "utimensat", [AT_FDCWD, path, times, 0], -2)[0] == (
+        'utimensat(AT_FDCWD, "/nonexist", [{tv_sec=1, tv_nsec=2} '
+        '/* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW], 0)')
+    both = mem.put(0x2100, struct.pack("<4q", 0, omit, 5, now))
+    assert call(mem, "utimensat", [AT_FDCWD, path, both, 0x100], -2)[0] == (
+        'utimensat(AT_FDCWD, "/nonexist", [UTIME_OMIT, UTIME_NOW], AT_SYMLINK_NOFOLLOW)')
+    whole = mem.put(0x2200, struct.pack("<4q", 1700000000, 0, 0, 0))
+    assert call(mem, "utimensat", [3, 0, whole, 0], 0)[0] == (
+        "utimensat(3, NULL, [{tv_sec=1700000000, tv_nsec=0} /* 2023-11-14T22:13:20+0000 */, "
+        "{tv_sec=0, tv_nsec=0}], 0)")
+    assert call(mem, "utimensat", [AT_FDCWD, path, 0, 0], -2)[0] == (
+        'utimensat(AT_FDCWD, "/nonexist", NULL, 0)')
+    half = mem.put(0x4FF0, struct.pack("<2q", 1, 2))  # the second time is unreadable
+    assert call(mem, "utimensat", [AT_FDCWD, path, half, 0], -14)[0] == (
+        'utimensat(AT_FDCWD, "/nonexist", 0x4ff0, 0)')
+
+
+def test_i386_utimensat_reads_two_32_bit_timespecs(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/x\0")
+    times = mem.put(0x2000, struct.pack("<4i", 1, 2, 0, (1 << 30) - 2))
+    assert call(mem, "utimensat", [0xFFFFFF9C, path, times, 0], 0, abi="i386")[0] == (
+        'utimensat(AT_FDCWD, "/x", [{tv_sec=1, tv_nsec=2} '
+        '/* 1970-01-01T00:00:01.000000002+0000 */, UTIME_OMIT], 0)')
+    wide = mem.put(0x3000, struct.pack("<4q", 1, 2, 0, (1 << 30) - 1))
+    assert call(mem, "utimensat_time64", [0xFFFFFF9C, path, wide, 0x100], 0, abi="i386")[0] == (
+        'utimensat_time64(AT_FDCWD, "/x", [{tv_sec=1, tv_nsec=2} '
+        '/* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW], AT_SYMLINK_NOFOLLOW)')
+
+
+def test_wait4_returning_0_prints_the_unfilled_rusage_as_its_address(mem: GuestMemory) -> None:
+    # strace: wait4(-1, 0x7ffe1b68383c, WNOHANG, 0x7ffe1b6838b0) = 0
+    status, usage = 0x7FFE1B68383C, 0x7FFE1B6838B0
+    mem.put(status, struct.pack("<i", 0))
+    mem.put(usage, struct.pack("<4q", 0, 1838, 0, 0))
+    assert call(mem, "wait4", [U64, status, 1, usage], 0)[0] == (
+        "wait4(-1, 0x7ffe1b68383c, WNOHANG, 0x7ffe1b6838b0)")
+    assert call(mem, "wait4", [U64, status, 1, 0], 0)[0] == (
+        "wait4(-1, 0x7ffe1b68383c, WNOHANG, NULL)")
+    assert call(mem, "wait4", [U64, status, 1, usage], 4321)[0] == (
+        "wait4(-1, [{WIFEXITED(s) && WEXITSTATUS(s) == 0}], WNOHANG, "
+        "{ru_utime={tv_sec=0, tv_usec=1838}, ru_stime={tv_sec=0, tv_usec=0}, ...})")
+    # getrusage returns 0 when it did fill the struct.
+    assert call(mem, "getrusage", [0, usage], 0)[0] == (
+        "getrusage(RUSAGE_SELF, {ru_utime={tv_sec=0, tv_usec=1838}, "
+        "ru_stime={tv_sec=0, tv_usec=0}, ...})")
+
+
+def test_utimes_futimesat_and_utime_print_their_times_with_dates(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/nonexist\0")
+    times = mem.put(0x2000, struct.pack("<qQqQ", 1700000000, 5, 0, 0))
+    # strace: utimes("/nonexist", [{tv_sec=1700000000, tv_usec=5}
+    #   /* 2023-11-14T22:13:20.000005+0000 */, {tv_sec=0, tv_usec=0}]) = -1 ENOENT (...)
+    assert call(mem, "utimes", [path, times], -2)[0] == (
+        'utimes("/nonexist", [{tv_sec=1700000000, tv_usec=5} '
+        '/* 2023-11-14T22:13:20.000005+0000 */, {tv_sec=0, tv_usec=0}])')
+    odd = mem.put(0x2100, struct.pack("<qQqQ", -1, 1000000, 3, 4))
+    assert call(mem, "futimesat", [AT_FDCWD, path, odd], -22)[0] == (
+        'futimesat(AT_FDCWD, "/nonexist", [{tv_sec=-1, tv_usec=1000000}, '
+        '{tv_sec=3, tv_usec=4} /* 1970-01-01T00:00:03.000004+0000 */])')
+    assert call(mem, "futimesat", [AT_FDCWD, 0, times], -14)[0].startswith(
+        "futimesat(AT_FDCWD, NULL, [{tv_sec=1700000000, tv_usec=5}")
+    assert call(mem, "utimes", [path, 0x4FF8], -14)[0] == 'utimes("/nonexist", 0x4ff8)'
+    i386 = mem.put(0x3000, struct.pack("<iIiI", 3, 4, 0, 0))
+    assert call(mem, "utimes", [0x1000, i386], -2, abi="i386")[0] == (
+        'utimes("/nonexist", [{tv_sec=3, tv_usec=4} /* 1970-01-01T00:00:03.000004+0000 */, '
+        '{tv_sec=0, tv_usec=0}])')
+    # strace: utime("/nonexist", {actime=1700000000 /* 2023-11-14T22:13:20+0000 */,
+    #   modtime=0}) = -1 ENOENT (...)
+    buf = mem.put(0x3100, struct.pack("<qq", 1700000000, 0))
+    assert call(mem, "utime", [path, buf], -2)[0] == (
+        'utime("/nonexist", {actime=1700000000 /* 2023-11-14T22:13:20+0000 */, modtime=0})')
+    buf32 = mem.put(0x3200, struct.pack("<ii", 0, 3))
+    assert call(mem, "utime", [0x1000, buf32], -2, abi="i386")[0] == (
+        'utime("/nonexist", {actime=0, modtime=3 /* 1970-01-01T00:00:03+0000 */})')
+
+
+def test_descriptor_creation_and_namespace_flags_print_by_name(mem: GuestMemory) -> None:
+    path = mem.put(0x1000, b"/nonexist\0")
+    its = 0x7FFE00001000
+    lines = {  # strace 6.1 on the host
+        ("inotify_init1", (0o4000 | 0o2000000,), 3): "inotify_init1(IN_NONBLOCK|IN_CLOEXEC)",
+        ("inotify_init1", (0x1,), -22): "inotify_init1(0x1 /* IN_??? */)",
+        ("timerfd_create", (1, 0o2000000 | 0o4000), 11):
+            "timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC|TFD_NONBLOCK)",
+        ("timerfd_create", (1, 0x1), -22): "timerfd_create(CLOCK_MONOTONIC, TFD_TIMER_ABSTIME)",
+        ("timerfd_settime", (6, 0x10, its, 0), -22):
+            "timerfd_settime(6, 0x10 /* TFD_??? */, 0x7ffe00001000, NULL)",
+        ("eventfd2", (0, 0o4000 | 1), 4): "eventfd2(0, EFD_SEMAPHORE|EFD_NONBLOCK)",
+        ("eventfd2", (0, 0x2), -22): "eventfd2(0, 0x2 /* EFD_??? */)",
+        ("close_range", (100, 200, 6), 0):
+            "close_range(100, 200, CLOSE_RANGE_UNSHARE|CLOSE_RANGE_CLOEXEC)",
+        ("close_range", (100, 200, 1), -22): "close_range(100, 200, 0x1 /* CLOSE_RANGE_??? */)",
+        ("fallocate", (99, 1, 0, 10), -9): "fallocate(99, FALLOC_FL_KEEP_SIZE, 0, 10)",
+        ("fallocate", (99, 0x80, 0, 10), -9): "fallocate(99, 0x80 /* FALLOC_FL_??? */, 0, 10)",
+        ("umount2", (path, 11), -2):
+            'umount2("/nonexist", MNT_FORCE|MNT_DETACH|UMOUNT_NOFOLLOW)',
+        ("umount2", (path, 0x20), -22): 'umount2("/nonexist", 0x20 /* MNT_??? */)',
+        ("pidfd_open", (1, 0o4000), 5): "pidfd_open(1, PIDFD_NONBLOCK)",
+        ("pidfd_open", (1, 0x1), -22): "pidfd_open(1, 0x1 /* PIDFD_??? */)",
+        ("setns", (0, 0x40000000), -22): "setns(0, CLONE_NEWNET)",
+        ("setns", (0, 0), -22): "setns(0, 0)",
+        ("setns", (0, 0x1), -22): "setns(0, 0x1 /* CLONE_NEW??? */)",
+    }
+    for (name, args, ret), expected in lines.items():
+        assert call(mem, name, list(args), ret)[0] == expected
+    assert call(mem, "umount", [0x1000], -2, abi="i386")[0] == 'umount("/nonexist")'
+
+
+def test_a_timeout_or_sleep_request_is_the_callers_and_prints_at_entry(
+        mem: GuestMemory) -> None:
+    # The compat prototypes have no "const": nanosleep's request, pselect6's timeout and
+    # i386's clock_nanosleep were decoded at exit (as the address when the call failed).
+    req = mem.put(0x2000, struct.pack("<qq", 5, 0))
+    # strace: nanosleep({tv_sec=5, tv_nsec=0}, NULL) = -1 EINTR (Interrupted system call)
+    assert call(mem, "nanosleep", [req, 0], -4)[0] == "nanosleep({tv_sec=5, tv_nsec=0}, NULL)"
+    req32 = mem.put(0x3000, struct.pack("<ii", 1, 500))
+    assert call(mem, "clock_nanosleep", [0, 0, req32, 0], -4, abi="i386")[0] == (
+        "clock_nanosleep(CLOCK_REALTIME, 0, {tv_sec=1, tv_nsec=500}, NULL)")
+    assert call(mem, "clock_settime", [0, req32], -1, abi="i386")[0] == (
+        "clock_settime(CLOCK_REALTIME, {tv_sec=1, tv_nsec=500})")
+    # pselect6 writes the time left into its timeout: strace shows what the caller asked for.
+    decoder = Decoder()
+    template = SyscallTable.load("x86_64").by_name("pselect6")
+    state = decoder.entry(template, [1, 0, 0, 0, req, 0], mem.read)
+    mem.put(req, struct.pack("<qq", 4, 999))
+    assert decoder.exit(state, 0, mem.read).text == (
+        "pselect6(1, NULL, NULL, NULL, {tv_sec=5, tv_nsec=0}, NULL)")
+
+
+def test_i386_ppoll_reads_a_32_bit_timespec(mem: GuestMemory) -> None:
+    fds = mem.put(0x1000, struct.pack("<ihh", 3, 1, 0))
+    ts = mem.put(0x2000, struct.pack("<ii", 2, 7) + b"\xff" * 8)
+    assert call(mem, "ppoll", [fds, 1, ts, 0, 8], 0, abi="i386") == (
+        "ppoll([{fd=3, events=POLLIN}], 1, {tv_sec=2, tv_nsec=7}, NULL, 8)", "0 (Timeout)")
+
+
+def test_the_time_left_prints_when_the_sleep_returns_a_restart_code(mem: GuestMemory) -> None:
+    # strace: nanosleep({tv_sec=2, tv_nsec=0}, {tv_sec=1, tv_nsec=56811})
+    #   = ? ERESTART_RESTARTBLOCK (Interrupted by signal)
+    req = mem.put(0x2000, struct.pack("<qq", 2, 0))
+    rem = mem.put(0x3000, struct.pack("<qq", 1, 56811))
+    assert call(mem, "nanosleep", [req, rem], -516) == (
+        "nanosleep({tv_sec=2, tv_nsec=0}, {tv_sec=1, tv_nsec=56811})",
+        "? ERESTART_RESTARTBLOCK (Interrupted by signal)")
+    assert call(mem, "nanosleep", [req, rem], 0)[0] == (
+        "nanosleep({tv_sec=2, tv_nsec=0}, 0x3000)")
+    assert call(mem, "nanosleep", [req, rem], -4)[0] == (  # EINTR: strace shows the address
+        "nanosleep({tv_sec=2, tv_nsec=0}, 0x3000)")
+    assert call(mem, "clock_nanosleep", [1, 0, req, rem], -516)[0] == (
+        "clock_nanosleep(CLOCK_MONOTONIC, 0, {tv_sec=2, tv_nsec=0}, {tv_sec=1, tv_nsec=56811})")
+    assert call(mem, "clock_nanosleep", [1, 1, req, rem], -516)[0] == (
+        "clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, {tv_sec=2, tv_nsec=0}, 0x3000)")
+
+
+def test_interval_timers_print_their_settings(mem: GuestMemory) -> None:
+    # strace: getitimer(ITIMER_REAL, {it_interval={tv_sec=0, tv_usec=0},
+    #   it_value={tv_sec=0, tv_usec=0}}) = 0
+    value = mem.put(0x2000, bytes(32))
+    assert call(mem, "getitimer", [0, value], 0)[0] == (
+        "getitimer(ITIMER_REAL, {it_interval={tv_sec=0, tv_usec=0}, "
+        "it_value={tv_sec=0, tv_usec=0}})")
+    assert call(mem, "getitimer", [7, value], -22)[0] == (
+        "getitimer(0x7 /* ITIMER_??? */, 0x2000)")
+    new = mem.put(0x3000, struct.pack("<4q", 1, 500, 2, 0))
+    assert call(mem, "setitimer", [2, new, 0], 0)[0] == (
+        "setitimer(ITIMER_PROF, {it_interval={tv_sec=1, tv_usec=500}, "
+        "it_value={tv_sec=2, tv_usec=0}}, NULL)")
+    new32 = mem.put(0x4000, struct.pack("<4i", 1, 500, 2, 0))
+    assert call(mem, "setitimer", [0, new32, 0], 0, abi="i386")[0] == (
+        "setitimer(ITIMER_REAL, {it_interval={tv_sec=1, tv_usec=500}, "
+        "it_value={tv_sec=2, tv_usec=0}}, NULL)")
+    # strace: timerfd_settime(6, TFD_TIMER_ABSTIME, {it_interval={tv_sec=0, tv_nsec=0},
+    #   it_value={tv_sec=1, tv_nsec=0}}, NULL) = 0
+    its = mem.put(0x5000, struct.pack("<4q", 0, 0, 1, 0))
+    assert call(mem, "timerfd_settime", [6, 1, its, 0], 0)[0] == (
+        "timerfd_settime(6, TFD_TIMER_ABSTIME, {it_interval={tv_sec=0, tv_nsec=0}, "
+        "it_value={tv_sec=1, tv_nsec=0}}, NULL)")
+    assert call(mem, "timer_gettime", [0, its], -22)[0] == "timer_gettime(0, 0x5000)"
+    its32 = mem.put(0x6000, struct.pack("<4i", 0, 0, 1, 5))
+    assert call(mem, "timerfd_gettime", [6, its32], 0, abi="i386")[0] == (
+        "timerfd_gettime(6, {it_interval={tv_sec=0, tv_nsec=0}, it_value={tv_sec=1, tv_nsec=5}})")
+
+
+def test_a_flag_set_prints_zero_as_each_caller_asks_whatever_came_first() -> None:
+    """The format cache once returned clone's "" for unshare(0), by order of the calls."""
+    flags = Constants.load().flags["clone_flags"]
+    assert flags.format(0, "") == ""
+    assert flags.format(0) == "0"
+    assert flags.format(0, "") == ""

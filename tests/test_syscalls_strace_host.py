@@ -170,3 +170,21 @@ def test_shell_session_decodes_like_strace(tmp_path: Path) -> None:
     assert len(traced) > 100  # the shell, cat and ls really were traced
     assert any(line.startswith("execve(") for line in ours)
     assert any(line.startswith(("clone(", "vfork(", "fork(")) for line in ours)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_flags_times_and_unreadable_memory_decode_like_strace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/strace_printing.c: unknown flag bits, flag tables, a string and an argv that
+    run into an unmapped page, utimensat/utimes/utime times, interval timers."""
+    monkeypatch.setenv("TZ", "UTC")  # strace dates its comments in local time, we in UTC
+    program = tmp_path / "strace_printing"
+    subprocess.run(["cc", "-o", str(program), str(Path(__file__).with_name("strace_printing.c"))],
+                   check=True, capture_output=True, timeout=120)
+    ours = [_normalise(line) for line in _trace([str(program)])]
+    theirs = [_normalise(line) for line in _strace([str(program)], tmp_path / "st")]
+    assert sorted(ours) == sorted(theirs), (
+        "strace printed, we did not:\n  " + "\n  ".join(sorted(set(theirs) - set(ours))) +
+        "\nwe printed, strace did not:\n  " + "\n  ".join(sorted(set(ours) - set(theirs))))
+    assert any(line.startswith("pipe2(ADDR, 0x1 /* O_??? */)") for line in ours)
+    assert 'execve("/nonexist", ["/bin/true", "x", ... /* ADDR */], NULL)' in " ".join(ours)

@@ -20,7 +20,7 @@ import pytest
 
 from xenhpt.errors import LabError
 from xenhpt.lab import machine
-from xenhpt.vmi.qemu import QemuTarget
+from xenhpt.vmi.qemu.target import QemuTarget
 
 from .conftest import XENHPT, guest, run_xenhpt
 
@@ -100,6 +100,7 @@ def test_random_write_is_decoded_with_path_flags_string_and_task(lab: machine.La
         assert record["comm"] == "sh" and record["tid"] == shell
         assert record["abi"] == "x86_64" and record["nr"] in (1, 257)
         assert record["duration_us"] is not None and record["ppid"] > 0
+        assert record["mechanism"] == "syscall"  # known in selective mode too
     assert counts(err)["captured"] == counts(err)["printed"]
 
 
@@ -122,6 +123,26 @@ def test_32bit_programs_are_seen_through_their_mechanism(lab: machine.LabState,
     assert '"/nonexistent/xenhpt-mech32"' in by_name["open"]["decoded"]
     assert by_name["write"]["ret"] == int(said["write"])
     assert f'"hello from {mechanism}\\n"' in by_name["write"]["decoded"]
+
+
+def test_a_selective_trace_knows_each_calls_mechanism(lab: machine.LabState) -> None:
+    """Selective traps sit in the handlers (__ia32_sys_getpid...), after the entry stub:
+    the mechanism comes from the stub that called into the kernel's C code."""
+    trace = Trace("-e", "trace=getpid,open,write", "--comm", "mech32", "--json",
+                  "--duration", "30")
+    mechanisms = ("int80", "sysenter", "syscall")
+    result = in_guest("; ".join(f"/opt/xenhpt/bin/mech32 {m}" for m in mechanisms))
+    out, _ = trace.finish()
+    pids = [int(line.split("=")[1]) for line in result.stdout.splitlines()
+            if line.startswith("getpid=")]
+    assert len(pids) == len(mechanisms), result.stdout
+    calls = [r for r in records(out) if r.get("type") == "syscall"]
+    for pid, mechanism in zip(pids, mechanisms, strict=True):
+        mine = [r for r in calls if r["pid"] == pid and r["abi"] == "i386"]
+        getpid = [r for r in mine if r["name"] == "getpid"]
+        hello = [r for r in mine if r["name"] == "write" and "hello from" in r["decoded"]]
+        assert getpid and hello, mine
+        assert getpid[0]["mechanism"] == hello[0]["mechanism"] == mechanism, mine
 
 
 def test_exec_arguments_in_pages_fork_did_not_map_are_shown(lab: machine.LabState) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from xenhpt.lab import machine
-from xenhpt.vmi.plugin_channel import PluginChannel
+from xenhpt.vmi.qemu.plugin_channel import PluginChannel
 
 from . import test_trace as checks
 from . import test_trace_robust as robust

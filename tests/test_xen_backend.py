@@ -11,12 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from xenhpt.errors import TargetUnreachable, XenhptError
-from xenhpt.vmi import xen as xen_module
-from xenhpt.vmi.emulate import UnsupportedInstruction
-from xenhpt.vmi.xen import REGISTER_IDS, XenTarget, exception_trap_unavailable
-from xenhpt.vmi.xen_breakpoints import BreakpointBook, repair_leftovers
-from xenhpt.vmi.xen_msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MsrWatch
+from xenhpt.errors import MemoryReadError, TargetUnreachable, XenhptError
+from xenhpt.vmi.target import Target
+from xenhpt.vmi.x86.emulate import UnsupportedInstruction
+from xenhpt.vmi.xen import target as xen_module
+from xenhpt.vmi.xen.breakpoints import BreakpointBook, repair_leftovers
+from xenhpt.vmi.xen.msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MsrWatch
+from xenhpt.vmi.xen.target import REGISTER_IDS, XenTarget, exception_trap_unavailable
 
 from .conftest import XENHPT
 
@@ -410,3 +411,18 @@ def test_a_killed_tracers_monitor_ring_is_taken_down_after_its_bytes(tmp_path, m
     target._ensure_events()
     assert released == [7] and len(fake.events) >= 2
     target.close()
+
+
+def test_a_trap_under_a_cr3_that_does_not_map_the_kernel_uses_the_rule_handed_over(guest):
+    """Xen places INT3 by physical address; the OS layer says where kernel text is when
+    vCPU 0 runs on page tables that do not map it (Linux: KPTI's user PGD)."""
+    user_pgd = 0x3F000  # an empty table: maps nothing, like a user PGD for kernel text
+    guest.fake.regs[0]["cr3"] = user_pgd
+    with pytest.raises(MemoryReadError):
+        guest.target.insert_breakpoint(EXIT)  # not told yet: the CR3 as it is
+    assert isinstance(guest.target, Target)  # the protocol declares set_kernel_paging
+    handed: list[int] = []
+    guest.target.set_kernel_paging(4, lambda cr3: handed.append(cr3) or PML4)
+    guest.target.insert_breakpoint(EXIT)
+    assert guest.memory[0x30180] == 0xCC
+    assert user_pgd in handed

@@ -40,21 +40,22 @@ import pstats
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+
+from bench_stats import Run, ratio, summarise, table, tracer_counts, wall_rate
 
 from xenhpt.lab import machine
 from xenhpt.linux.kernel import Kernel
 from xenhpt.output.stream import StreamSink
 from xenhpt.tracer.recording import load_recording, replay
-from xenhpt.vmi.gdbremote import GdbRemote
-from xenhpt.vmi.qemu import REGISTER_NUMBER, QemuTarget
+from xenhpt.vmi.qemu.gdbremote import GdbRemote
+from xenhpt.vmi.qemu.target import REGISTER_NUMBER, QemuTarget
 
 XENHPT = str(Path(sys.executable).with_name("xenhpt"))
 BIN = "/opt/xenhpt/bin"
@@ -81,22 +82,6 @@ PAPER = {"syscall": "13.8 / 100.4 / 60.6", "shell": "1.90 / 2.61 / 2.20", "arith
          "spawn": "—"}
 SCORE = re.compile(r"bench=(\w+) count=(\d+) seconds=([\d.]+) score=([\d.]+)")
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Run:
-    workload: str
-    condition: str
-    repetition: int
-    count: int
-    guest_seconds: float
-    guest_score: float
-    wall_seconds: float
-    wall_score: float
-    traps: int | None = None  # breakpoint stops, or records read from the plugin's ring
-    dropped: int | None = None  # plugin records lost to a full ring
-    trace_seconds: float | None = None  # tracer armed → stopped
-    tracer_cpu: float | None = None  # host CPU s of the tracer while armed
 
 
 # -- the console markers: the workload's timed part, by the host's clock -------------------
@@ -183,11 +168,10 @@ class Tracer:
         self.process.wait(timeout=120)
         text = self.log.read_text()
         self.log.unlink()
-        match = re.search(r"(\d+) (?:traps|records)\b", text)
-        if self.process.returncode != 0 or not match:
+        counts = tracer_counts(text)
+        if self.process.returncode != 0 or counts is None:
             raise RuntimeError(f"tracer failed ({self.process.returncode}): {text}")
-        dropped = re.search(r"(\d+) dropped, \d+ undecoded", text)
-        return int(match.group(1)), seconds, cpu, int(dropped.group(1)) if dropped else None
+        return counts[0], seconds, cpu, counts[1]
 
 
 def run_once(directory: Path, marks: ConsoleMarks, workload: str, condition: str,
@@ -210,89 +194,11 @@ def run_once(directory: Path, marks: ConsoleMarks, workload: str, condition: str
     count, guest_seconds, guest_score = int(match[2]), float(match[3]), float(match[4])
     time.sleep(0.05)  # let the watcher see the end marker
     wall = marks.interval(tag)
-    scale = 60.0 if workload == "shell" else 1.0
     run = Run(workload, condition, repetition, count, guest_seconds, guest_score, wall,
-              count * scale / wall)
+              wall_rate(count, wall, per_minute=WORKLOADS[workload][1] == "runs/min"))
     if traced is not None:
         run.traps, run.trace_seconds, run.tracer_cpu, run.dropped = traced
     return run
-
-
-# -- summary -------------------------------------------------------------------------------
-
-def _spread(values: list[float]) -> dict[str, float | None]:
-    finite = [v for v in values if v == v and v not in (float("inf"),)]
-    if not finite:
-        return {"median": None, "min": None, "max": None}
-    return {"median": statistics.median(finite), "min": min(finite), "max": max(finite)}
-
-
-def _ratio(base: float, score: float) -> float:
-    return base / score if score > 0 else float("inf")
-
-
-def summarise(runs: list[Run]) -> dict[str, dict[str, dict[str, object]]]:
-    by: dict[tuple[str, str, int], Run] = {(r.workload, r.condition, r.repetition): r
-                                           for r in runs}
-    summary: dict[str, dict[str, dict[str, object]]] = {}
-    for workload in dict.fromkeys(r.workload for r in runs):
-        summary[workload] = {}
-        for condition in dict.fromkeys(r.condition for r in runs):
-            mine = [r for r in runs if r.workload == workload and r.condition == condition]
-            baseline = BASELINE[CONDITIONS[condition][0]]
-            bases = [by.get((workload, baseline, r.repetition)) for r in mine]
-            entry: dict[str, object] = {
-                "unit": WORKLOADS[workload][1],
-                "wall_score": _spread([r.wall_score for r in mine]),
-                "guest_score": _spread([r.guest_score for r in mine]),
-                "ratio": _spread([_ratio(b.wall_score, r.wall_score)
-                                  for b, r in zip(bases, mine, strict=True) if b]),
-                "guest_ratio": _spread([_ratio(b.guest_score, r.guest_score)
-                                        for b, r in zip(bases, mine, strict=True) if b]),
-            }
-            traced = [r for r in mine if r.traps is not None]
-            if traced:
-                entry["traps_per_s"] = _spread([r.traps / r.trace_seconds for r in traced
-                                                if r.trace_seconds])
-                entry["tracer_cpu_ms_per_trap"] = _spread(
-                    [1e3 * r.tracer_cpu / r.traps for r in traced if r.traps])
-                entry["tracer_cpu_share"] = _spread([r.tracer_cpu / r.trace_seconds
-                                                     for r in traced if r.trace_seconds])
-            drops = [r.dropped for r in traced if r.dropped is not None]
-            if drops:
-                entry["dropped_total"] = sum(drops)
-            summary[workload][condition] = entry
-    return summary
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None:
-        return "—"
-    if value >= 1e5:
-        return f"{value:.3g}"
-    return f"{value:.{digits}f}" if value < 1000 else f"{value:.0f}"
-
-
-def _range(spread: dict[str, float | None], digits: int = 2) -> str:
-    return (f"{_fmt(spread['median'], digits)} [{_fmt(spread['min'], digits)}–"
-            f"{_fmt(spread['max'], digits)}]")
-
-
-def table(summary: dict[str, dict[str, dict[str, object]]]) -> str:
-    lines = ["| workload | condition | score, wall clock: median [min–max] | unit | "
-             "ratio (wall) median [min–max] | ratio (guest clock) | traps/s | "
-             "tracer CPU ms/trap | dropped |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for workload, conditions in summary.items():
-        for condition, e in conditions.items():
-            traps = e.get("traps_per_s")
-            cpu = e.get("tracer_cpu_ms_per_trap")
-            lines.append(
-                f"| {workload} | {condition} | {_range(e['wall_score'])} | {e['unit']} | "
-                f"{_range(e['ratio'])} | {_fmt(e['guest_ratio']['median'])} | "
-                f"{_fmt(traps['median'], 0) if traps else ''} | "
-                f"{_fmt(cpu['median'], 3) if cpu else ''} | {e.get('dropped_total', '')} |")
-    return "\n".join(lines)
 
 
 # -- tracer-side: the pipeline alone, and a profile of the live tracer ------------------------
@@ -412,13 +318,13 @@ def plugin_storm(duration: float, ring_mib: int = 2048) -> dict[str, object]:
             time.sleep(0.05)
             match = SCORE.search(result.stdout)
             assert match, result.stdout
-            wall_score = int(match[2]) / marks.interval(tag)
+            wall_score = wall_rate(int(match[2]), marks.interval(tag))
     finally:
         machine.down(directory)
         shutil.rmtree(directory, ignore_errors=True)
     loops = int(match[2])
     return {"ring_mib": ring_mib, "duration_s": duration, "untraced_wall_score": base.wall_score,
-            "traced_wall_score": wall_score, "ratio": base.wall_score / wall_score,
+            "traced_wall_score": wall_score, "ratio": ratio(base.wall_score, wall_score),
             "loop_calls": 5 * loops, "records": records, "dropped": dropped,
             "decode_lag_s": drained - guest_done, "tracer_cpu_s": cpu,
             "trace_seconds": drained - started}
@@ -515,7 +421,8 @@ def main() -> None:
             if own_lab or kind == "plugin":
                 machine.down(directories[kind])
                 shutil.rmtree(directories[kind], ignore_errors=True)
-    summary = summarise(runs)
+    summary = summarise(runs, {c: BASELINE[CONDITIONS[c][0]] for c in CONDITIONS},
+                        {w: unit for w, (_, unit) in WORKLOADS.items()})
     print(table(summary))
     if "pipeline" in results:
         pipeline = results["pipeline"]

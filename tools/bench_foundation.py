@@ -20,7 +20,7 @@ from pathlib import Path
 from xenhpt.errors import LabError
 from xenhpt.lab import machine
 from xenhpt.linux.kernel import Kernel
-from xenhpt.vmi.qemu import QemuTarget
+from xenhpt.vmi.qemu.target import QemuTarget
 
 
 def _keep_busy(directory: Path) -> None:

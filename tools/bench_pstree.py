@@ -64,7 +64,7 @@ def lab_snapshot(directory: Path, kaslr: bool) -> Iterator[tuple[Path, Path]]:
 def profile_of(snapshot: Path) -> Path:
     """The ISF xenhpt picks for ``snapshot`` by its banner."""
     from xenhpt.linux.kernel import Kernel
-    from xenhpt.vmi.snapshot import open_snapshot
+    from xenhpt.vmi.snapshot.target import open_snapshot
 
     with open_snapshot(snapshot) as target:
         return Kernel.open(target).profile.path

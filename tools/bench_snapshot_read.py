@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xenhpt.vmi.snapshot import open_snapshot  # noqa: E402
+from xenhpt.vmi.snapshot.target import open_snapshot  # noqa: E402
 
 PAGE = 4096
 BULK = 64 << 20

@@ -34,6 +34,9 @@ _STRUCT_KINDS = {
     "rusage": "rusage_out", "clone_args": "clone_args", "mmap_arg_struct": "old_mmap_args",
 }
 
+_ITIMER_KINDS = {"__kernel_old_itimerval": "itimerval", "old_itimerval32": "itimerval32",
+                 "__kernel_itimerspec": "itimerspec", "old_itimerspec32": "itimerspec32"}
+
 # Per-call knowledge, keyed by system call name then parameter name (or "#<index>").
 OVERRIDES: dict[str, dict[str, str]] = {
     "open": {"flags": "open_flags"},
@@ -50,6 +53,7 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "faccessat": {"mode": "access_mode"},
     "access": {"mode": "access_mode"},
     "utimensat": {"flags": "at_flags"},
+    "utimensat_time64": {"flags": "at_flags"},
     "execveat": {"fd": "dirfd", "flags": "at_flags"},
     "name_to_handle_at": {"flag": "at_flags"},
     "mknod": {"mode": "mode_type"},
@@ -92,7 +96,6 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "fadvise64": {"advice": "fadvise_advice"},
     "prctl": {"option": "prctl_option", "arg2": "hex", "arg3": "hex", "arg4": "hex",
               "arg5": "hex"},
-    "ppoll": {"tsp": "timespec_in"},
     "futex": {"op": "futex_op"},
     "futex_time64": {"op": "futex_op"},
     "fcntl": {"cmd": "fcntl_cmd", "arg": "hex"},
@@ -100,6 +103,37 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "arch_prctl": {"option": "arch_prctl_code", "arg2": "hex"},
     "rseq": {"rseq_len": "hex", "sig": "hex"},
     "ioctl": {"cmd": "hex", "arg": "hex"},
+    "msync": {"flags": "msync_flags"},
+    "mremap": {"flags": "mremap_flags"},
+    "mlockall": {"flags": "mlockall_flags"},
+    "mlock2": {"flags": "mlock_flags"},
+    "flock": {"cmd": "flock_op"},
+    "renameat2": {"flags": "rename_flags"},
+    "memfd_create": {"flags": "memfd_flags"},
+    "epoll_create1": {"flags": "epoll_create_flags"},
+    "epoll_ctl": {"op": "epoll_ctl_op"},
+    "clock_nanosleep": {"flags": "timer_flags"},
+    "clock_nanosleep_time64": {"flags": "timer_flags"},
+    "timer_settime": {"flags": "timer_flags"},
+    "timer_settime64": {"flags": "timer_flags"},
+    "unshare": {"unshare_flags": "unshare_flags"},
+    "shutdown": {"how": "shutdown_how"},
+    "getrusage": {"who": "rusage_who"},
+    "getpriority": {"which": "priority_which"},
+    "setpriority": {"which": "priority_which"},
+    "getitimer": {"which": "itimer_which"},
+    "setitimer": {"which": "itimer_which"},
+    "inotify_init1": {"flags": "inotify_init_flags"},
+    "timerfd_create": {"flags": "timerfd_flags"},
+    "timerfd_settime": {"flags": "timerfd_flags"},
+    "timerfd_settime64": {"flags": "timerfd_flags"},
+    "eventfd2": {"flags": "eventfd_flags"},
+    "close_range": {"flags": "close_range_flags"},
+    "fallocate": {"mode": "fallocate_mode"},
+    "umount2": {"name": "path", "flags": "umount_flags"},
+    "umount": {"name": "path"},
+    "pidfd_open": {"flags": "pidfd_open_flags"},
+    "setns": {"flags": "setns_flags"},
 }
 
 # System calls whose return value is an address (strace prints it in hex), a mode (octal),
@@ -143,11 +177,25 @@ def _pointer_kind(call: str, param: Param, following: list[Param]) -> tuple[str,
             return "ptr", None
         if tag == "pollfd":
             return "pollfds", 1
+        if tag in ("__kernel_old_timeval", "old_timeval32") and call in ("utimes", "futimesat"):
+            return f"timeval{'' if tag.startswith('__') else '32'}_utime_pair", None
+        if tag in _ITIMER_KINDS:  # the caller's new setting, or the one the kernel writes
+            written = call.startswith(("get", "timer_gettime", "timerfd_gettime")) or name in (
+                "ovalue", "otmr", "old_setting", "old")
+            return f"{_ITIMER_KINDS[tag]}_{'out' if written else 'in'}", None
+        if tag in ("utimbuf", "old_utimbuf32") and call == "utime":
+            return "utimbuf" if tag == "utimbuf" else "utimbuf32", None
         if tag in ("__kernel_timespec", "old_timespec32"):
             size = "" if tag == "__kernel_timespec" else "32"
             if name == "rmtp":  # nanosleep's remaining time: written only when interrupted
                 return f"timespec{size}_rem", None
-            return f"timespec{size}_{'in' if 'const' in tokens else 'out'}", None
+            if call in ("utimensat", "utimensat_time64"):  # times[2], read by the kernel
+                return f"timespec{size}_utime_pair", None
+            # The compat prototypes drop "const", so the call says which way it goes: only
+            # these fill a timespec in; every other one (nanosleep's request, a timeout, the
+            # time clock_settime sets) is the caller's, printed at entry as strace does.
+            filled = call.startswith(("clock_gettime", "clock_getres", "sched_rr_get_interval"))
+            return f"timespec{size}_{'out' if filled else 'in'}", None
         return "ptr", None
     if tokens[0:2] == ["const", "char"] or tokens[0] == "char":
         if name in PATH_NAMES:
@@ -231,6 +279,10 @@ def derive_args(call: str, abi: str, params: list[Param]) -> list[dict[str, obje
         if kind is None:
             if "*" in param.ctype:
                 kind, length = _pointer_kind(call, param, params[index + 1:])
+                if abi == "i386" and kind.startswith("itimerval_"):
+                    # Two pairs of longs: 32-bit words for an i386 caller, whichever
+                    # prototype (native or compat) the table names first.
+                    kind = kind.replace("itimerval_", "itimerval32_")
             else:
                 kind = _scalar_kind(param, abi)
         elif kind in ("buf_in", "buf_out", "buf_out_hex", "sockaddr", "sockaddr_out", "pollfds"):

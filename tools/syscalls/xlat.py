@@ -31,7 +31,10 @@ CONSTANT_HEADERS = [
     UAPI + "linux/fs.h", "include/linux/fs.h", UAPI + "asm-generic/resource.h",
     UAPI + "linux/time.h", UAPI + "linux/random.h", UAPI + "linux/limits.h",
     UAPI + "linux/futex.h", UAPI + "asm-generic/ioctls.h", UAPI + "linux/prctl.h",
-    UAPI + "linux/fadvise.h", UAPI + "asm-generic/poll.h",
+    UAPI + "linux/fadvise.h", UAPI + "asm-generic/poll.h", UAPI + "linux/eventpoll.h",
+    UAPI + "linux/resource.h", UAPI + "linux/memfd.h", UAPI + "linux/inotify.h",
+    UAPI + "linux/timerfd.h", "include/linux/eventfd.h", UAPI + "linux/close_range.h",
+    UAPI + "linux/falloc.h", UAPI + "linux/pidfd.h",
 ]
 
 # The #if branches taken when reading the headers: an x86_64 kernel (which also serves i386
@@ -54,6 +57,9 @@ class Group:
     exclude_unused: bool = False           # drop entries whose comment says "Unused"
     stop_at: str | None = None             # only definitions before this name
     rename: dict[str, str] = field(default_factory=dict)
+    # What strace writes in a comment after a value no name covers (its printflags/printxval
+    # default argument at the call site, e.g. "O_???"); None: the values' common prefix.
+    unknown: str | None = None
 
 
 def _x(pattern: str) -> re.Pattern[str]:
@@ -65,17 +71,17 @@ GROUPS = [
           max_value=31),
     Group("open_access", "values", [UAPI + "asm-generic/fcntl.h"],
           names=["O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE"]),
-    Group("open_flags", "flags", [UAPI + "asm-generic/fcntl.h"], names=[
+    Group("open_flags", "flags", [UAPI + "asm-generic/fcntl.h"], unknown="O_???", names=[
         "O_CREAT", "O_EXCL", "O_NOCTTY", "O_TRUNC", "O_APPEND", "O_NONBLOCK", "O_SYNC",
         "O_DSYNC", "__O_SYNC", "O_DIRECT", "O_LARGEFILE", "O_NOFOLLOW", "O_NOATIME",
         "O_CLOEXEC", "O_PATH", "O_TMPFILE", "O_DIRECTORY", "__O_TMPFILE", "FASYNC"]),
-    Group("at_flags", "flags", [UAPI + "linux/fcntl.h"], names=[
+    Group("at_flags", "flags", [UAPI + "linux/fcntl.h"], unknown="AT_???", names=[
         "AT_SYMLINK_NOFOLLOW", "AT_REMOVEDIR", "AT_SYMLINK_FOLLOW", "AT_NO_AUTOMOUNT",
         "AT_EMPTY_PATH", "AT_RECURSIVE"]),
     Group("statx_sync", "values", [UAPI + "linux/fcntl.h"], names=[
         "AT_STATX_SYNC_AS_STAT", "AT_STATX_FORCE_SYNC", "AT_STATX_DONT_SYNC"]),
     Group("prot", "flags", [UAPI + "asm-generic/mman-common.h"], prefix="PROT_",
-          min_value=1),
+          min_value=1, unknown="PROT_???"),
     Group("map_type", "values", [UAPI + "linux/mman.h", UAPI + "asm-generic/mman-common.h"],
           names=["MAP_FILE", "MAP_SHARED", "MAP_PRIVATE", "MAP_SHARED_VALIDATE"]),
     Group("map_flags", "flags", [UAPI + "asm-generic/mman-common.h"], names=[
@@ -85,28 +91,30 @@ GROUPS = [
     Group("madvise", "values", [UAPI + "asm-generic/mman-common.h"], prefix="MADV_"),
     Group("clone_flags", "flags", [UAPI + "linux/sched.h"], prefix="CLONE_",
           min_value=0x100, max_value=0xFFFFFFFF, exclude_unused=True,
-          exclude=_x(r"CLONE_ARGS_")),
+          exclude=_x(r"CLONE_ARGS_"), unknown="CLONE_???"),
     Group("clone3_flags", "flags", [UAPI + "linux/sched.h"], prefix="CLONE_", min_value=1,
-          exclude_unused=True, exclude=_x(r"CLONE_ARGS_")),
+          exclude_unused=True, exclude=_x(r"CLONE_ARGS_"), unknown="CLONE_???"),
     Group("sock_domain", "values", ["include/linux/socket.h"], prefix="AF_",
           exclude=_x(r"AF_MAX")),
     Group("sock_type", "values", ["include/linux/net.h"], prefix="SOCK_", min_value=1,
           max_value=15, exclude=_x(r"SOCK_(TYPE_MASK|MAX|NOSPACE|PASSCRED|PASSSEC|"
                                    r"SUPPORT_ZC|ASYNC_|CUSTOMSOCKOPT|WAKE_)")),
     Group("sock_type_flags", "flags", ["include/linux/net.h"],
-          names=["SOCK_CLOEXEC", "SOCK_NONBLOCK"]),
+          names=["SOCK_CLOEXEC", "SOCK_NONBLOCK"], unknown="SOCK_???"),
     Group("ipproto", "values", [UAPI + "linux/in.h"], prefix="IPPROTO_",
           exclude=_x(r"IPPROTO_MAX")),
     Group("netlink_protocol", "values", [UAPI + "linux/netlink.h"], prefix="NETLINK_",
           stop_at="MAX_LINKS", exclude=_x(r"NETLINK_(INET_DIAG)$")),
     # Kernel-internal bits strace does not name are left out.
     Group("msg_flags", "flags", ["include/linux/socket.h"], prefix="MSG_", min_value=1,
+          unknown="MSG_???",
           exclude=_x(r"MSG_(SENDPAGE_DECRYPTED|SPLICE_PAGES|INTERNAL_SENDMSG_FLAGS|"
                      r"SENDPAGE_NOPOLICY)$")),
-    Group("wait_options", "flags", [UAPI + "linux/wait.h"], names=[
+    Group("wait_options", "flags", [UAPI + "linux/wait.h"], unknown="W???", names=[
         "WNOHANG", "WEXITED", "WSTOPPED", "WCONTINUED", "WNOWAIT", "__WCLONE", "__WALL",
         "__WNOTHREAD"]),
     Group("sa_flags", "flags", [ARCH_UAPI + "signal.h", UAPI + "asm-generic/signal-defs.h"],
+          unknown="SA_???",
           names=["SA_RESTORER", "SA_ONSTACK", "SA_RESTART", "SA_NODEFER", "SA_RESETHAND",
                  "SA_SIGINFO", "SA_NOCLDSTOP", "SA_NOCLDWAIT"]),
     Group("sigprocmask_how", "values", [UAPI + "asm-generic/signal-defs.h"],
@@ -114,24 +122,28 @@ GROUPS = [
     Group("fcntl_cmd", "values", [UAPI + "asm-generic/fcntl.h", UAPI + "linux/fcntl.h"],
           prefix="F_", exclude=_x(r"F_(SEAL_|OWNER_|RDLCK|WRLCK|UNLCK|EXLCK|SHLCK|"
                                   r"LINUX_SPECIFIC_BASE|OK)")),
-    Group("fd_flags", "flags", [UAPI + "asm-generic/fcntl.h"], names=["FD_CLOEXEC"]),
+    Group("fd_flags", "flags", [UAPI + "asm-generic/fcntl.h"], names=["FD_CLOEXEC"],
+          unknown="FD_???"),
     Group("seek_whence", "values", [UAPI + "linux/fs.h"], prefix="SEEK_",
           exclude=_x(r"SEEK_MAX")),
     # access(2) modes: the kernel tests them as MAY_READ/MAY_WRITE/MAY_EXEC (same values).
     Group("access_mode", "flags", ["include/linux/fs.h"], names=[
         "MAY_READ", "MAY_WRITE", "MAY_EXEC"],
-          rename={"MAY_READ": "R_OK", "MAY_WRITE": "W_OK", "MAY_EXEC": "X_OK"}),
+          rename={"MAY_READ": "R_OK", "MAY_WRITE": "W_OK", "MAY_EXEC": "X_OK"},
+          unknown="?_OK"),
     Group("arch_prctl_code", "values", [ARCH_UAPI + "prctl.h"], prefix="ARCH_"),
     Group("rlimit_resource", "values", [UAPI + "asm-generic/resource.h"], prefix="RLIMIT_"),
     Group("clockid", "values", [UAPI + "linux/time.h"], prefix="CLOCK_", max_value=15),
-    Group("getrandom_flags", "flags", [UAPI + "linux/random.h"], prefix="GRND_"),
+    Group("getrandom_flags", "flags", [UAPI + "linux/random.h"], prefix="GRND_",
+          unknown="GRND_???"),
     Group("stat_type", "values", [UAPI + "linux/stat.h"], names=[
         "S_IFSOCK", "S_IFLNK", "S_IFREG", "S_IFBLK", "S_IFDIR", "S_IFCHR", "S_IFIFO"]),
     Group("stat_mode_bits", "flags", [UAPI + "linux/stat.h"],
           names=["S_ISUID", "S_ISGID", "S_ISVTX"]),
     Group("statx_mask", "flags", [UAPI + "linux/stat.h"], prefix="STATX_",
-          exclude=_x(r"STATX_(ATTR_|_RESERVED)")),
-    Group("statx_attributes", "flags", [UAPI + "linux/stat.h"], prefix="STATX_ATTR_"),
+          exclude=_x(r"STATX_(ATTR_|_RESERVED)"), unknown="STATX_???"),
+    Group("statx_attributes", "flags", [UAPI + "linux/stat.h"], prefix="STATX_ATTR_",
+          unknown="STATX_ATTR_???"),
     Group("socketcall_call", "values", [UAPI + "linux/net.h"], prefix="SYS_",
           exclude=_x(r"SYS_.*SOCKETCALL")),
     Group("futex_op", "values", [UAPI + "linux/futex.h"], prefix="FUTEX_", max_value=255,
@@ -146,9 +158,62 @@ GROUPS = [
               r"DEFAULT)|TIMING_|ENDIAN_|FPEMU_|UNALIGN_|FP_EXC_|TSC_|CAP_AMBIENT_|"
               r"SET_PTRACER_ANY|SET_VMA_ANON_NAME|SVE_SET_VL_ONEXEC|SME_SET_VL_ONEXEC|"
               r"SVE_VL_INHERIT|SME_VL_INHERIT)")),
-    Group("fadvise_advice", "values", [UAPI + "linux/fadvise.h"], prefix="POSIX_FADV_"),
+    Group("fadvise_advice", "values", [UAPI + "linux/fadvise.h"], prefix="POSIX_FADV_",
+          unknown="POSIX_FADV_???"),
     Group("poll_events", "flags", [UAPI + "asm-generic/poll.h"], prefix="POLL",
-          max_value=0x2000),
+          max_value=0x2000, unknown="POLL???"),
+    # Calls strace prints with names that xenhpt printed as numbers (the display order and
+    # the comment for unknown values are strace 6.1's, src/xlat/*.in and their call sites).
+    Group("msync_flags", "flags", [UAPI + "asm-generic/mman-common.h"],
+          names=["MS_ASYNC", "MS_INVALIDATE", "MS_SYNC"], unknown="MS_???"),
+    Group("mremap_flags", "flags", [UAPI + "linux/mman.h"],
+          names=["MREMAP_MAYMOVE", "MREMAP_FIXED", "MREMAP_DONTUNMAP"], unknown="MREMAP_???"),
+    Group("mlockall_flags", "flags", [UAPI + "asm-generic/mman.h"],
+          names=["MCL_CURRENT", "MCL_FUTURE", "MCL_ONFAULT"], unknown="MCL_???"),
+    Group("mlock_flags", "flags", [UAPI + "asm-generic/mman-common.h"],
+          names=["MLOCK_ONFAULT"], unknown="MLOCK_???"),
+    Group("flock_op", "flags", [UAPI + "asm-generic/fcntl.h"], names=[
+        "LOCK_SH", "LOCK_EX", "LOCK_NB", "LOCK_UN", "LOCK_MAND", "LOCK_RW", "LOCK_READ",
+        "LOCK_WRITE"], unknown="LOCK_???"),
+    Group("rename_flags", "flags", [UAPI + "linux/fs.h"],
+          names=["RENAME_NOREPLACE", "RENAME_EXCHANGE", "RENAME_WHITEOUT"],
+          unknown="RENAME_???"),
+    Group("memfd_flags", "flags", [UAPI + "linux/memfd.h"],
+          names=["MFD_CLOEXEC", "MFD_ALLOW_SEALING", "MFD_HUGETLB"], unknown="MFD_???"),
+    Group("epoll_create_flags", "flags", [UAPI + "linux/eventpoll.h"],
+          names=["EPOLL_CLOEXEC"], unknown="EPOLL_???"),
+    Group("timer_flags", "flags", [UAPI + "linux/time.h"], names=["TIMER_ABSTIME"],
+          unknown="TIMER_???"),
+    Group("inotify_init_flags", "flags", [UAPI + "linux/inotify.h"],
+          names=["IN_NONBLOCK", "IN_CLOEXEC"], unknown="IN_???"),
+    Group("timerfd_flags", "flags", [UAPI + "linux/timerfd.h"], names=[
+        "TFD_TIMER_ABSTIME", "TFD_TIMER_CANCEL_ON_SET", "TFD_CLOEXEC", "TFD_NONBLOCK"],
+          unknown="TFD_???"),
+    Group("eventfd_flags", "flags", ["include/linux/eventfd.h"],
+          names=["EFD_SEMAPHORE", "EFD_CLOEXEC", "EFD_NONBLOCK"], unknown="EFD_???"),
+    Group("close_range_flags", "flags", [UAPI + "linux/close_range.h"],
+          names=["CLOSE_RANGE_UNSHARE", "CLOSE_RANGE_CLOEXEC"], unknown="CLOSE_RANGE_???"),
+    Group("fallocate_mode", "flags", [UAPI + "linux/falloc.h"], prefix="FALLOC_FL_",
+          unknown="FALLOC_FL_???"),
+    Group("umount_flags", "flags", ["include/linux/fs.h"],
+          names=["MNT_FORCE", "MNT_DETACH", "MNT_EXPIRE", "UMOUNT_NOFOLLOW"],
+          unknown="MNT_???"),
+    Group("pidfd_open_flags", "flags", [UAPI + "linux/pidfd.h"], names=["PIDFD_NONBLOCK"],
+          unknown="PIDFD_???"),
+    Group("setns_flags", "flags", [UAPI + "linux/sched.h"], names=[
+        "CLONE_NEWTIME", "CLONE_NEWNS", "CLONE_NEWCGROUP", "CLONE_NEWUTS", "CLONE_NEWIPC",
+        "CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWNET"], unknown="CLONE_NEW???"),
+    Group("shutdown_how", "values", ["include/linux/net.h"],
+          names=["SHUT_RD", "SHUT_WR", "SHUT_RDWR"], unknown="SHUT_???"),
+    Group("epoll_ctl_op", "values", [UAPI + "linux/eventpoll.h"],
+          names=["EPOLL_CTL_ADD", "EPOLL_CTL_DEL", "EPOLL_CTL_MOD"], unknown="EPOLL_CTL_???"),
+    Group("rusage_who", "values", [UAPI + "linux/resource.h"],
+          names=["RUSAGE_SELF", "RUSAGE_CHILDREN", "RUSAGE_BOTH", "RUSAGE_THREAD"],
+          unknown="RUSAGE_???"),
+    Group("priority_which", "values", [UAPI + "linux/resource.h"],
+          names=["PRIO_PROCESS", "PRIO_PGRP", "PRIO_USER"], unknown="PRIO_???"),
+    Group("itimer_which", "values", [UAPI + "linux/time.h"],
+          names=["ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF"], unknown="ITIMER_???"),
 ]
 
 # Single numbers the decoders need, by name.
@@ -234,6 +299,8 @@ def build_all(src: KernelSource) -> tuple[dict[str, dict[str, object]], dict[str
             "source": group.headers,
             "entries": [[n, v] for n, v in build_group(group, values, per_header)],
         }
+        if group.unknown is not None:
+            groups[group.name]["unknown"] = group.unknown
     missing = [n for n in NUMBERS if n not in values]
     if missing:
         raise SystemExit(f"numbers not defined in the headers: {missing}")

@@ -15,8 +15,8 @@ import time
 from collections import Counter
 
 from xenhpt.linux.kernel import Kernel
-from xenhpt.vmi.paging import kernel_dtb
-from xenhpt.vmi.xen import open_xen
+from xenhpt.linux.kpti import kernel_dtb
+from xenhpt.vmi.xen.domain import open_xen
 
 
 def main() -> None:

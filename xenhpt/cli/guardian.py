@@ -17,8 +17,8 @@ ends; otherwise it acts at once:
 - the target (always): attach again and detach. For QEMU's gdbstub a detach (``D``)
   removes every breakpoint of the stub and resumes the VM; for Xen, opening the domain
   puts back every byte recorded in the breakpoint state file
-  (``vmi/xen_breakpoints.py``), the dead tracer's vm_event monitor ring is taken down
-  (``vmi/xen_monitor.py``: it would keep trapped vCPUs waiting and refuse every later
+  (``vmi/xen/breakpoints.py``), the dead tracer's vm_event monitor ring is taken down
+  (``vmi/xen/monitor.py``: it would keep trapped vCPUs waiting and refuse every later
   monitor), and closing it resumes the domain.
 
 The guardian knows no Linux and holds no connection while the tracer lives, so it costs
@@ -95,7 +95,7 @@ def _stand_guard(target_spec: str, tracer_pid: int) -> int:
 
 def _plugin_off(path: Path) -> list[str]:
     from ..errors import XenhptError
-    from ..vmi.plugin_channel import PluginChannel
+    from ..vmi.qemu.plugin_channel import PluginChannel
 
     try:
         channel = PluginChannel(path)
@@ -122,9 +122,7 @@ def _detach(target_spec: str) -> list[str]:
     try:
         # A hypervisor monitor ring (Xen's vm_event) outlives its process: take it down,
         # or the vCPUs that hit a trap wait forever and no new tracer can attach.
-        release = getattr(target, "release_stale_monitor", None)
-        if release is not None:
-            release()
+        target.release_stale_monitor()
     except XenhptError as exc:
         problems.append(f"{target_spec}: {exc}")
     finally:

@@ -42,7 +42,7 @@ def info(target: str, profile_path: Path | None) -> None:
     TARGET is """ + TARGET_HELP
     guest = open_target(target)
     try:
-        rows = [("target", getattr(guest, "description", target))]
+        rows = [("target", guest.description)]
         kernel: Kernel | None = None
         try:
             kernel = Kernel.open(guest, profile_path, progress=scan_progress)

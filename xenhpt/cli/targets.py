@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import BadUsage, TargetUnreachable
 from ..lab.machine import LabState
-from ..vmi.qemu import QemuTarget
+from ..vmi.qemu.target import QemuTarget
 from ..vmi.target import Target
 
 TARGET_HELP = "lab | qemu:HOST:PORT | xen:NAME|DOMID | a snapshot file (.raw, .elf, ...)"
@@ -18,11 +18,10 @@ def open_target(spec: str) -> Target:
         state = LabState.load()
         if not state.alive():
             raise TargetUnreachable("the lab's QEMU is not running: 'xenhpt lab up'")
-        target = QemuTarget("127.0.0.1", state.gdb_port, ram_file=Path(state.ram_file))
-        target.description = f"lab (qemu:127.0.0.1:{state.gdb_port})"
-        if state.capture == "plugin" and state.capture_file:
-            target.capture_file = Path(state.capture_file)
-        return target
+        plugin = state.capture == "plugin" and state.capture_file
+        return QemuTarget("127.0.0.1", state.gdb_port, ram_file=Path(state.ram_file),
+                          description=f"lab (qemu:127.0.0.1:{state.gdb_port})",
+                          capture_file=Path(state.capture_file) if plugin else None)
     if spec.startswith("qemu:"):
         host, _, port = spec[5:].rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -30,12 +29,12 @@ def open_target(spec: str) -> Target:
                            "PORT from 1 to 65535")
         return QemuTarget(host, int(port))
     if spec.startswith("xen:"):
-        from ..vmi.xen import open_xen
+        from ..vmi.xen.domain import open_xen
 
         return open_xen(spec[4:])
     path = Path(spec)
     if path.exists():
-        from ..vmi.snapshot import open_snapshot
+        from ..vmi.snapshot.target import open_snapshot
 
         return open_snapshot(path)
     raise BadUsage(f"unknown target {spec!r}: expected {TARGET_HELP}")

@@ -21,14 +21,11 @@ from ..output.processes import pstree_text
 from ..output.stream import StreamSink
 from ..output.writer import BackgroundWriter
 from ..syscalls.decode import Decoder
-from ..syscalls.table import SelectionError, SyscallTable, resolve_selection
-from ..tracer.capture import BreakpointCapture
+from ..syscalls.table import SelectionError, resolve_selection
+from ..tracer.choose_source import MODES, choose_source, plugin_file_for
 from ..tracer.engine import CallFilter, SyscallEngine
-from ..tracer.plugin_capture import PluginCapture, build_config
 from ..tracer.recording import RecordingEngine
 from ..tracer.source import STOP_GRACE_SECONDS, CaptureReport, CaptureSource
-from ..tracer.trappoints import full_plan, selective_plan
-from ..vmi.plugin_channel import PluginChannel
 from .guardian import Guardian
 from .process import profile_option, read_processes, scan_progress
 from .targets import open_target
@@ -158,7 +155,7 @@ class TaskListWatch:
 @click.option("--record", "record_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also save every trap record with the guest bytes the decoder read, "
                    "for a replay without the guest (tools/bench.py measures the pipeline).")
-@click.option("--capture", "capture_mode", type=click.Choice(["auto", "plugin", "breakpoints"]),
+@click.option("--capture", "capture_mode", type=click.Choice(MODES),
               default="auto", show_default=True,
               help="plugin: QEMU's in-VMM capture plugin (fast; the lab has it after "
                    "'lab up --capture plugin'); breakpoints: trap through the gdbstub or "
@@ -186,13 +183,11 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
     if not guest.live:
         guest.close()
         raise XenhptError(f"{target} is a snapshot: only a live guest can be traced")
-    channel_path = capture_file or getattr(guest, "capture_file", None)
-    if capture_mode == "breakpoints":
-        channel_path = None
-    elif capture_mode == "plugin" and channel_path is None:
+    try:
+        plugin_file = plugin_file_for(capture_mode, target, guest, capture_file)
+    except BadUsage:
         guest.close()
-        raise XenhptError(f"{target} has no capture plugin: start the lab with 'xenhpt lab up "
-                          "--capture plugin', or give --capture-file")
+        raise
     try:
         recording = open(record_path, "w") if record_path else None
     except OSError as exc:
@@ -223,21 +218,13 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
                                      process_tree, tasks)
         watch = TaskListWatch(kernel, engine)
         mode = "full" if numbers is None else "selective"
-        if channel_path is not None:
-            plugin = PluginCapture(PluginChannel(channel_path), kernel, engine, guest,
-                                   build_config(kernel, numbers, string_limit))
-            guardian.watch_plugin(channel_path)
-            guest.resume()  # the plugin takes its configuration from a running guest
-            plugin.start()
-            capture, armed = plugin, "capture plugin armed"
-        else:
-            points = full_plan(kernel) if numbers is None else _selective_points(kernel,
-                                                                                 numbers)
-            breakpoints = BreakpointCapture(guest, kernel, points, engine)
-            breakpoints.arm()
-            capture, armed = breakpoints, f"{len(points)} trap points armed"
+        source = choose_source(guest, kernel, engine, numbers, string_limit, plugin_file)
+        if source.plugin_file is not None:
+            guardian.watch_plugin(source.plugin_file)
+        source.start()
+        capture = source  # (only a started source is stopped: a failed claim is not ours)
         if verbose:
-            click.echo(f"xenhpt: tracing {target}: {armed} ({mode}, "
+            click.echo(f"xenhpt: tracing {target}: {capture.description} armed ({mode}, "
                        f"{kernel.profile.path.name})", err=True)
         deadline = None if duration is None else time.monotonic() + duration
 
@@ -277,17 +264,6 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         if recording is not None:
             recording.close()
     _report(target, verbose, tree, engine, sink, writer, report, gone)
-
-
-def _selective_points(kernel: Kernel, numbers: dict[str, set[int]]) -> dict:
-    entries = {}
-    for abi in ABIS:
-        table = SyscallTable.load(abi)
-        for nr in numbers[abi]:
-            template = table.by_number(nr)
-            if template is not None:
-                entries[(abi, nr)] = template.entry
-    return selective_plan(kernel, entries)
 
 
 def _close_quietly(file: BinaryIO) -> None:

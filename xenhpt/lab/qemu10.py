@@ -7,7 +7,7 @@ packages with ``apt-get download`` through a private package list, unpacks them 
 cache with ``dpkg-deb -x``, and runs that binary with ``-L`` pointing at its own firmware.
 Its shared libraries are the ones 7.2 already pulled in (the backport is built for bookworm).
 
-The capture plugin (``vmi/qemu_plugin/xenhpt_capture.c``) is compiled here with gcc, into the
+The capture plugin (``vmi/qemu/plugin/xenhpt_capture.c``) is compiled here with gcc, into the
 cache, named by a hash of its source so that a changed plugin is rebuilt.
 """
 
@@ -24,7 +24,7 @@ from .apt import PrivateApt, unpack
 from .paths import cache_dir
 
 PACKAGES = ("qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios")
-PLUGIN_SOURCE = Path(__file__).resolve().parent.parent / "vmi" / "qemu_plugin"
+PLUGIN_SOURCE = Path(__file__).resolve().parent.parent / "vmi" / "qemu" / "plugin"
 
 
 @dataclass(frozen=True)

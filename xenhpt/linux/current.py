@@ -18,8 +18,9 @@
 from __future__ import annotations
 
 from ..errors import MemoryReadError, ProfileError
-from ..vmi.paging import dtb_from_cr3, kernel_dtb
+from ..vmi.x86.paging import dtb_from_cr3
 from .kernel import Kernel
+from .kpti import kernel_dtb
 from .tasks import TaskReader
 
 KERNEL_HALF = 1 << 63

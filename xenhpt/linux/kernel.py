@@ -23,9 +23,10 @@ from typing import Any
 
 from ..errors import MemoryReadError, ProfileError
 from ..profile import Profile, find_profile
-from ..vmi.paging import PageWalker
 from ..vmi.target import Target
+from ..vmi.x86.paging import PageWalker
 from .banner import Banner, find_banner, find_banners, iter_banners
+from .kpti import kernel_dtb
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,10 @@ class Kernel:
         self.layout = layout
         self.slide = layout.slide
         self.dtb = layout.dtb
-        # The target's walker (flushed when a live guest runs), in the mode locate() found.
-        self.paging = getattr(target, "paging", None) or PageWalker(target.read_physical)
-        self.paging.levels = layout.levels
+        # Reads go through the target's translations (dropped whenever a live guest runs),
+        # in the paging mode locate() found; Linux's KPTI rule tells a backend that places
+        # traps by physical address where kernel text is when a user PGD is loaded.
+        target.set_kernel_paging(layout.levels, kernel_dtb)
 
     # -- opening -------------------------------------------------------------------------
 
@@ -130,7 +132,7 @@ class Kernel:
         return self.layout.banner.text
 
     def read(self, address: int, size: int) -> bytes:
-        return self.paging.read(self.dtb, address, size)
+        return self.target.read_virtual(self.dtb, address, size)
 
     def u64(self, address: int) -> int:
         return struct.unpack("<Q", self.read(address, 8))[0]
@@ -139,7 +141,7 @@ class Kernel:
         return struct.unpack("<I", self.read(address, 4))[0]
 
     def physical(self, address: int) -> int:
-        return self.paging.translate(self.dtb, address)
+        return self.target.translate(self.dtb, address)
 
 
 
@@ -148,8 +150,7 @@ def profile_from_memory(target: Target, progress: Progress | None = None) -> dic
     from ..profile.guest_memory import build_profile_from_memory
 
     banners = (banner.physical_address for banner in iter_banners(target, progress))
-    return build_profile_from_memory(target, banners, getattr(target, "description",
-                                                              "guest memory"))
+    return build_profile_from_memory(target, banners, target.description)
 
 
 def cached_profile_from_memory(target: Target, banner: str,
@@ -177,8 +178,7 @@ def locate(target: Target, profile: Profile, progress: Progress | None = None,
     if banner_va is None or pgt_va is None or not expected:
         raise ProfileError(f"profile {profile.path.name} lacks linux_banner/init_top_pgt")
     # The paging mode comes from CR4 where the target knows it; a raw file does not, so both.
-    paging = getattr(target, "paging", None)
-    known = paging.levels if paging is not None and paging.levels_known else None
+    known = target.paging_levels
     walkers = [PageWalker(target.read_physical, levels=n) for n in ((known,) if known else (4, 5))]
     needle = expected.rstrip("\n\0").encode()
     for banner in _aligned_banners(target, needle, banner_va) or find_banners(

@@ -13,20 +13,19 @@ may return the text of a successful result.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from . import structs
 from .argfmt import clone_flags, open_flags, pollfds
 from .memory import ReadFn, read_bytes, read_cstring, read_struct
-from .outargs import ExitPrinter, failed
+from .outargs import failed
+from .reads import CSTRING, ENTRY, EXIT, FIXED, STACK, KindReads, MemoryRead, ReadLimits, fixed
 from .render import hex_or_zero, pointer, quote, signed
+from .state import AbiContext, EntryState, ExitPrinter
+from .table import Template
 
-if TYPE_CHECKING:
-    from .decode import AbiDecoder, EntryState
-
-EntryHook = Callable[["AbiDecoder", "EntryState", ReadFn], None]
-ExitHook = Callable[["AbiDecoder", "EntryState", int, ReadFn], None]
-ReturnHook = Callable[["AbiDecoder", "EntryState", int, ReadFn], "str | None"]
+EntryHook = Callable[["AbiContext", "EntryState", ReadFn], None]
+ExitHook = Callable[["AbiContext", "EntryState", int, ReadFn], None]
+ReturnHook = Callable[["AbiContext", "EntryState", int, ReadFn], "str | None"]
 
 
 def _read_int(read: ReadFn, address: int) -> int | None:
@@ -36,7 +35,7 @@ def _read_int(read: ReadFn, address: int) -> int | None:
 
 # --- open / openat --------------------------------------------------------------------------
 
-def _open_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _open_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     flags, mode = st.template.arg_index("flags"), st.template.arg_index("mode")
     if flags is None or mode is None:
         return
@@ -46,7 +45,7 @@ def _open_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
 
 # --- mknod / mknodat -----------------------------------------------------------------------
 
-def _mknod_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _mknod_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     """The device number matters (and is printed) only for character and block devices."""
     mode, dev = st.template.arg_index("mode"), st.template.arg_index("dev")
     if mode is None or dev is None:
@@ -58,9 +57,32 @@ def _mknod_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
         st.omit(dev)
 
 
+# --- mremap --------------------------------------------------------------------------------
+
+def _mremap_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
+    """The new address is an argument only with MREMAP_MAYMOVE and FIXED or DONTUNMAP."""
+    if len(st.args) < 5:
+        return
+    names = d.c.flags["mremap_flags"].names
+    flags = st.args[3]
+    if not (flags & names["MREMAP_MAYMOVE"]
+            and flags & (names["MREMAP_FIXED"] | names["MREMAP_DONTUNMAP"])):
+        st.omit(4)
+
+
+# --- wait4 ---------------------------------------------------------------------------------
+
+def _wait4_exit(d: AbiContext, st: EntryState, ret: int, read: ReadFn) -> None:
+    """No child changed state (WNOHANG, ``= 0``): the kernel filled no rusage, so strace
+    prints its address, as it does the status's."""
+    index = st.template.arg_index("ru")
+    if ret == 0 and index is not None and index < len(st.texts):
+        st.texts[index] = pointer(st.args[index])
+
+
 # --- clone ----------------------------------------------------------------------------------
 
-def _clone_parent_tid(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _clone_parent_tid(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     address = st.args[i]
     if address and not failed(ret):
         value = _read_int(read, address)
@@ -72,7 +94,7 @@ def _clone_parent_tid(d: AbiDecoder, st: EntryState, i: int, ret: int, read: Rea
 _CLONE_ARGS = ("clone_flags", "newsp", "parent_tidptr", "child_tidptr", "tls")
 
 
-def _clone_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _clone_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     """``clone(child_stack=..., flags=...[, parent_tid=...][, tls=...][, child_tidptr=...])``."""
     indexes = [i for i in map(st.template.arg_index, _CLONE_ARGS) if i is not None]
     if len(indexes) != len(_CLONE_ARGS):
@@ -91,7 +113,7 @@ def _clone_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
     st.replace_texts(texts, exit_fns)
 
 
-def _clone3_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _clone3_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     address, size = st.args[0], st.args[1]
     if address == 0 or size < structs.CLONE_ARGS_VER0:
         return
@@ -105,7 +127,7 @@ def _clone3_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
     st.texts[0] = structs.format_clone_args(d.c, fields)
 
 
-def _clone3_exit(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> None:
+def _clone3_exit(d: AbiContext, st: EntryState, ret: int, read: ReadFn) -> None:
     fields = st.extra
     if not fields or failed(ret):
         return
@@ -128,7 +150,7 @@ _FCNTL_INT_ARG = {"F_SETOWN", "F_SETSIG", "F_SETPIPE_SZ", "F_NOTIFY", "F_DUPFD",
                   "F_DUPFD_CLOEXEC"}
 
 
-def _fcntl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _fcntl_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     if len(st.args) < 3:
         return
     cmd = d.c.values["fcntl_cmd"].get(st.args[1] & 0xFFFFFFFF)
@@ -142,7 +164,7 @@ def _fcntl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
         st.texts[2] = open_flags(d, st.args[2])
 
 
-def _fcntl_return(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> str | None:
+def _fcntl_return(d: AbiContext, st: EntryState, ret: int, read: ReadFn) -> str | None:
     cmd = d.c.values["fcntl_cmd"].get(st.args[1] & 0xFFFFFFFF)
     if cmd == "F_GETFD" and ret:
         return f"{ret:#x} (flags {d.c.flags['fd_flags'].format(ret)})"
@@ -166,7 +188,7 @@ _FUTEX_ARGS = {
 }
 
 
-def _futex_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _futex_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     if len(st.args) < 6:
         return
     n = d.c.numbers
@@ -196,17 +218,17 @@ _IOCTL_INT_IN = {"TIOCSPGRP", "FIONBIO"}
 _IOCTL_INT_OUT = {"TIOCGPGRP", "FIONREAD", "TIOCOUTQ", "TIOCGSID"}
 
 
-def _int_pointer(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _int_pointer(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     value = None if failed(ret) else _read_int(read, st.args[i])
     return pointer(st.args[i]) if value is None else f"[{value}]"
 
 
-def _winsize(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _winsize(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     fields = None if failed(ret) else read_struct(read, st.args[i], structs.WINSIZE)
     return pointer(st.args[i]) if fields is None else structs.format_winsize(*fields)
 
 
-def _ioctl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _ioctl_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     if len(st.args) < 3:
         return
     request = d.c.values["ioctl_cmd"].get(st.args[1] & 0xFFFFFFFF)
@@ -236,11 +258,11 @@ def _comm(read: ReadFn, address: int) -> str:
     return pointer(address) if found is None else quote(found[0])
 
 
-def _prctl_name_out(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _prctl_name_out(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     return pointer(st.args[i]) if failed(ret) else _comm(read, st.args[i])
 
 
-def _prctl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
+def _prctl_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
     """``prctl(PR_SET_NAME, "sh")``: the options with a known shape print only their args."""
     if len(st.args) < 2:
         return
@@ -255,7 +277,7 @@ def _prctl_entry(d: AbiDecoder, st: EntryState, read: ReadFn) -> None:
 
 # --- rt_sigreturn ---------------------------------------------------------------------------
 
-def sigreturn_mask(d: AbiDecoder, name: str, read: ReadFn, stack_pointer: int) -> str | None:
+def sigreturn_mask(d: AbiContext, name: str, read: ReadFn, stack_pointer: int) -> str | None:
     """``{mask=[...]}``: the signal mask the signal frame (rt_)sigreturn restores holds.
 
     When the handler returns into the restorer, the stack pointer is just past the frame's
@@ -275,7 +297,7 @@ def sigreturn_mask(d: AbiDecoder, name: str, read: ReadFn, stack_pointer: int) -
 
 # --- poll / ppoll ---------------------------------------------------------------------------
 
-def _poll_return(d: AbiDecoder, st: EntryState, ret: int, read: ReadFn) -> str | None:
+def _poll_return(d: AbiContext, st: EntryState, ret: int, read: ReadFn) -> str | None:
     """``1 ([{fd=4, revents=POLLOUT}])``, ``0 (Timeout)``; ppoll adds the time ``left``."""
     if ret == 0:
         return "0 (Timeout)"
@@ -296,8 +318,9 @@ ENTRY_HOOKS: dict[str, EntryHook] = {
     "open": _open_entry, "openat": _open_entry, "mknod": _mknod_entry,
     "mknodat": _mknod_entry, "clone": _clone_entry,
     "clone3": _clone3_entry, "fcntl": _fcntl_entry, "fcntl64": _fcntl_entry,
+    "mremap": _mremap_entry,
 }
-EXIT_HOOKS: dict[str, ExitHook] = {"clone3": _clone3_exit}
+EXIT_HOOKS: dict[str, ExitHook] = {"clone3": _clone3_exit, "wait4": _wait4_exit}
 RETURN_HOOKS: dict[str, ReturnHook] = {
     "fcntl": _fcntl_return, "fcntl64": _fcntl_return, "poll": _poll_return,
     "ppoll": _poll_return, "ppoll_time64": _poll_return,
@@ -309,3 +332,58 @@ OLD_MMAP_LAYOUT = structs.OLD_MMAP_ARGS
 
 def old_mmap_args(read: ReadFn, address: int) -> tuple[int, ...] | None:
     return read_struct(read, address, OLD_MMAP_LAYOUT)
+
+
+# --- what the decoders above read (see ``reads.py``) -----------------------------------------
+
+CallReads = Callable[[Template, ReadLimits], tuple[MemoryRead, ...]]
+
+# The bytes above the user stack pointer that hold a signal frame's mask.
+_SIGRETURN_BYTES = max(max(structs.SIGRETURN_MASK_OFFSET.values()),
+                       structs.SIGRETURN_EXTRAMASK_OFFSET) + 8
+
+
+def _task_name_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    return (MemoryRead(ENTRY, CSTRING, 1, _TASK_COMM_LEN),
+            MemoryRead(EXIT, CSTRING, 1, _TASK_COMM_LEN))
+
+
+def _ioctl_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    size = max(4, structs.WINSIZE.size)  # an int or a struct winsize
+    return (MemoryRead(ENTRY, FIXED, 2, size), MemoryRead(EXIT, FIXED, 2, size))
+
+
+def _clone_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    index = template.arg_index("parent_tidptr")
+    return () if index is None else (MemoryRead(EXIT, FIXED, index, 4),)
+
+
+def _sigreturn_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    return (MemoryRead(ENTRY, STACK, 0, _SIGRETURN_BYTES),)
+
+
+def _socketcall_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    """The block that holds the real call's arguments (at most six words)."""
+    return (MemoryRead(ENTRY, FIXED, 1, 6 * limits.word_size),)
+
+
+def _ppoll_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    """ppoll's return value shows the time left in its timeout argument."""
+    if len(template.args) < 3:
+        return ()
+    wide = template.args[2].kind == "timespec_in"
+    size = (structs.TIMESPEC_64 if wide else structs.TIMESPEC_32).size
+    return (MemoryRead(EXIT, FIXED, 2, size),)
+
+
+CALL_READS: dict[str, CallReads] = {
+    "prctl": _task_name_reads, "ioctl": _ioctl_reads, "clone": _clone_reads,
+    "rt_sigreturn": _sigreturn_reads, "sigreturn": _sigreturn_reads,
+    "ppoll": _ppoll_reads, "ppoll_time64": _ppoll_reads, "socketcall": _socketcall_reads,
+}
+
+# Kinds whose decoding lives in this file (clone3's struct, i386 mmap's argument block).
+KIND_READS: dict[str, KindReads] = {
+    "clone_args": fixed(ENTRY, 8 * len(structs.CLONE_ARGS_FIELDS)),
+    "old_mmap_args": fixed(ENTRY, OLD_MMAP_LAYOUT.size),
+}

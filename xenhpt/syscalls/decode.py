@@ -18,17 +18,18 @@ and prints ``= ?``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MemoryReadError
 from . import calls
-from .argfmt import ENTRY_PRINTERS
+from .argfmt import ENTRY_PRINTERS, ENTRY_READS
 from .memory import ReadFn, read_words
-from .outargs import CAPTURES, EXIT_PRINTERS, ExitPrinter
+from .outargs import CAPTURES, EXIT_PRINTERS, EXIT_READS
+from .reads import MemoryRead, ReadLimits
 from .render import align_result, format_call, hex_or_zero, octal, signed
+from .state import AbiContext, EntryState
 from .table import ArgSpec, SyscallTable, Template
-from .xlat import Constants
 
 _SKIPPED_KINDS = frozenset({"off64_hi"})  # printed together with the preceding off64_lo
 _OLD_MMAP_ARGS = (ArgSpec("addr", "ptr"), ArgSpec("len", "ulong"), ArgSpec("prot", "prot"),
@@ -38,42 +39,6 @@ _OLD_MMAP_ARGS = (ArgSpec("addr", "ptr"), ArgSpec("len", "ulong"), ArgSpec("prot
 # (arg index, printer, printed at exit?, entry-time capture of an exit argument or None)
 Plan = tuple[tuple[int, Any, bool, Any], ...]
 _PLAN_CACHE_LIMIT = 4096
-
-
-@dataclass(slots=True)
-class EntryState:
-    """What ``entry`` learnt about one call, kept by the caller until the call returns."""
-
-    template: Template
-    args: tuple[int, ...]
-    texts: list[str]
-    exit_fns: list[tuple[int, ExitPrinter, int]]  # (text index, printer, argument index)
-    omitted: set[int] | None = None
-    extra: dict[str, int] | None = None  # per-call values kept for the exit
-    name: str = field(default="")
-
-    def omit(self, index: int) -> None:
-        """Leave argument ``index`` out of the text (openat's mode without O_CREAT...)."""
-        if self.omitted is None:
-            self.omitted = set()
-        self.omitted.add(index)
-
-    def replace_texts(self, texts: list[str], exit_fns: list[tuple[int, ExitPrinter, int]]
-                      ) -> None:
-        """Print these texts instead of one per argument (clone's labelled fields)."""
-        self.texts, self.exit_fns, self.omitted = texts, exit_fns, None
-
-    def shown_texts(self) -> list[str]:
-        if not self.omitted:
-            return self.texts
-        return [t for i, t in enumerate(self.texts) if i not in self.omitted]
-
-    def partial_text(self) -> str:
-        """strace's start of an unfinished call: ``read(3, `` (up to the first exit arg)."""
-        first_exit = min((i for i, _, _ in self.exit_fns), default=len(self.texts))
-        shown = [t for i, t in enumerate(self.texts[:first_exit])
-                 if not self.omitted or i not in self.omitted]
-        return f"{self.name}({', '.join(shown)}{', ' if first_exit < len(self.texts) else ''}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,22 +62,12 @@ def _no_memory(address: int, size: int) -> bytes:
     raise MemoryReadError(address, "the call did not return")
 
 
-class AbiDecoder:
-    """The decoder's per-ABI state: word size, constants, compiled per-template plans."""
+class AbiDecoder(AbiContext):
+    """The decoder's per-ABI state: the printers' context, the table, compiled plans."""
 
     def __init__(self, abi: str, string_limit: int) -> None:
         self.table = SyscallTable.load(abi)
-        self.abi = abi
-        self.word_size = self.table.word_size
-        self.bits = 8 * self.word_size
-        self.mask = (1 << self.bits) - 1
-        self.word_format = "<Q" if self.word_size == 8 else "<I"
-        self.c = Constants.load()
-        self.string_limit = string_limit
-        self.path_max = self.c.numbers["PATH_MAX"]
-        self.at_fdcwd = self.c.numbers["AT_FDCWD"]
-        self.o_accmode = self.c.numbers["O_ACCMODE"]
-        self.eintr = self.c.errno_number("EINTR")
+        super().__init__(abi, self.table.word_size, string_limit)
         self._plans: dict[int, tuple[Template, Plan]] = {}
         mmap = self.table.by_name("mmap")
         self.old_mmap = Template("mmap", mmap.nr if mmap else -1, abi,
@@ -258,3 +213,19 @@ class Decoder:
         """Entry and exit at once (a snapshot, a test): ``ret=None`` for ``= ?``."""
         state = self.entry(template, args, read, stack_pointer)
         return self.no_exit(state) if ret is None else self.exit(state, ret, read)
+
+
+def memory_reads(template: Template, string_limit: int) -> list[MemoryRead]:
+    """Every region of the caller's memory that decoding ``template`` may read, and when
+    (declared beside the printers: ``ENTRY_READS``, ``EXIT_READS``, ``calls.CALL_READS``)."""
+    limits = ReadLimits(string_limit, SyscallTable.load(template.abi).word_size)
+    reads: list[MemoryRead] = []
+    for index, spec in enumerate(template.args):
+        declared = (ENTRY_READS.get(spec.kind) or EXIT_READS.get(spec.kind)
+                    or calls.KIND_READS.get(spec.kind))
+        if declared is not None:
+            reads += declared(index, spec.length_arg, limits)
+    call = calls.CALL_READS.get(template.name)
+    if call is not None:
+        reads += call(template, limits)
+    return reads

@@ -30,7 +30,16 @@ Flags and named values (tables in ``data/constants.json``)
   ``signal``, ``sigprocmask_how``, ``fcntl_cmd``, ``seek_whence``, ``access_mode``,
   ``arch_prctl_code``, ``rlimit_resource``, ``clockid``, ``getrandom_flags``,
   ``socketcall_call``, ``futex_op`` (``FUTEX_WAKE_PRIVATE``), ``prctl_option``,
-  ``fadvise_advice``, ``mode`` (octal ``0644``), ``mode_type`` (``S_IFIFO|0600``).
+  ``fadvise_advice``, ``mode`` (octal ``0644``), ``mode_type`` (``S_IFIFO|0600``);
+  ``msync_flags``, ``mremap_flags``, ``mlockall_flags``, ``mlock_flags`` (mlock2),
+  ``flock_op`` (``LOCK_EX|LOCK_NB``), ``rename_flags`` (renameat2), ``memfd_flags``,
+  ``epoll_create_flags``, ``epoll_ctl_op``, ``timer_flags`` (``TIMER_ABSTIME``),
+  ``unshare_flags`` (clone flags, no exit signal), ``shutdown_how``, ``rusage_who``,
+  ``priority_which``, ``itimer_which``, ``inotify_init_flags``, ``timerfd_flags``
+  (timerfd_create and timerfd_settime), ``eventfd_flags``, ``close_range_flags``,
+  ``fallocate_mode``, ``umount_flags``, ``pidfd_open_flags``, ``setns_flags``. A flag value
+  with no known bit prints as strace prints it, ``0x1 /* O_??? */``; an unknown value as
+  ``0x9 /* EPOLL_CTL_??? */``.
 Structures (user-space ABI layouts, x86_64 and i386, in ``structs.py``)
   ``stat_out`` ``stat64_out`` ``statx_out`` *exit*; ``timespec_in`` ``timespec32_in``;
   ``timespec_out`` ``timespec32_out`` *exit*; ``timespec_rem`` ``timespec32_rem`` *exit*
@@ -43,7 +52,16 @@ Structures (user-space ABI layouts, x86_64 and i386, in ``structs.py``)
   ``sigset_in``, ``sigset_out`` *exit*;
   ``sigaction_in``, ``sigaction_out`` *exit*; ``rlimit64_in``, ``rlimit64_out`` *exit*;
   ``rlimit_in``, ``rlimit_out`` *exit* (the ABI's word-sized struct rlimit);
-  ``clone_args`` (clone3); ``old_mmap_args`` (i386 ``mmap``: an argument block).
+  ``clone_args`` (clone3); ``old_mmap_args`` (i386 ``mmap``: an argument block);
+  ``timespec_utime_pair`` ``timespec32_utime_pair`` (utimensat's ``times[2]``, an array:
+  ``[{tv_sec=1, tv_nsec=2} /* 1970-01-01T00:00:01.000000002+0000 */, UTIME_NOW]``);
+  ``timeval_utime_pair`` ``timeval32_utime_pair`` (utimes/futimesat: ``[{tv_sec=1,
+  tv_usec=2} /* ... */, ...]``); ``utimbuf`` ``utimbuf32`` (utime: ``{actime=..., modtime=...}``).
+  Dates in these comments are UTC. ``itimerval_in`` ``itimerval32_in`` ``itimerspec_in``
+  ``itimerspec32_in`` (setitimer's, timer_settime's and timerfd_settime's new setting:
+  ``{it_interval={tv_sec=0, tv_usec=0}, it_value={tv_sec=1, tv_usec=0}}``, ``tv_nsec`` for
+  itimerspec) and ``itimerval_out`` ``itimerval32_out`` ``itimerspec_out``
+  ``itimerspec32_out`` *exit* (the old or current setting the kernel writes).
 """
 
 from __future__ import annotations
@@ -59,7 +77,12 @@ NAMED_KINDS = frozenset({
     "madvise", "clone_flags", "sock_domain", "sock_type", "sock_protocol", "msg_flags",
     "wait_options", "signal", "sigprocmask_how", "fcntl_cmd", "seek_whence", "access_mode",
     "arch_prctl_code", "rlimit_resource", "clockid", "getrandom_flags", "socketcall_call",
-    "futex_op", "prctl_option", "fadvise_advice", "mode", "mode_type"})
+    "futex_op", "prctl_option", "fadvise_advice", "mode", "mode_type",
+    "msync_flags", "mremap_flags", "mlockall_flags", "mlock_flags", "flock_op",
+    "rename_flags", "memfd_flags", "epoll_create_flags", "epoll_ctl_op", "timer_flags",
+    "unshare_flags", "shutdown_how", "rusage_who", "priority_which", "itimer_which",
+    "inotify_init_flags", "timerfd_flags", "eventfd_flags", "close_range_flags",
+    "fallocate_mode", "umount_flags", "pidfd_open_flags", "setns_flags"})
 STRUCT_KINDS = frozenset({
     "stat_out", "stat64_out", "statx_out", "timespec_in", "timespec32_in", "timespec_out",
     "timespec32_out", "timespec_rem", "timespec32_rem", "rusage_out", "utsname_out",
@@ -67,7 +90,10 @@ STRUCT_KINDS = frozenset({
     "dirents64_out", "dirents_out", "wait_status", "sockaddr", "sigset_in", "sigset_out",
     "sigaction_in", "sigaction_out", "rlimit64_in", "rlimit64_out", "rlimit_in",
     "rlimit_out", "clone_args",
-    "old_mmap_args"})
+    "old_mmap_args", "timespec_utime_pair", "timespec32_utime_pair", "timeval_utime_pair",
+    "timeval32_utime_pair", "utimbuf", "utimbuf32", "itimerval_in", "itimerval32_in",
+    "itimerspec_in", "itimerspec32_in", "itimerval_out", "itimerval32_out", "itimerspec_out",
+    "itimerspec32_out"})
 
 KINDS = NUMBER_KINDS | DESCRIPTOR_KINDS | MEMORY_KINDS | NAMED_KINDS | STRUCT_KINDS
 
@@ -77,6 +103,7 @@ EXIT_KINDS = frozenset({
     "timespec_out", "timespec32_out", "timespec_rem", "timespec32_rem", "rusage_out",
     "utsname_out", "dirents64_out", "dirents_out", "wait_status", "sigset_out",
     "sockaddr_out", "socklen_inout",
-    "sigaction_out", "rlimit64_out", "rlimit_out"})
+    "sigaction_out", "rlimit64_out", "rlimit_out", "itimerval_out", "itimerval32_out",
+    "itimerspec_out", "itimerspec32_out"})
 
 RETURN_KINDS = frozenset({"int", "hex", "octal", "fd", "none"})

@@ -8,18 +8,24 @@ never returned) the pointer prints as its address, as strace does, since nothing
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import structs
-from .argfmt import buffer, cstring, rlimit, sigaction, sigset
+from .argfmt import SIGSET_BYTES_LIMIT, buffer, cstring, rlimit, sigaction, sigset
 from .memory import ReadFn, read_bytes, read_struct
+from .reads import (
+    ENTRY,
+    EXIT,
+    PATH_BYTES,
+    KindReads,
+    fixed,
+    sized_by_pointer,
+    sized_by_return,
+    string,
+)
 from .render import pointer, quote, signed
-from .sockaddr import format_sockaddr
-
-if TYPE_CHECKING:
-    from .decode import AbiDecoder, EntryState
-
-ExitPrinter = Callable[["AbiDecoder", "EntryState", int, int, ReadFn], str]
+from .sockaddr import SOCKADDR_STORAGE_SIZE, format_sockaddr
+from .state import AbiContext, EntryState, ExitPrinter
 
 DIRENT_BYTES_LIMIT = 1 << 16  # getdents buffer bytes walked at most
 
@@ -29,9 +35,9 @@ def failed(ret: int) -> bool:
     return -4096 < ret < 0
 
 
-def _out(fmt: Callable[[AbiDecoder, EntryState, int, int, ReadFn], str]) -> ExitPrinter:
+def _out(fmt: Callable[[AbiContext, EntryState, int, int, ReadFn], str]) -> ExitPrinter:
     """Print NULL as NULL, a failed call's pointer as its address, otherwise decode."""
-    def printer(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+    def printer(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
         address = st.args[i]
         if address == 0:
             return "NULL"
@@ -41,14 +47,14 @@ def _out(fmt: Callable[[AbiDecoder, EntryState, int, int, ReadFn], str]) -> Exit
     return printer
 
 
-def _struct_out(layout_of: Callable[[AbiDecoder], Any], fmt: Callable[..., str]) -> ExitPrinter:
-    def decode(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _struct_out(layout_of: Callable[[AbiContext], Any], fmt: Callable[..., str]) -> ExitPrinter:
+    def decode(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
         fields = read_struct(read, st.args[i], layout_of(d))
         return pointer(st.args[i]) if fields is None else fmt(*fields)
     return _out(decode)
 
 
-def _fd_pair(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _fd_pair(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     data = read_bytes(read, st.args[i], 8)
     if data is None:
         return pointer(st.args[i])
@@ -56,42 +62,49 @@ def _fd_pair(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> s
            f"{signed(int.from_bytes(data[4:], 'little'), 32)}]"
 
 
-def _path_out(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _path_out(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     return cstring(read, st.args[i], d.path_max)
 
 
-def _buf_out(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _buf_out(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     return buffer(d, read, st.args[i], ret)
 
 
-def _buf_out_hex(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _buf_out_hex(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     return buffer(d, read, st.args[i], ret, as_hex=True)
 
 
 def _stat(kind: str) -> ExitPrinter:
-    def decode(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+    def decode(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
         fields = read_struct(read, st.args[i], structs.STAT_LAYOUT[kind][d.word_size])
         return pointer(st.args[i]) if fields is None else structs.format_stat(d.c, *fields)
     return _out(decode)
 
 
-def _statx(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _statx(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     fields = read_struct(read, st.args[i], structs.STATX)
     return pointer(st.args[i]) if fields is None else structs.format_statx(d.c, *fields)
 
 
 def _timespec_rem(layout: Any) -> ExitPrinter:
-    """The time left, which the kernel writes only when the sleep was interrupted."""
-    def printer(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+    """The time left, which the kernel writes only when the sleep was interrupted: strace
+    prints it when the call returns a restart code (``= ? ERESTART_RESTARTBLOCK``), which a
+    signal turns into EINTR only later, and for clock_nanosleep only without flags (an
+    absolute sleep leaves nothing); otherwise the address."""
+    def printer(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
         address = st.args[i]
         if address == 0:
             return "NULL"
-        fields = read_struct(read, address, layout) if ret == -d.eintr else None
+        info = d.c.errno.get(-ret) if failed(ret) else None
+        flags = st.template.arg_index("flags")
+        interrupted = (info is not None and info.restart
+                       and (flags is None or st.args[flags] == 0))
+        fields = read_struct(read, address, layout) if interrupted else None
         return pointer(address) if fields is None else structs.format_timespec(*fields)
     return printer
 
 
-def _utsname(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _utsname(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     data = read_bytes(read, st.args[i], 2 * structs.UTSNAME_FIELD)
     if data is None:
         return pointer(st.args[i])
@@ -104,7 +117,7 @@ def _utsname(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> s
 
 def _dirents(name_offset: int) -> ExitPrinter:
     """``0x5555... /* 5 entries */``: the records in the returned bytes, by ``d_reclen``."""
-    def decode(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+    def decode(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
         address = st.args[i]
         data = read_bytes(read, address, min(ret, DIRENT_BYTES_LIMIT)) if ret > 0 else b""
         if data is None:
@@ -122,7 +135,7 @@ def _dirents(name_offset: int) -> ExitPrinter:
     return _out(decode)
 
 
-def capture_int(d: AbiDecoder, st: EntryState, i: int, read: ReadFn) -> None:
+def capture_int(d: AbiContext, st: EntryState, i: int, read: ReadFn) -> None:
     """At entry: remember the int the argument points to (a socklen's "in" value)."""
     data = read_bytes(read, st.args[i], 4) if st.args[i] else None
     if data is not None:
@@ -136,7 +149,7 @@ def _int_at(read: ReadFn, address: int) -> int | None:
     return None if data is None else signed(int.from_bytes(data, "little"), 32)
 
 
-def _socklen_inout(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _socklen_inout(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     """``[128 => 16]`` (what the caller offered, what the kernel wrote), or ``[16]``."""
     address = st.args[i]
     if address == 0:
@@ -150,7 +163,7 @@ def _socklen_inout(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn
     return f"[{after}]" if before is None else f"[{before} => {after}]"
 
 
-def _sockaddr_out(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _sockaddr_out(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     spec = st.template.args[i]
     length_address = st.args[spec.length_arg] if spec.length_arg is not None else 0
     written = _int_at(read, length_address) if length_address else None
@@ -161,7 +174,7 @@ def _sockaddr_out(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn)
     return format_sockaddr(d.c, read, st.args[i], length)
 
 
-def _wait_status(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _wait_status(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     address = st.args[i]
     if address == 0:
         return "NULL"
@@ -171,11 +184,11 @@ def _wait_status(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) 
     return structs.format_wait_status(d.c, int.from_bytes(data, "little"))
 
 
-def _sigset_out(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _sigset_out(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     return sigset(d, st, read, st.args[i])
 
 
-def _sigaction_out(d: AbiDecoder, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
+def _sigaction_out(d: AbiContext, st: EntryState, i: int, ret: int, read: ReadFn) -> str:
     return sigaction(d, st, read, st.args[i])
 
 
@@ -194,9 +207,47 @@ EXIT_PRINTERS: dict[str, ExitPrinter] = {
     "wait_status": _wait_status, "sigset_out": _out(_sigset_out),
     "socklen_inout": _socklen_inout, "sockaddr_out": _out(_sockaddr_out),
     "sigaction_out": _out(_sigaction_out),
+    "itimerval_out": _struct_out(lambda d: structs.ITIMER["itimerval"],
+                                 structs.format_itimerval),
+    "itimerval32_out": _struct_out(lambda d: structs.ITIMER["itimerval32"],
+                                   structs.format_itimerval),
+    "itimerspec_out": _struct_out(lambda d: structs.ITIMER["itimerspec"],
+                                  structs.format_itimerspec),
+    "itimerspec32_out": _struct_out(lambda d: structs.ITIMER["itimerspec32"],
+                                    structs.format_itimerspec),
 }
 
 # Exit kinds that also need something remembered at entry.
-CAPTURES: dict[str, Callable[[AbiDecoder, EntryState, int, ReadFn], None]] = {
+CAPTURES: dict[str, Callable[[AbiContext, EntryState, int, ReadFn], None]] = {
     "socklen_inout": capture_int,
+}
+
+# What each exit kind above reads from the caller's memory (see ``reads.py``).
+EXIT_READS: dict[str, KindReads] = {
+    "fd_pair": fixed(EXIT, 8),
+    "path_out": string(EXIT, PATH_BYTES),
+    "buf_out": sized_by_return(lambda lim: lim.string_limit),
+    "buf_out_hex": sized_by_return(lambda lim: lim.string_limit),
+    "stat_out": fixed(EXIT, lambda lim: structs.STAT_LAYOUT["stat_out"][lim.word_size].size),
+    "stat64_out": fixed(EXIT,
+                        lambda lim: structs.STAT_LAYOUT["stat64_out"][lim.word_size].size),
+    "statx_out": fixed(EXIT, structs.STATX.size),
+    "timespec_out": fixed(EXIT, structs.TIMESPEC_64.size),
+    "timespec32_out": fixed(EXIT, structs.TIMESPEC_32.size),
+    "rusage_out": fixed(EXIT, lambda lim: structs.RUSAGE[lim.word_size].size),
+    "rlimit64_out": fixed(EXIT, structs.RLIMIT64.size),
+    "rlimit_out": fixed(EXIT, lambda lim: structs.RLIMIT[lim.word_size].size),
+    "timespec_rem": fixed(EXIT, structs.TIMESPEC_64.size),
+    "timespec32_rem": fixed(EXIT, structs.TIMESPEC_32.size),
+    "utsname_out": fixed(EXIT, 2 * structs.UTSNAME_FIELD),
+    "dirents64_out": sized_by_return(DIRENT_BYTES_LIMIT),
+    "dirents_out": sized_by_return(DIRENT_BYTES_LIMIT),
+    "wait_status": fixed(EXIT, 4),
+    "sigset_out": fixed(EXIT, SIGSET_BYTES_LIMIT),
+    "sigaction_out": fixed(EXIT, lambda lim: structs.SIGACTION[lim.word_size].size
+                           + SIGSET_BYTES_LIMIT),
+    # The caller's length before the call (capture_int) and the kernel's after it.
+    "socklen_inout": fixed(ENTRY, 4, EXIT),
+    "sockaddr_out": sized_by_pointer(EXIT, SOCKADDR_STORAGE_SIZE),
+    **{f"{name}_out": fixed(EXIT, layout.size) for name, layout in structs.ITIMER.items()},
 }

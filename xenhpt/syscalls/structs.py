@@ -9,6 +9,7 @@ values and returns strace's text, e.g. ``{st_mode=S_IFREG|0644, st_size=123, ...
 from __future__ import annotations
 
 import struct
+from datetime import UTC, datetime
 
 from .render import hex_or_zero, octal, pointer
 from .xlat import Constants
@@ -54,6 +55,21 @@ SIGRETURN_EXTRAMASK_OFFSET = 88 + 624
 # i386 old_mmap's argument block: six u32 (addr, len, prot, flags, fd, offset).
 OLD_MMAP_ARGS = struct.Struct("<6I")
 
+# The times[2] of utimensat (timespec) and utimes/futimesat (timeval), per ABI: tv_sec
+# signed, the fraction shown unsigned (strace zero-extends it).
+UTIME_LAYOUT = {"timespec_utime_pair": struct.Struct("<qQ"),
+                "timespec32_utime_pair": struct.Struct("<iI"),
+                "timeval_utime_pair": struct.Struct("<qQ"),
+                "timeval32_utime_pair": struct.Struct("<iI")}
+# utime's struct utimbuf (actime, modtime), x86_64 and i386.
+UTIMBUF = {"utimbuf": struct.Struct("<qq"), "utimbuf32": struct.Struct("<ii")}
+# struct itimerval (setitimer) and itimerspec (timer_settime, timerfd_settime): an interval
+# and a value, each a timeval / timespec of the ABI (the fraction shown unsigned).
+ITIMER = {"itimerval": struct.Struct("<qQqQ"), "itimerval32": struct.Struct("<iIiI"),
+          "itimerspec": struct.Struct("<qQqQ"), "itimerspec32": struct.Struct("<iIiI")}
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+
 STAT_LAYOUT = {"stat_out": {8: STAT_64, 4: STAT_32}, "stat64_out": {4: STAT64_32, 8: STAT64_32}}
 
 
@@ -92,6 +108,48 @@ def format_statx(c: Constants, mask: int, attributes: int, mode: int, size: int)
 
 def format_timespec(sec: int, nsec: int) -> str:
     return f"{{tv_sec={sec}, tv_nsec={nsec}}}"
+
+
+def format_time_comment(sec: int, fraction: int = 0, digits: int = 9) -> str:
+    """strace's `` /* 2024-05-01T10:00:00.000000002+0000 */`` after a timestamp (in UTC: the
+    guest's time zone is unknown); nothing for zero or an out-of-range fraction or year."""
+    if (sec == 0 and fraction == 0) or fraction >= 10 ** digits:
+        return ""
+    try:
+        when = datetime.fromtimestamp(sec, UTC)
+    except (OverflowError, OSError, ValueError):
+        return ""
+    part = f".{fraction:0{digits}d}" if fraction else ""
+    return f" /* {when:%Y-%m-%dT%H:%M:%S}{part}+0000 */"
+
+
+def format_utime_timespec(sec: int, nsec: int) -> str:
+    """One of utimensat's times: ``UTIME_NOW``, ``UTIME_OMIT`` or the time with its date."""
+    if nsec == UTIME_NOW:
+        return "UTIME_NOW"
+    if nsec == UTIME_OMIT:
+        return "UTIME_OMIT"
+    return f"{{tv_sec={sec}, tv_nsec={nsec}}}{format_time_comment(sec, nsec)}"
+
+
+def format_utime_timeval(sec: int, usec: int) -> str:
+    """One of utimes's times, with its date: ``{tv_sec=1, tv_usec=2} /* ... */``."""
+    return f"{{tv_sec={sec}, tv_usec={usec}}}{format_time_comment(sec, usec, 6)}"
+
+
+def format_itimerval(isec: int, iusec: int, vsec: int, vusec: int) -> str:
+    return (f"{{it_interval={{tv_sec={isec}, tv_usec={iusec}}}, "
+            f"it_value={{tv_sec={vsec}, tv_usec={vusec}}}}}")
+
+
+def format_itimerspec(isec: int, insec: int, vsec: int, vnsec: int) -> str:
+    return (f"{{it_interval={{tv_sec={isec}, tv_nsec={insec}}}, "
+            f"it_value={{tv_sec={vsec}, tv_nsec={vnsec}}}}}")
+
+
+def format_utimbuf(actime: int, modtime: int) -> str:
+    return (f"{{actime={actime}{format_time_comment(actime)}, "
+            f"modtime={modtime}{format_time_comment(modtime)}}}")
 
 
 def format_rusage(utime_sec: int, utime_usec: int, stime_sec: int, stime_usec: int) -> str:

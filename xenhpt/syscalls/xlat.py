@@ -2,8 +2,8 @@
 
 The tables are generated from the kernel headers by ``tools/gen_syscall_tables.py``; this
 module only prints with them, the way strace does: flags as ``O_CREAT|O_EXCL|0x40000000``
-(unknown bits last, in hex; nothing set is ``0``), values by name or, when unknown, as
-``0x63 /* AF_??? */``.
+(unknown bits last, in hex; nothing set is ``0``; only unknown bits: ``0x1 /* O_??? */``),
+values by name or, when unknown, as ``0x63 /* AF_??? */``.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ def _hex(value: int) -> str:
 
 
 class FlagSet:
-    """Bit flags printed ``A|B|0x...`` in the table's order (combined flags first)."""
+    """Bit flags printed ``A|B|0x...`` in the table's order (combined flags first).
 
-    def __init__(self, entries: list[tuple[str, int]]) -> None:
+    ``unknown`` is strace's comment for a value with no known bit (``0x1 /* O_??? */``).
+    """
+
+    def __init__(self, entries: list[tuple[str, int]], unknown: str | None = None) -> None:
         self.entries = tuple((value, name) for name, value in entries)
         self.names = {name: value for name, value in entries}
-        self._cache: dict[int, str] = {}
+        self.unknown = unknown
+        self._cache: dict[tuple[int, str], str] = {}
 
     def split(self, value: int) -> tuple[list[str], int]:
         """The names of the flags set in ``value`` and the bits no name covers."""
@@ -37,28 +41,34 @@ class FlagSet:
                 value &= ~bits
         return names, value
 
-    def format(self, value: int, zero: str = "0") -> str:
-        cached = self._cache.get(value)
+    def format(self, value: int, zero: str = "0", alone: bool = True) -> str:
+        """``alone=False`` when the text follows other names (``O_RDONLY|0x40000000``): then
+        unknown bits get no comment."""
+        # (keyed by the zero text too: clone's flags print 0 as "", unshare's as "0")
+        cached = self._cache.get((value, zero)) if alone else None
         if cached is not None:
             return cached
         names, rest = self.split(value)
+        if rest and not names and alone and self.unknown:
+            return f"{rest:#x} /* {self.unknown} */"
         if rest:
             names.append(f"{rest:#x}")
         text = "|".join(names) if names else zero
-        if len(self._cache) < _CACHE_LIMIT:
-            self._cache[value] = text
+        if alone and len(self._cache) < _CACHE_LIMIT:
+            self._cache[(value, zero)] = text
         return text
 
 
 class ValueSet:
     """One-of values printed by name, or ``0x63 /* AF_??? */`` when unknown."""
 
-    def __init__(self, entries: list[tuple[str, int]]) -> None:
+    def __init__(self, entries: list[tuple[str, int]], unknown: str | None = None) -> None:
         self.by_value: dict[int, str] = {}
         for name, value in entries:
             self.by_value.setdefault(value, name)
         self.names = {name: value for name, value in entries}
         self.prefix = _common_prefix([name for name, _ in entries])
+        self.unknown = unknown or f"{self.prefix}???"
 
     def get(self, value: int) -> str | None:
         return self.by_value.get(value)
@@ -67,7 +77,7 @@ class ValueSet:
         name = self.by_value.get(value)
         if name is not None:
             return name
-        return f"{_hex(value)} /* {self.prefix}??? */"
+        return f"{_hex(value)} /* {self.unknown} */"
 
 
 def _common_prefix(names: list[str]) -> str:
@@ -99,10 +109,11 @@ class Constants:
         self.values: dict[str, ValueSet] = {}
         for name, group in groups.items():
             entries = [(str(n), int(v)) for n, v in group["entries"]]
+            unknown = group.get("unknown")
             if group["type"] == "flags":
-                self.flags[name] = FlagSet(entries)
+                self.flags[name] = FlagSet(entries, unknown)
             else:
-                self.values[name] = ValueSet(entries)
+                self.values[name] = ValueSet(entries, unknown)
         self.errno = {int(e["nr"]): Errno(int(e["nr"]), str(e["name"]), str(e["message"]),
                                           bool(e.get("restart"))) for e in errno}
         self.signal_names = {value: name for value, name in self.values["signals"].by_value.items()}

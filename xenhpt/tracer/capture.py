@@ -22,7 +22,7 @@ from ..vmi.target import Target
 from .engine import SyscallEngine
 from .records import TaskIdentity, TrapRecord
 from .source import CaptureReport
-from .trappoints import TrapPoint
+from .trappoints import PT_REGS_I386, PT_REGS_X86_64, TrapPoint, entry_stubs, stub_of_return
 
 MASK32 = 0xFFFF_FFFF
 UNKNOWN_TASK = TaskIdentity(task=0, pid=-1, tid=-1, ppid=-1, comm=b"?")
@@ -52,10 +52,13 @@ class BreakpointCapture:
         self._returns: dict[int, int] = {}  # address -> number of tasks waiting there
         self._waiting: dict[int, int] = {}  # task address -> its return address
         self._armed = False
+        self._stubs = entry_stubs(kernel)
+        self.description = f"{len(self.points)} trap points"
+        self.plugin_file = None
 
     # -- running -------------------------------------------------------------------------
 
-    def arm(self) -> None:
+    def start(self) -> None:
         """Insert every trap at once while the guest is paused (run() resumes it)."""
         self.target.pause()
         for address in self.points:
@@ -65,7 +68,7 @@ class BreakpointCapture:
     def run(self, should_stop: Callable[[], bool], poll: float = 0.2) -> None:
         """Handle traps until ``should_stop()`` says so (checked at least every ``poll`` s)."""
         if not self._armed:
-            self.arm()
+            self.start()
         while not should_stop():
             trap = self.target.wait_for_trap(timeout=poll)
             if trap is None:
@@ -133,9 +136,9 @@ class BreakpointCapture:
             else:
                 nr = registers["rax"]
                 args = tuple(registers[name] for name in point.arg_registers)
-            self.engine.entry(TrapRecord("entry", now, vcpu, identity, point.abi,
+            self.engine.feed(TrapRecord("entry", now, vcpu, identity, point.abi,
                                          point.mechanism, nr, args, read=read,
-                                         stack_pointer=registers["rsp"]))
+                                         stack_pointer=registers["rsp"], reads_live=True))
         elif point.role == "exit":
             regs = registers["rdi"]
             try:
@@ -144,15 +147,16 @@ class BreakpointCapture:
             except MemoryReadError:
                 return
             read = self._user_reader(registers["cr3"], self._abi_of(identity))
-            self.engine.exit(TrapRecord("exit", now, vcpu, identity, None, None, nr,
-                                        ret=ret, read=read))
+            self.engine.feed(TrapRecord("exit", now, vcpu, identity, None, None, nr,
+                                        ret=ret, read=read, reads_live=True))
         elif point.role == "syscall-function":
             self._function_entry(point, vcpu, registers, identity, now)
         elif point.role == "return":
             self._function_return(point, vcpu, registers, identity, now)
         elif point.role == "exec-refresh":
-            self.engine.refresh(identity.task,
-                                self._user_reader(registers["cr3"], self._abi_of(identity)))
+            self.engine.feed(TrapRecord("refresh", now, vcpu, identity, None, None, -1,
+                                        read=self._user_reader(registers["cr3"],
+                                                               self._abi_of(identity))))
 
     def _abi_of(self, identity: TaskIdentity) -> str | None:
         pending = self.engine.pending.get(identity.task)
@@ -170,19 +174,28 @@ class BreakpointCapture:
     def _function_entry(self, point: TrapPoint, vcpu: int, registers: dict[str, int],
                         identity: TaskIdentity, now: float) -> None:
         regs = registers["rdi"]  # __x64_sys_*(const struct pt_regs *regs)
+        abi, mechanism = point.abi, None
+        try:  # the entry stub's call to its C function sits just below pt_regs
+            stub = stub_of_return(self._stubs, self.kernel.u64(regs - 8))
+        except MemoryReadError:
+            stub = None
+        if stub is not None:
+            mechanism, abi = stub
+        arg_registers = PT_REGS_I386 if abi == "i386" else PT_REGS_X86_64
         try:
             nr = self._pt_regs_value(regs, "orig_ax")
-            args = tuple(self._pt_regs_value(regs, name) for name in point.arg_registers)
+            args = tuple(self._pt_regs_value(regs, name) for name in arg_registers)
             user_sp = self._pt_regs_value(regs, "sp")
             return_address = self.kernel.u64(registers["rsp"])
         except MemoryReadError:
             return
-        if point.abi == "i386":
+        if abi == "i386":
             nr &= MASK32
             args = tuple(a & MASK32 for a in args)
-        read = self._user_reader(registers["cr3"], point.abi)
-        waits = self.engine.entry(TrapRecord("entry", now, vcpu, identity, point.abi, None,
-                                             nr, args, read=read, stack_pointer=user_sp))
+        read = self._user_reader(registers["cr3"], abi)
+        waits = self.engine.feed(TrapRecord("entry", now, vcpu, identity, abi, mechanism, nr,
+                                            args, read=read, stack_pointer=user_sp,
+                                            reads_live=True))
         if waits and identity.task:
             self._arm_return(identity.task, return_address)
 
@@ -213,5 +226,6 @@ class BreakpointCapture:
         self._disarm_return(identity.task)
         pending = self.engine.pending.get(identity.task)
         read = self._user_reader(registers["cr3"], pending.entry.abi if pending else None)
-        self.engine.exit(TrapRecord("exit", now, vcpu, identity, None, None, -1,
-                                    ret=signed(registers["rax"], 64), read=read))
+        self.engine.feed(TrapRecord("exit", now, vcpu, identity, None, None, -1,
+                                    ret=signed(registers["rax"], 64), read=read,
+                                    reads_live=True))

@@ -50,9 +50,18 @@ class CallFilter:
     def wants_task(self, task: TaskIdentity) -> bool:
         if task.pid in self.followed:
             return True
+        if self.follow and task.ppid in self.followed:
+            # A child whose first call came before its parent's fork returned (another
+            # vCPU ran it first): strace -f follows a child from its birth, so do we.
+            self.followed.add(task.pid)
+            return True
         if self.pids is not None and task.pid not in self.pids:
             return False
-        return self.comm is None or task.comm == self.comm
+        if self.comm is not None and task.comm != self.comm:
+            return False
+        if self.follow:
+            self.followed.add(task.pid)  # its children are followed from their first call
+        return True
 
     def forked(self, parent: TaskIdentity, child_pid: int) -> None:
         if self.follow and self.wants_task(parent):
@@ -65,6 +74,7 @@ class _Pending:
     name: str
     state: Any
     clone_flags: int = 0
+    unreadable_at_entry: bool = False  # some argument memory could not be read then
 
 
 @dataclass
@@ -90,8 +100,21 @@ class SyscallEngine:
 
     # -- input ---------------------------------------------------------------------------
 
-    def entry(self, record: TrapRecord) -> bool:
-        """Handle a call's entry; True if the engine now waits for its exit."""
+    def feed(self, record: TrapRecord) -> bool:
+        """Handle one record of a capture source, whatever its kind (the one way in, so a
+        recording sees everything). True if the engine now waits for the call's exit
+        (an entry) or took the record (a refresh)."""
+        if record.kind == "entry":
+            return self._entry(record)
+        if record.kind == "exit":
+            self._exit(record)
+            return False
+        if record.kind == "refresh":
+            return self._refresh(record)
+        raise ValueError(f"unknown trap record kind {record.kind!r}")
+
+    def _entry(self, record: TrapRecord) -> bool:
+        """A call's entry; True if the engine now waits for its exit."""
         self.stats.entries += 1
         abi = record.abi or "x86_64"
         if not self.filter.wants_call(abi, record.nr) or not self.filter.wants_task(record.task):
@@ -104,10 +127,13 @@ class SyscallEngine:
             self._emit_unfinished(stale)
         template = self.tables[abi].by_number(record.nr) or Template.unknown(abi, record.nr)
         read = record.read or _unreadable
+        failures: list[int] = []
+        if record.reads_live:
+            read = _noting_failures(read, failures)
         state = self.decoder.entry(template, record.args, read,
                                    stack_pointer=record.stack_pointer)
         name = state.name  # socketcall(2, ...) is decoded, and named, as connect(...)
-        pending = _Pending(record, name, state)
+        pending = _Pending(record, name, state, unreadable_at_entry=bool(failures))
         if name == "clone3" and record.args:
             pending.clone_flags = (read_words(read, record.args[0], 1, 8) or [0])[0]
         elif name == "clone" and record.args:
@@ -122,25 +148,30 @@ class SyscallEngine:
         self.pending[record.task.task] = pending
         return True
 
-    def refresh(self, task: int, read: ReadMemory) -> bool:
+    def _refresh(self, record: TrapRecord) -> bool:
         """Decode an exec in flight again, now that the kernel has copied its arguments.
 
         A static binary's string literals sit in pages that fork did not map in the child;
         at the call they are unreadable, and by the exit the old address space is gone. A
         capture that stops in ``bprm_execve`` (the kernel has faulted the strings in, the
-        old program still stands) hands the engine a reader for that moment.
+        old program still stands) hands the engine a ``refresh`` record with a reader for
+        that moment.
         """
-        pending = self.pending.get(task)
+        pending = self.pending.get(record.task.task)
         if pending is None or pending.name not in EXEC_CALLS:
             return False
+        self._decode_entry_again(pending, record.read or _unreadable)
+        pending.unreadable_at_entry = False
+        return True
+
+    def _decode_entry_again(self, pending: _Pending, read: ReadMemory) -> None:
         entry = pending.entry
         abi = entry.abi or "x86_64"
         template = self.tables[abi].by_number(entry.nr) or Template.unknown(abi, entry.nr)
         pending.state = self.decoder.entry(template, entry.args, read,
                                            stack_pointer=entry.stack_pointer)
-        return True
 
-    def exit(self, record: TrapRecord) -> None:
+    def _exit(self, record: TrapRecord) -> None:
         pending = self.pending.pop(record.task.task, None)
         if pending is None:
             # Expected for tasks the filter drops; for wanted ones it is a fork child's
@@ -153,6 +184,12 @@ class SyscallEngine:
             self._emit_unfinished(pending)
             self.stats.unpaired_exits += 1
             return
+        if (pending.unreadable_at_entry and record.reads_live and record.read is not None
+                and pending.name not in EXEC_CALLS):  # (an exec's exit sees the new program)
+            # A page the caller had not touched yet (a fresh static binary's literal):
+            # the kernel faulted it in during the call, so the exit can read it, as the
+            # capture plugin does with its second copy at the exit.
+            self._decode_entry_again(pending, record.read)
         ret = record.ret
         self._emit(pending, ret, record.ts, finished=True, read=record.read)
         entry = pending.entry
@@ -239,6 +276,16 @@ class SyscallEngine:
         if kind == "exit" and self.tree is not None:
             self.tree.exit(pid)
         self.sink.process_event(ProcessEvent(kind, ts, pid, ppid, comm, detail))
+
+
+def _noting_failures(read: ReadMemory, failures: list[int]) -> ReadMemory:
+    def noted(address: int, size: int) -> bytes:
+        try:
+            return read(address, size)
+        except MemoryReadError:
+            failures.append(address)
+            raise
+    return noted
 
 
 def _unreadable(address: int, size: int) -> bytes:

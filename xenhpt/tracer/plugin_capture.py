@@ -1,7 +1,7 @@
 """Capture through QEMU's xenhpt_capture plugin: the fast source that feeds the same engine.
 
 The plugin copies, at the moment of each call, the registers, the calling task's identity
-and the guest memory the decoder will want, into a ring (``vmi/plugin_channel.py``). This
+and the guest memory the decoder will want, into a ring (``vmi/qemu/plugin_channel.py``). This
 module decides *what* memory that is — capture rules derived from the syscall templates
 and the string limit (``-s``) — and turns each ring record into a :class:`TrapRecord` whose
 ``read`` answers from the copied bytes. A read the rules did not foresee falls back to the
@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from ..errors import MemoryReadError, ProfileError
 from ..linux.current import CurrentTask
 from ..linux.kernel import Kernel
-from ..syscalls.argfmt import ENVP_LIMIT
-from ..syscalls.outargs import DIRENT_BYTES_LIMIT
+from ..linux.segments import USER32_CS
+from ..syscalls import reads
+from ..syscalls.decode import memory_reads
 from ..syscalls.render import signed
-from ..syscalls.sockaddr import SOCKADDR_STORAGE_SIZE
-from ..syscalls.structs import CLONE_ARGS_FIELDS, SIGRETURN_EXTRAMASK_OFFSET, SIGRETURN_MASK_OFFSET
 from ..syscalls.table import SyscallTable, Template
-from ..vmi.plugin_channel import (
+from ..vmi.qemu.plugin_channel import (
     ABI_INDEX,
     HOW_BY_ARG,
     HOW_BY_DEREF,
@@ -49,79 +48,27 @@ from .records import TaskIdentity, TrapRecord
 from .source import STOP_GRACE_SECONDS, CaptureReport
 from .trappoints import EXEC_REFRESH, EXIT_FUNCTION, identity_points
 
-PATH_BYTES = 4096 + 1  # PATH_MAX and one more: is the string longer?
 MASK32 = 0xFFFF_FFFF
 UNKNOWN_TASK = TaskIdentity(task=0, pid=-1, tid=-1, ppid=-1, comm=b"?")
 
-# Bytes the kernel or the caller fills for struct kinds: the larger ABI's size is copied
-# (a 32-bit caller's struct is smaller; the extra bytes are not read).
-_STRUCT_BYTES = {
-    "stat_out": 144, "stat64_out": 96, "statx_out": 256, "timespec_in": 16,
-    "timespec32_in": 8, "timespec_out": 16, "timespec32_out": 8, "timespec_rem": 16,
-    "timespec32_rem": 8, "rusage_out": 144, "utsname_out": 6 * 65, "wait_status": 4,
-    "rlimit64_in": 16, "rlimit64_out": 16, "rlimit_in": 16, "rlimit_out": 16,
-    "clone_args": 8 * len(CLONE_ARGS_FIELDS), "old_mmap_args": 24, "fd_pair": 8,
-    "sigset_in": 128, "sigset_out": 128, "sigaction_in": 24 + 128, "sigaction_out": 24 + 128,
-}
-_SIGRETURN_BYTES = max(max(SIGRETURN_MASK_OFFSET.values()), SIGRETURN_EXTRAMASK_OFFSET) + 8
+_WHEN = {reads.ENTRY: WHEN_ENTRY, reads.EXIT: WHEN_EXIT}
+_HOW = {reads.CSTRING: HOW_CSTRING, reads.FIXED: HOW_FIXED, reads.BY_ARG: HOW_BY_ARG,
+        reads.BY_RET: HOW_BY_RET, reads.BY_DEREF: HOW_BY_DEREF, reads.STRINGS: HOW_STRINGS,
+        reads.STACK: HOW_STACK}
 
 
 def capture_rules(template: Template, string_limit: int) -> list[Rule]:
-    """What to copy for one call so that the decoder finds it (see ``syscalls/kinds.py``)."""
-    rules: list[Rule] = []
-    word = 8 if template.abi == "x86_64" else 4
-    for i, spec in enumerate(template.args):
-        kind, length = spec.kind, spec.length_arg
-        when = WHEN_EXIT if kind.endswith("_out") or kind in (
-            "fd_pair", "wait_status", "timespec_rem", "timespec32_rem") else WHEN_ENTRY
-        if kind == "path":
-            rules.append(Rule(WHEN_ENTRY, HOW_CSTRING, i, PATH_BYTES))
-        elif kind == "path_out":
-            rules.append(Rule(WHEN_EXIT, HOW_CSTRING, i, PATH_BYTES))
-        elif kind == "string":
-            rules.append(Rule(WHEN_ENTRY, HOW_CSTRING, i, string_limit + 1))
-        elif kind == "buf_in" and length is not None:
-            rules.append(Rule(WHEN_ENTRY, HOW_BY_ARG, i, string_limit, length, 1))
-        elif kind in ("buf_out", "buf_out_hex"):
-            rules.append(Rule(WHEN_EXIT, HOW_BY_RET, i, string_limit))
-        elif kind in ("dirents64_out", "dirents_out"):
-            rules.append(Rule(WHEN_EXIT, HOW_BY_RET, i, DIRENT_BYTES_LIMIT))
-        elif kind == "argv":
-            rules.append(Rule(WHEN_ENTRY, HOW_STRINGS, i, string_limit + 1, count=string_limit + 1))
-        elif kind == "envp":
-            rules.append(Rule(WHEN_ENTRY, HOW_FIXED, i, min((ENVP_LIMIT + 1) * word, 4096)))
-        elif kind == "sockaddr" and length is not None:
-            rules.append(Rule(WHEN_ENTRY, HOW_BY_ARG, i, SOCKADDR_STORAGE_SIZE, length, 1))
-        elif kind == "sockaddr_out" and length is not None:
-            rules.append(Rule(WHEN_EXIT, HOW_BY_DEREF, i, SOCKADDR_STORAGE_SIZE, length))
-        elif kind == "socklen_inout":
-            rules += [Rule(WHEN_ENTRY, HOW_FIXED, i, 4), Rule(WHEN_EXIT, HOW_FIXED, i, 4)]
-        elif kind == "pollfds" and length is not None:
-            for moment in (WHEN_ENTRY, WHEN_EXIT):
-                rules.append(Rule(moment, HOW_BY_ARG, i, 8 * string_limit, length, 8))
-        elif kind in _STRUCT_BYTES:
-            rules.append(Rule(when, HOW_FIXED, i, _STRUCT_BYTES[kind]))
-    rules += _call_rules(template)
+    """What to copy for one call: what its printers declare they read (``syscalls/reads.py``),
+    in the plugin's terms."""
+    rules = []
+    for read in memory_reads(template, string_limit):
+        # The plugin's `count` is the unit of a length (BY_ARG, BY_RET) or, for STRINGS,
+        # how many pointers; the other shapes have none.
+        count = {reads.STRINGS: read.count, reads.BY_ARG: read.unit,
+                 reads.BY_RET: read.unit}.get(read.shape, 0)
+        rules.append(Rule(_WHEN[read.when], _HOW[read.shape], read.arg, read.limit,
+                          read.length_arg or 0, count))
     return rules
-
-
-def _call_rules(template: Template) -> list[Rule]:
-    """Reads of the call-specific decoders in ``syscalls/calls.py``."""
-    name = template.name
-    if name == "prctl":  # PR_SET_NAME / PR_GET_NAME: a task name at argument 2
-        return [Rule(WHEN_ENTRY, HOW_CSTRING, 1, 16), Rule(WHEN_EXIT, HOW_CSTRING, 1, 16)]
-    if name == "ioctl":  # an int or a struct winsize at argument 3
-        return [Rule(WHEN_ENTRY, HOW_FIXED, 2, 8), Rule(WHEN_EXIT, HOW_FIXED, 2, 8)]
-    if name in ("futex", "futex_time64"):
-        return [Rule(WHEN_ENTRY, HOW_FIXED, 3, 16)]
-    if name == "clone":
-        index = template.arg_index("parent_tidptr")
-        return [] if index is None else [Rule(WHEN_EXIT, HOW_FIXED, index, 4)]
-    if name in ("rt_sigreturn", "sigreturn"):
-        return [Rule(WHEN_ENTRY, HOW_STACK, 0, _SIGRETURN_BYTES)]
-    if name == "socketcall":
-        return [Rule(WHEN_ENTRY, HOW_FIXED, 1, 24)]
-    return []
 
 
 def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
@@ -141,7 +88,8 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
         task_comm=profile.offset("task_struct", "comm"),
         task_real_parent=profile.offset("task_struct", "real_parent"),
         regs_orig_ax=profile.offset("pt_regs", "orig_ax"),
-        regs_ax=profile.offset("pt_regs", "ax"), unknown_selected=numbers is None,
+        regs_ax=profile.offset("pt_regs", "ax"), user32_cs=USER32_CS,
+        unknown_selected=numbers is None,
         refresh_address=kernel.symbol(EXEC_REFRESH) if kernel.has_symbol(EXEC_REFRESH) else 0,
         identity_addresses=identity_points(kernel))
     for abi, index in ABI_INDEX.items():
@@ -183,9 +131,13 @@ class PluginCapture:
         self._started = False
         # Entries waiting for their exit record's second copy of argument memory.
         self._held: dict[int, RawRecord] = {}
+        self.description = "capture plugin"
+        self.plugin_file = channel.path
 
     def start(self) -> None:
-        """Configure the plugin (the guest must be running: it takes it at a call)."""
+        """Resume the guest and configure the plugin (it takes the configuration at the
+        guest's next call, so the guest must run)."""
+        self.target.resume()
         self.channel.claim()
         self.channel.skip_pending()
         self._start = self.channel.counters()
@@ -208,9 +160,8 @@ class PluginCapture:
         self.channel.heartbeat()
         batch = self.channel.read(limit)
         if batch:
-            flush = getattr(getattr(self.target, "paging", None), "flush", None)
-            if flush is not None:
-                flush()  # late reads see the guest as it is now, not a cached old mapping
+            # Late reads see the guest as it is now, not a cached old mapping.
+            self.target.flush_translations()
             for raw in batch:
                 self._feed(raw)
         self._update_counters()
@@ -267,12 +218,12 @@ class PluginCapture:
             return
         if held is not None:
             self._feed_entry(held, held.regions + raw.regions)
-        self.engine.exit(TrapRecord("exit", raw.ts, raw.vcpu, self._identity(raw), None, None,
+        self.engine.feed(TrapRecord("exit", raw.ts, raw.vcpu, self._identity(raw), None, None,
                                     signed(raw.nr, 64), ret=raw.ret,
                                     read=self._reader(raw, raw.regions)))
 
     def _feed_entry(self, raw: RawRecord, regions: list[tuple[int, int, bytes]]) -> None:
-        self.engine.entry(TrapRecord("entry", raw.ts, raw.vcpu, self._identity(raw), raw.abi,
+        self.engine.feed(TrapRecord("entry", raw.ts, raw.vcpu, self._identity(raw), raw.abi,
                                      raw.mechanism, raw.nr, raw.args,
                                      read=self._reader(raw, regions), stack_pointer=raw.sp))
 
@@ -284,23 +235,33 @@ class PluginCapture:
 
     def _reader(self, raw: RawRecord, regions: list[tuple[int, int, bytes]]
                 ) -> Callable[[int, int], bytes]:
-        mask = MASK32 if raw.abi == "i386" else (1 << 64) - 1
         cr3, target, stats = raw.cr3, self.target, self.stats
 
-        def read(address: int, size: int) -> bytes:
-            address &= mask
-            for start, flags, data in regions:
-                offset = address - start
-                if offset < 0 or offset >= len(data):
-                    continue  # (the next string of an argv starts right after this one)
-                if offset + size <= len(data):
-                    return data[offset:offset + size]
-                if flags & REGION_TERMINATED:
-                    # Past a string's NUL: what follows did not matter to anyone.
-                    return data[offset:] + bytes(offset + size - len(data))
-                if flags & REGION_CUT:
-                    raise MemoryReadError(start + len(data), "unreadable at the call")
+        def late(address: int, size: int) -> bytes:
             stats.late_reads += 1
             return target.read_virtual(cr3, address, size)
 
-        return read
+        return region_reader(regions, MASK32 if raw.abi == "i386" else (1 << 64) - 1, late)
+
+
+def region_reader(regions: list[tuple[int, int, bytes]], mask: int,
+                  late: Callable[[int, int], bytes]) -> Callable[[int, int], bytes]:
+    """``read(address, size)`` answered from the regions the plugin copied at the call;
+    what they do not hold goes to ``late`` (the guest as it is now)."""
+
+    def read(address: int, size: int) -> bytes:
+        address &= mask
+        for start, flags, data in regions:
+            offset = address - start
+            if offset < 0 or offset >= len(data):
+                continue  # (the next string of an argv starts right after this one)
+            if offset + size <= len(data):
+                return data[offset:offset + size]
+            if flags & REGION_TERMINATED:
+                # Past a string's NUL: what follows did not matter to anyone.
+                return data[offset:] + bytes(offset + size - len(data))
+            if flags & REGION_CUT:
+                raise MemoryReadError(start + len(data), "unreadable at the call")
+        return late(address, size)
+
+    return read

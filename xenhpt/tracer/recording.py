@@ -75,19 +75,11 @@ class RecordingEngine(SyscallEngine):
                             for t in tasks or ()]}
         recording.write(json.dumps(header) + "\n")
 
-    def entry(self, record: TrapRecord) -> bool:
+    def feed(self, record: TrapRecord) -> bool:
         reads: list[Read] = []
         record.read = _logging_reader(record.read, reads)
         try:
-            return super().entry(record)
-        finally:
-            self._write(record, reads)
-
-    def exit(self, record: TrapRecord) -> None:
-        reads: list[Read] = []
-        record.read = _logging_reader(record.read, reads)
-        try:
-            super().exit(record)
+            return super().feed(record)
         finally:
             self._write(record, reads)
 
@@ -98,7 +90,7 @@ class RecordingEngine(SyscallEngine):
             "task": [task.task, task.pid, task.tid, task.ppid, task.comm.hex()],
             "abi": record.abi, "mechanism": record.mechanism, "nr": record.nr,
             "args": list(record.args), "ret": record.ret, "sp": record.stack_pointer,
-            "readable": record.read is not None,
+            "readable": record.read is not None, "live": record.reads_live,
             "reads": [[a, s, None if data is None else data.hex()] for a, s, data in reads],
         }) + "\n")
         self.recorded += 1
@@ -166,7 +158,7 @@ def _parse(item: dict[str, Any]) -> tuple[TrapRecord, Memory | None]:
     record = TrapRecord(item["kind"], item["ts"], item["vcpu"],
                         TaskIdentity(task, pid, tid, ppid, bytes.fromhex(comm)), item["abi"],
                         item["mechanism"], item["nr"], tuple(item["args"]), item["ret"],
-                        stack_pointer=item["sp"])
+                        stack_pointer=item["sp"], reads_live=bool(item.get("live", False)))
     if not item["readable"]:
         return record, None
     return record, {(a, s): None if data is None else bytes.fromhex(data)
@@ -215,10 +207,7 @@ def replay(recording: Recording, sink: Sink) -> ReplayResult:
     fed = list(_with_readers(recording))
     started, cpu_started = time.perf_counter(), time.process_time()
     for record in fed:
-        if record.kind == "entry":
-            engine.entry(record)
-        else:
-            engine.exit(record)
+        engine.feed(record)
     engine.finish()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     return ReplayResult(len(fed), engine.stats.emitted, seconds, cpu)
@@ -229,4 +218,5 @@ def _with_readers(recording: Recording) -> Iterator[TrapRecord]:
     for record, memory in recording.records:
         yield TrapRecord(record.kind, record.ts, record.vcpu, record.task, record.abi,
                          record.mechanism, record.nr, record.args, record.ret,
-                         read=_replay_reader(memory), stack_pointer=record.stack_pointer)
+                         read=_replay_reader(memory), stack_pointer=record.stack_pointer,
+                         reads_live=record.reads_live)

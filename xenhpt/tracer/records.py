@@ -29,7 +29,7 @@ class TaskIdentity:
 class TrapRecord:
     """One entry into or exit from a system call, as a capture source saw it."""
 
-    kind: str  # "entry" or "exit"
+    kind: str  # "entry", "exit", or "refresh" (an exec's arguments, readable again)
     ts: float  # host wall-clock seconds
     vcpu: int
     task: TaskIdentity
@@ -40,6 +40,9 @@ class TrapRecord:
     ret: int | None = None
     read: ReadMemory | None = None  # valid only during the engine call
     stack_pointer: int | None = None  # the user's rsp at entry (rt_sigreturn's frame)
+    # ``read`` reaches the guest's memory as it is now (a guest stopped at a breakpoint),
+    # not a copy made at the call: what was unreadable at entry may be read at the exit.
+    reads_live: bool = False
 
 
 @dataclass

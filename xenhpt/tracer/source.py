@@ -1,14 +1,17 @@
 """What every capture source offers the tracer: run until told, stop, say what it saw.
 
 Two sources exist (breakpoints through the gdbstub or LibVMI, ``capture.py``; the QEMU
-capture plugin, ``plugin_capture.py``); both feed a :class:`~.engine.SyscallEngine` and
-end with one :class:`CaptureReport`, so the command line treats them alike.
+capture plugin, ``plugin_capture.py``); ``choose_source.py`` picks one for a target. Both
+feed a :class:`~.engine.SyscallEngine` with :class:`~.records.TrapRecord` objects and end
+with one :class:`CaptureReport`, so the command line treats them alike. A new source (an
+exception trap, a replayed capture file) implements this protocol and nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 # How long a stopping source may keep decoding what it captured before it gives up and
@@ -30,6 +33,16 @@ class CaptureReport:
 
 
 class CaptureSource(Protocol):
+    # What is armed, for the -v line ("capture plugin", "12 trap points").
+    description: str
+    # The capture plugin's shared file, which a guardian must switch off should the
+    # tracer die (None: the source leaves only traps that re-attaching removes).
+    plugin_file: Path | None
+
+    def start(self) -> None:
+        """Begin capturing (from a paused guest; the guest runs once ``run`` is called)."""
+        ...
+
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Capture and feed the engine until ``should_stop()`` (asked often) is true."""
         ...

@@ -23,7 +23,10 @@ registers (below). At ``syscall_exit_to_user_mode(regs)`` rdi points at ``pt_reg
 
 Selective tracing traps only ``__x64_sys_NAME`` / ``__ia32_sys_NAME`` of the chosen calls
 (rdi = ``pt_regs``), and the return address found on the stack there, armed only while
-such a call is in flight. Calls outside the selection cost no trap at all.
+such a call is in flight. Calls outside the selection cost no trap at all. The mechanism
+is still exact there: every entry stub builds ``pt_regs`` on the stack and calls its C
+entry function right away, so the word just below ``pt_regs`` is a return address into
+the stub the CPU arrived at (:func:`mechanism_of_stub_return`).
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ _ENTRY_STUBS = (
     ("entry_INT80_compat", "int80", "i386", ARGS_INT80),
     ("asm_int80_emulation", "int80", "i386", ARGS_INT80),
 )
+# A return address this far past a stub's start is not in that stub (the stubs are a few
+# hundred bytes; the guard keeps an unrelated address from being attributed).
+STUB_SPAN = 0x1000
 EXIT_FUNCTION = "syscall_exit_to_user_mode"
 # The first C code of each entry path: on the kernel's page tables, interrupts still off,
 # so the task there is the caller even with KPTI (where the user page tables do not map
@@ -89,6 +95,27 @@ def identity_points(kernel: Kernel) -> tuple[int, ...]:
                 found.append(kernel.symbol(symbol))
                 break
     return tuple(found)
+
+
+def entry_stubs(kernel: Kernel) -> list[tuple[int, str, str]]:
+    """(address, mechanism, ABI) of every entry stub this kernel has, by address."""
+    return sorted((kernel.symbol(symbol), mechanism, abi)
+                  for symbol, mechanism, abi, _ in _ENTRY_STUBS if kernel.has_symbol(symbol))
+
+
+def stub_of_return(stubs: list[tuple[int, str, str]], return_address: int
+                   ) -> tuple[str, str] | None:
+    """(mechanism, ABI) of the entry stub that ``return_address`` (the word below
+    ``pt_regs``) returns into; None if it is in none of them.
+
+    The ABI matters as much as the mechanism: a call without arguments has one handler
+    for both ABIs (``__ia32_sys_getpid`` is an alias of ``__x64_sys_getpid``).
+    """
+    found = None
+    for start, mechanism, abi in stubs:
+        if start <= return_address < start + STUB_SPAN:
+            found = (mechanism, abi)  # the last stub starting before the address holds it
+    return found
 
 
 def full_plan(kernel: Kernel) -> dict[int, TrapPoint]:

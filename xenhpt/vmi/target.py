@@ -2,12 +2,17 @@
 
 Backends (QEMU gdbstub, LibVMI on Xen, snapshot files) know nothing about Linux;
 they turn addresses into bytes and expose vCPU registers and traps. Everything
-above this layer is written against :class:`Target` only.
+above this layer is written against :class:`Target` only: what a caller uses of a
+backend is declared here, and what the guest OS layer knows that a backend needs
+(the paging mode it found, where the kernel's page tables are) is handed over
+through :meth:`Target.set_kernel_paging`, never written into a backend's fields.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 # Register names every backend understands (lower case, 64-bit values).
@@ -45,6 +50,13 @@ class PhysicalMemory(Protocol):
         ...
 
 
+# CR3 -> the physical address of page tables that map the kernel in that address space,
+# for kernel addresses the CR3 itself does not map. The guest OS knows the rule (Linux
+# with KPTI: the kernel half of a PGD pair, ``xenhpt/linux/kpti.py``); until told, a
+# backend uses the CR3 as it is.
+KernelTables = Callable[[int], int]
+
+
 @runtime_checkable
 class Target(PhysicalMemory, Protocol):
     """A guest: memory, vCPUs, and (for live guests) traps.
@@ -54,9 +66,37 @@ class Target(PhysicalMemory, Protocol):
     """
 
     live: bool
+    description: str  # one line naming the guest in messages, e.g. "qemu:HOST:PORT"
+    # The shared file of a capture plugin running inside this guest's emulator (QEMU's
+    # xenhpt_capture), or None: a backend without one sets None.
+    capture_file: Path | None
+
+    # -- memory through page tables ------------------------------------------------------
 
     def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
         """Read through the page tables rooted at ``dtb`` (a CR3 value; PCID bits ignored)."""
+        ...
+
+    def translate(self, dtb: int, address: int) -> int:
+        """Guest-physical address of virtual ``address`` in the tables at ``dtb``."""
+        ...
+
+    @property
+    def paging_levels(self) -> int | None:
+        """4 or 5 (CR4.LA57) when the backend read the paging mode from a vCPU; None
+        when it cannot know (a raw memory file has no registers)."""
+        ...
+
+    def set_kernel_paging(self, levels: int, kernel_tables: KernelTables) -> None:
+        """What the guest OS layer found out: the paging mode the kernel's tables use
+        (which a raw file cannot tell), and how to reach kernel addresses from a CR3 that
+        does not map them. Backends that translate kernel addresses on their own (to place
+        a trap by physical address) use ``kernel_tables``; the others may ignore it."""
+        ...
+
+    def flush_translations(self) -> None:
+        """Forget cached translations. Live backends do it whenever the guest has run; a
+        caller reading a guest that runs on (the capture plugin) calls it itself."""
         ...
 
     @property
@@ -80,6 +120,11 @@ class Target(PhysicalMemory, Protocol):
 
     def wait_for_trap(self, timeout: float | None) -> Trap | None:
         """Run the guest until a trap fires (returned, guest paused) or ``timeout`` (None)."""
+        ...
+
+    def release_stale_monitor(self) -> None:
+        """Undo what a killed tracer left inside the hypervisor besides its traps (Xen
+        keeps a dead monitor's vm_event ring); a no-op where nothing outlives the tracer."""
         ...
 
     def close(self) -> None:

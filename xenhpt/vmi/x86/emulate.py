@@ -32,7 +32,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import XenhptError
+from ...errors import XenhptError
 
 MASK64 = (1 << 64) - 1
 EFLAGS_AC = 1 << 18

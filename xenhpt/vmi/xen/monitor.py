@@ -17,7 +17,7 @@ import ctypes
 import ctypes.util
 import glob
 
-from ..errors import XenhptError
+from ...errors import XenhptError
 
 _LIBRARY_NAMES = ("libxenctrl.so", "libxenctrl.so.4.17")
 

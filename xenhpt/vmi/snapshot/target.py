@@ -21,12 +21,12 @@ import os
 from pathlib import Path
 from typing import Literal, Protocol
 
-from ..errors import SnapshotError, XenhptError
+from ...errors import SnapshotError, XenhptError
+from ..target import KernelTables, Trap
+from ..x86.paging import PageWalker, levels_from_cr4
+from .formats import describe
 from .libvmi_file import LibvmiFileMemory
-from .paging import PageWalker, levels_from_cr4
-from .snapshot_formats import describe
-from .snapshot_memory import SegmentedMemory, SnapshotLayout
-from .target import Trap
+from .memory import SegmentedMemory, SnapshotLayout
 
 Reader = Literal["mmap", "libvmi"]
 
@@ -80,6 +80,7 @@ class SnapshotTarget:
     """:class:`~xenhpt.vmi.target.Target` over a memory snapshot: memory and saved vCPUs only."""
 
     live = False
+    capture_file: Path | None = None
 
     def __init__(self, path: Path, layout: SnapshotLayout, memory: _SnapshotMemory) -> None:
         self.path = path
@@ -88,7 +89,7 @@ class SnapshotTarget:
         self._memory = memory
         self._registers = layout.registers
         # 4- or 5-level tables, as vCPU 0's CR4 says; without registers the mode is unknown
-        # (the kernel locator tries both and sets ``paging.levels``).
+        # (the kernel locator tries both and says which through set_kernel_paging).
         cr4 = layout.registers[0].get("cr4") if layout.registers else None
         self.paging = PageWalker(self.read_physical,
                                  levels=None if cr4 is None else levels_from_cr4(cr4))
@@ -117,6 +118,19 @@ class SnapshotTarget:
 
     def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
         return self.paging.read(dtb, address, size)
+
+    def translate(self, dtb: int, address: int) -> int:
+        return self.paging.translate(dtb, address)
+
+    @property
+    def paging_levels(self) -> int | None:
+        return self.paging.levels if self.paging.levels_known else None
+
+    def set_kernel_paging(self, levels: int, kernel_tables: KernelTables) -> None:
+        self.paging.levels = levels  # a snapshot takes no traps: the tables are not needed
+
+    def flush_translations(self) -> None:
+        self.paging.flush()
 
     # -- vCPUs -----------------------------------------------------------------------------
 
@@ -155,6 +169,9 @@ class SnapshotTarget:
 
     def wait_for_trap(self, timeout: float | None) -> Trap | None:
         raise self._cannot("run to a trap")
+
+    def release_stale_monitor(self) -> None:
+        """Nothing to release: a file has no hypervisor behind it."""
 
     def close(self) -> None:
         """Unmap the file; safe to call twice."""

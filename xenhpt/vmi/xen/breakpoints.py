@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import XenhptError
-from .emulate import MAX_INSTRUCTION, InstructionForm, UnsupportedInstruction, decode
+from ...errors import XenhptError
+from ..x86.emulate import MAX_INSTRUCTION, InstructionForm, UnsupportedInstruction, decode
 
 # Forms that leave the straight line: allowed only as the last displaced instruction.
 _BRANCHES = ("call rel32", "jmp rel32", "jmp rel8")

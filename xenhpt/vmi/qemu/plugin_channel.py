@@ -1,10 +1,13 @@
 """The shared file between QEMU's xenhpt_capture plugin and the tracer: a ring and a config.
 
-The plugin (``qemu_plugin/xenhpt_capture.c``, which holds the C side of this layout) creates
-the file when QEMU starts; the tracer maps it, writes a :class:`CaptureConfig` and reads
-:class:`RawRecord` objects from the ring. The guest never waits for us: when the ring is
-full the plugin drops the record and counts it (``dropped``), and when the tracer stops
-sending heartbeats the plugin stops capturing by itself.
+The plugin (``plugin/xenhpt_capture.c``) creates the file when QEMU starts; the tracer
+maps it, writes a :class:`CaptureConfig` and reads :class:`RawRecord` objects from the
+ring. The C side of this layout is ``plugin/channel_layout.h``; ``tests/test_plugin_layout.py``
+compiles it and compares every offset, size and constant with this module.
+
+The guest never waits for us: when the ring is full the plugin drops the record and counts
+it (``dropped``), and when the tracer stops sending heartbeats the plugin stops capturing
+by itself.
 
 This module knows bytes and offsets only; what to capture for which call is decided by
 the tracer (``tracer/plugin_capture.py``).
@@ -20,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import XenhptError
+from ...errors import XenhptError
 
 MAGIC = b"XHPTCAP1"
 LAYOUT_VERSION = 1
@@ -31,7 +34,7 @@ ABI_NAMES = ("x86_64", "i386")
 MECHANISMS = (None, "syscall", "sysenter", "int80")
 _KINDS = (None, "entry", "exit", "refresh")
 
-# Capture rules (struct rule in the C file): when, and how the length is found.
+# Capture rules (struct rule in channel_layout.h): when, and how the length is found.
 WHEN_ENTRY, WHEN_EXIT = 1, 2
 HOW_CSTRING, HOW_FIXED, HOW_BY_ARG, HOW_BY_RET, HOW_BY_DEREF, HOW_STRINGS, HOW_STACK = range(1, 8)
 
@@ -41,8 +44,11 @@ REGION_CUT = 1  # an unreadable page ended the copy
 REGION_TERMINATED = 2  # a string whose NUL was copied
 REGION_FULL = 4  # the record's size cap ended the copy
 
+# struct header: what the plugin fills in once, its counters, the tracer's words.
 _HEADER = struct.Struct("<8sII5QQ")  # magic .. max_vcpus, reserved0
-_COUNTERS = struct.Struct("<9Q")  # head .. truncated, at offset 64
+_HEAD = 64  # the first counter
+_COUNTERS = struct.Struct("<9Q")  # head .. truncated, at _HEAD
+_APPLIED_GEN = _HEAD + 3 * 8
 _TAIL, _CONFIG_GEN, _HEARTBEAT, _OWNER = 256, 264, 272, 280
 IDENTITY_POINTS = 3
 _CONFIG_HEAD = struct.Struct("<IIQQ4I4IQ3Q4III")  # struct config up to calls (112 bytes)
@@ -92,11 +98,13 @@ class CaptureConfig:
     task_real_parent: int
     regs_orig_ax: int
     regs_ax: int
+    # The code segment of 32-bit user code: a `syscall` from it is the i386 ABI. The guest
+    # OS's choice (Linux: ``xenhpt/linux/segments.py``), so there is no default here.
+    user32_cs: int = field(kw_only=True)
     calls: dict[tuple[int, int], list[Rule]] = field(default_factory=dict)  # wanted ones
     # Calls whose caller is read again at exit (exec: the exit carries the new name).
     reread_at_exit: set[tuple[int, int]] = field(default_factory=set)
     unknown_selected: bool = True  # numbers past the tables (x32, garbage) are recorded
-    user32_cs: int = 0x23  # Linux's __USER32_CS: `syscall` from 32-bit code is the i386 ABI
     max_record: int = 64 << 10
     heartbeat_timeout_ms: int = 5000
     enabled: bool = True
@@ -183,7 +191,7 @@ class PluginChannel:
 
     def counters(self) -> ChannelCounters:
         _, records, dropped, _, instructions, failures, stale, flushes, truncated = \
-            _COUNTERS.unpack_from(self._map, 64)
+            _COUNTERS.unpack_from(self._map, _HEAD)
         return ChannelCounters(records, dropped, instructions, failures, stale, flushes,
                                truncated)
 
@@ -218,7 +226,7 @@ class PluginChannel:
         identity = (tuple(config.identity_addresses) + (0,) * IDENTITY_POINTS)[:IDENTITY_POINTS]
         base = self.config_offset
         table = base + _CONFIG_HEAD.size
-        rules_at = table + 2 * MAX_NR * _CALL.size
+        rules_at = table + len(ABI_NAMES) * MAX_NR * _CALL.size
         self._map[table:rules_at] = bytes(rules_at - table)
         index = 0
         for (abi, nr), rules in sorted(calls.items()):
@@ -252,7 +260,7 @@ class PluginChannel:
         generation = self._u64(_CONFIG_GEN) + 1
         self._set_u64(_CONFIG_GEN, generation)
         deadline = time.monotonic() + timeout
-        while self._u64(64 + 3 * 8) != generation:  # applied_gen
+        while self._u64(_APPLIED_GEN) != generation:
             if time.monotonic() > deadline:
                 raise ChannelError("the capture plugin did not take its configuration "
                                    f"within {timeout:.0f} s (is the guest paused?)")
@@ -262,12 +270,12 @@ class PluginChannel:
 
     def skip_pending(self) -> None:
         """Forget what is in the ring (records of an earlier trace)."""
-        self._tail = self._u64(64)
+        self._tail = self._u64(_HEAD)
         self._set_u64(_TAIL, self._tail)
 
     def pending_records(self) -> int:
         """How many records the ring holds that nobody has read (padding not counted)."""
-        head = self._u64(64)
+        head = self._u64(_HEAD)
         tail = self._tail
         mask = self.ring_size - 1
         count = 0
@@ -281,7 +289,7 @@ class PluginChannel:
 
     def read(self, limit: int = 4096) -> list[RawRecord]:
         """Up to ``limit`` records, oldest first (empty: nothing new)."""
-        head = self._u64(64)
+        head = self._u64(_HEAD)
         tail = self._tail
         out: list[RawRecord] = []
         mask = self.ring_size - 1

@@ -2,12 +2,12 @@
 
 LibVMI is initialised partially (``vmi_init``: Xen driver, no OS profile): this backend
 knows nothing about Linux. Physical memory and vCPU registers come from LibVMI; virtual
-addresses are walked by our own :class:`~xenhpt.vmi.paging.PageWalker`, as for QEMU.
+addresses are walked by our own :class:`~xenhpt.vmi.x86.paging.PageWalker`, as for QEMU.
 
 Traps use what stock Xen gives a Dom0 tool (DESIGN.md, "LibVMI"): an INT3 byte written at
 each trap address, reported as a monitor event with reinjection off. The guest does not
 execute the instruction the 0xCC displaced; the tracer executes it for the guest
-(:mod:`~xenhpt.vmi.emulate`): the new GPRs, ``rip`` and ``rflags`` go back with the event
+(:mod:`~xenhpt.vmi.x86.emulate`): the new GPRs, ``rip`` and ``rflags`` go back with the event
 response and a ``push``'s store through guest memory. A ``swapgs`` is never executed for
 the guest (that would need ``set_vcpureg``, a full HVM context round trip that corrupted the
 gs bases in the lab): the trap goes on the instruction after it. No single-step is needed,
@@ -18,33 +18,30 @@ At a trap the callback pauses the domain, so the tracer reads registers and memo
 they were at the breakpoint; :meth:`XenTarget.registers` returns that snapshot (``rip`` =
 the breakpoint) although the vCPU has already been moved past the instruction.
 
-``MSR_ALL`` write events (filtered by :mod:`~xenhpt.vmi.xen_msr`) follow a guest that
+``MSR_ALL`` write events (filtered by :mod:`~xenhpt.vmi.xen.msr`) follow a guest that
 moves LSTAR/CSTAR/SYSENTER_EIP: the breakpoint moves to the new entry point and its hits
 are reported at the address the tracer armed. Teardown puts every byte back on every exit
 path (``close``, ``atexit``); a tracer killed outright leaves a state file that the next
-attach uses to repair the code (:mod:`~xenhpt.vmi.xen_breakpoints`).
+attach uses to repair the code (:mod:`~xenhpt.vmi.xen.breakpoints`).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import os
-import shutil
-import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import MemoryReadError, TargetUnreachable, XenhptError
-from .emulate import MAX_INSTRUCTION, emulate
-from .paging import PageWalker, kernel_dtb, levels_from_cr4
-from .target import Trap
-from .xen_breakpoints import TRAP_PATCHES, BreakpointBook, repair_leftovers, state_path
-from .xen_monitor import release_stale_monitor
-from .xen_msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP, MsrChange, MsrWatch
+from ...errors import MemoryReadError, XenhptError
+from ..target import KernelTables, Trap
+from ..x86.emulate import MAX_INSTRUCTION, emulate
+from ..x86.paging import PageWalker, dtb_from_cr3, levels_from_cr4
+from .breakpoints import TRAP_PATCHES, BreakpointBook, repair_leftovers, state_path
+from .monitor import release_stale_monitor
+from .msr import MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SYSENTER_EIP, MsrChange, MsrWatch
 
 log = logging.getLogger("xenhpt.xen")
 
@@ -99,6 +96,7 @@ class XenTarget:
     """
 
     live = True
+    capture_file: Path | None = None
 
     def __init__(self, connect: Callable[[bool], Any], name: str, domid: int, *,
                  responses: Any = None, state_dir: Path | None = None,
@@ -131,6 +129,9 @@ class XenTarget:
         self.msr_changes: list[MsrChange] = []
         self.cr3_writes = 0
         self.paging = PageWalker(self.read_physical)
+        # Kernel addresses a CR3 does not map (a user PGD): the guest OS's rule, handed
+        # over by set_kernel_paging; the CR3 as it is until then.
+        self._kernel_tables: KernelTables = dtb_from_cr3
         self.book = BreakpointBook(self, name, domid, state_path(name, state_dir))
         self.pause()
         try:
@@ -174,12 +175,27 @@ class XenTarget:
     def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
         return self.paging.read(dtb, address, size)
 
+    def translate(self, dtb: int, address: int) -> int:
+        return self.paging.translate(dtb, address)
+
+    @property
+    def paging_levels(self) -> int | None:
+        return self.paging.levels if self.paging.levels_known else None
+
+    def set_kernel_paging(self, levels: int, kernel_tables: KernelTables) -> None:
+        self.paging.levels = levels
+        self._kernel_tables = kernel_tables
+
+    def flush_translations(self) -> None:
+        self.paging.flush()
+
     def _kernel_physical(self, cr3: int, address: int) -> int:
-        """Physical address of kernel ``address``: CR3 as it is, else its KPTI kernel twin."""
+        """Physical address of kernel ``address``: CR3 as it is, else the kernel's tables
+        for it (the guest OS's rule, e.g. Linux's KPTI twin: ``set_kernel_paging``)."""
         try:
             return self.paging.translate(cr3, address)
         except MemoryReadError:
-            return self.paging.translate(kernel_dtb(cr3), address)
+            return self.paging.translate(self._kernel_tables(cr3), address)
 
     def _write_virtual(self, cr3: int, address: int, data: bytes) -> None:
         while data:
@@ -274,7 +290,7 @@ class XenTarget:
                 self.resume()
 
     def _code(self, cr3: int, address: int) -> bytes:
-        dtb = kernel_dtb(cr3) if self._needs_kernel_dtb(cr3, address) else cr3
+        dtb = self._kernel_tables(cr3) if self._needs_kernel_dtb(cr3, address) else cr3
         return self.read_virtual(dtb, address, MAX_INSTRUCTION)
 
     def _reported(self, address: int) -> int:
@@ -287,7 +303,7 @@ class XenTarget:
 
     def _check_no_vcpu_inside(self, address: int, code: bytes) -> None:
         """A multi-byte trap must not cut an instruction a paused vCPU will resume at."""
-        from .xen_breakpoints import displaced_steps
+        from .breakpoints import displaced_steps
 
         steps = displaced_steps(code, address, len(self._patch))
         end = steps[-1].address + len(steps[-1].code)
@@ -523,96 +539,3 @@ class XenTarget:
         for problem in problems:
             log.warning("xenhpt: %s: teardown: %s (state kept in %s)", self.description,
                         problem, self.book.state_file)
-
-
-# -- opening a domain ------------------------------------------------------------------------
-
-PRIVCMD = Path("/dev/xen/privcmd")
-PROC_CAPABILITIES = Path("/proc/xen/capabilities")
-
-
-def _xenstore(path: str) -> str | None:
-    tool = shutil.which("xenstore-read")
-    if tool is None:
-        return None
-    done = subprocess.run([tool, path], capture_output=True, text=True, timeout=10)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def _xl(*args: str) -> str | None:
-    tool = shutil.which("xl")
-    if tool is None:
-        return None
-    done = subprocess.run([tool, *args], capture_output=True, text=True, timeout=30)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def resolve_domain(spec: str) -> tuple[str, int]:
-    """``NAME`` or ``DOMID`` -> (name, domid), from xenstore (``/local/domain/ID/name``),
-    else from ``xl domname`` / ``xl domid``."""
-    if spec.isdigit():
-        name = _xenstore(f"/local/domain/{int(spec)}/name") or _xl("domname", spec)
-        if not name:
-            raise TargetUnreachable(f"xen:{spec}: no Xen domain with id {spec} (xl list)")
-        return name, int(spec)
-    for domid in _list_domids():
-        if _xenstore(f"/local/domain/{domid}/name") == spec:
-            return spec, domid
-    found = _xl("domid", spec)
-    if found and found.isdigit():
-        return spec, int(found)
-    raise TargetUnreachable(f"xen:{spec}: no running Xen domain named {spec!r} (xl list)")
-
-
-def _list_domids() -> list[int]:
-    tool = shutil.which("xenstore-list")
-    if tool is None:
-        return []
-    done = subprocess.run([tool, "/local/domain"], capture_output=True, text=True, timeout=10)
-    return [int(x) for x in done.stdout.split() if x.isdigit()]
-
-
-def check_dom0() -> None:
-    """One clear line when this machine cannot reach Xen domains at all."""
-    if not PRIVCMD.exists() and not PROC_CAPABILITIES.exists():
-        raise TargetUnreachable("xen: targets need a Xen Dom0 (no /dev/xen/privcmd here: "
-                                "this machine is not running under Xen)")
-    try:
-        caps = PROC_CAPABILITIES.read_text()
-    except OSError:
-        caps = "control_d"  # xenfs not mounted: let LibVMI try
-    if "control_d" not in caps:
-        raise TargetUnreachable("xen: targets need Dom0: this is a Xen guest without "
-                                "control_d capability")
-    if os.geteuid() != 0:
-        raise TargetUnreachable("xen: targets need root in Dom0 (LibVMI maps guest memory)")
-
-
-def open_xen(spec: str, **options: Any) -> XenTarget:
-    """Open ``NAME`` or ``DOMID`` (the part after ``xen:``) as a :class:`XenTarget`.
-
-    ``XENHPT_XEN_TRAP=sldt`` traps with ``sldt`` + DESCRIPTOR_ACCESS events instead of
-    INT3 (hosts whose INT3 never reaches the monitor, such as the QEMU-TCG Xen lab).
-    """
-    if not spec:
-        raise XenhptError("bad target 'xen:': expected xen:NAME or xen:DOMID")
-    check_dom0()
-    try:
-        from libvmi import INIT_DOMAINNAME, INIT_EVENTS, Libvmi, LibvmiError, VMIMode
-    except ImportError as exc:
-        raise TargetUnreachable(f"xen:{spec}: the libvmi Python package is not usable: "
-                                f"{exc}") from None
-    name, domid = resolve_domain(spec)
-
-    def connect(events: bool) -> Any:
-        flags = INIT_DOMAINNAME | (INIT_EVENTS if events else 0)
-        try:
-            return Libvmi(name, flags, mode=VMIMode.XEN, partial=True)
-        except LibvmiError as exc:
-            raise TargetUnreachable(f"xen:{spec}: LibVMI cannot attach to domain {name!r} "
-                                    f"(domid {domid}): {exc}"
-                                    + (" (another monitor attached?)" if events else "")) \
-                from None
-
-    options.setdefault("trap", os.environ.get("XENHPT_XEN_TRAP") or "int3")
-    return XenTarget(connect, name, domid, **options)

@@ -14,12 +14,12 @@
  *  - the kernel's common syscall exit (syscall_exit_to_user_mode(struct pt_regs *regs)),
  *    whose address the tracer gives us once it knows the kernel's layout.
  *
- * What it records is driven by the tracer's configuration (see plugin_channel.py, which
- * owns the layout below): which call numbers are wanted (selective tracing filters here),
- * the kernel offsets that name the calling task, and for each call a few capture rules
- * derived from xenhpt's syscall templates — copy the path string in argument 0, the
- * buffer in argument 1 with the length in argument 2 up to -s bytes, the struct the
- * kernel wrote at exit, ... The decoder then reads those bytes as they were at the call.
+ * What it records is driven by the tracer's configuration (its layout: channel_layout.h; read
+ * and written in Python by plugin_channel.py): which call numbers are wanted (selective
+ * tracing filters here), the kernel offsets that name the calling task, and for each call a
+ * few capture rules derived from xenhpt's syscall templates — copy the path string in
+ * argument 0, the buffer in argument 1 with the length in argument 2 up to -s bytes, the
+ * struct the kernel wrote at exit, ... The decoder then reads those bytes as they were at the call.
  *
  * Entry and exit are joined here only to know, at exit, the ABI and the arguments whose
  * memory the kernel filled in; the tracer does the real pairing, by task.
@@ -40,107 +40,8 @@
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = XENHPT_QEMU_PLUGIN_API_VERSION;
 
-/* ---- the shared file: keep in step with xenhpt/vmi/plugin_channel.py ---------------- */
-
-#define MAGIC "XHPTCAP1"
-#define LAYOUT_VERSION 1
-#define HEADER_SIZE 4096
-#define CONFIG_SIZE (1u << 20)
-#define MAX_NR 1024
-#define MAX_RULES 8192
-#define ABIS 2 /* 0: x86_64, 1: i386 */
-
-struct header {
-    char magic[8];
-    uint32_t version;
-    uint32_t header_size;
-    uint64_t config_offset, config_size, ring_offset, ring_size;
-    uint64_t max_vcpus;
-    uint64_t reserved0;
-    /* written by the plugin (offset 64) */
-    uint64_t head;          /* bytes ever written to the ring */
-    uint64_t records;       /* records written */
-    uint64_t dropped;       /* records dropped because the ring was full */
-    uint64_t applied_gen;   /* the configuration generation in effect */
-    uint64_t instructions;  /* syscall instructions executed, traced or not */
-    uint64_t read_failures; /* guest reads that failed (unmapped pages) */
-    uint64_t stale_stops;   /* times capture stopped because the tracer went silent */
-    uint64_t flushes;       /* code-cache flushes to (un)instrument the exit point */
-    uint64_t truncated;     /* captured regions cut because a record was full */
-    uint64_t stale_age_ns;  /* how old the heartbeat was at the last stale stop */
-    uint64_t qemu_exited;   /* QEMU ran its exit callbacks: no record will follow */
-    uint64_t reserved1[13];
-    /* written by the tracer (offset 256) */
-    uint64_t tail;          /* bytes ever consumed */
-    uint64_t config_gen;    /* bumped after each configuration write */
-    uint64_t heartbeat_ns;  /* CLOCK_MONOTONIC: the tracer is alive */
-    uint64_t owner_pid;     /* the tracer reading the ring (one at a time) */
-};
-_Static_assert(__builtin_offsetof(struct header, head) == 64, "header layout");
-_Static_assert(__builtin_offsetof(struct header, tail) == 256, "header layout");
-
-enum { WHEN_ENTRY = 1, WHEN_EXIT = 2 };
-enum {
-    HOW_CSTRING = 1, /* NUL-terminated string at args[arg], at most max bytes */
-    HOW_FIXED = 2,   /* max bytes at args[arg] */
-    HOW_BY_ARG = 3,  /* args[len_arg] * count bytes at args[arg], at most max */
-    HOW_BY_RET = 4,  /* ret * count bytes at args[arg] (ret > 0), at most max */
-    HOW_BY_DEREF = 5,/* (u32 at args[len_arg]) bytes at args[arg], at most max */
-    HOW_STRINGS = 6, /* array of up to count pointers at args[arg], and their strings */
-    HOW_STACK = 7,   /* max bytes at the user stack pointer (entry only) */
-};
-
-/* selected: bit 0 = capture this call; bit 1 = read the caller again at exit (exec). */
-struct call_spec { uint8_t selected; uint8_t n_rules; uint16_t first_rule; };
-#define CALL_SELECTED 1u
-#define CALL_REREAD_AT_EXIT 2u
-struct rule { uint8_t when, how, arg, len_arg; uint32_t max; uint32_t count; uint32_t reserved; };
-
-#define IDENTITY_POINTS 3
-struct config {
-    uint32_t enabled;
-    uint32_t max_record;         /* bytes: the cap on one record */
-    uint64_t exit_address;       /* syscall_exit_to_user_mode, or 0 */
-    uint64_t current_offset;     /* per-CPU offset of the current task pointer */
-    uint32_t task_pid, task_tgid, task_comm, task_real_parent;
-    uint32_t regs_orig_ax, regs_ax, user32_cs, unknown_selected;
-    uint64_t refresh_address;    /* bprm_execve, or 0: see on_refresh_point */
-    uint64_t identity_address[IDENTITY_POINTS]; /* see on_identity_point; 0 = unused */
-    uint32_t reserved[4];
-    uint32_t n_rules;
-    uint32_t heartbeat_timeout_ms;
-    struct call_spec calls[ABIS][MAX_NR];
-    struct rule rules[MAX_RULES];
-};
-_Static_assert(__builtin_offsetof(struct config, calls) == 112, "config layout");
-_Static_assert(sizeof(struct config) <= CONFIG_SIZE, "config layout");
-
-enum { TYPE_PAD = 0, TYPE_ENTRY = 1, TYPE_EXIT = 2, TYPE_REFRESH = 3 };
-enum { MECH_NONE = 0, MECH_SYSCALL = 1, MECH_SYSENTER = 2, MECH_INT80 = 3 };
-#define FLAG_TASK_UNKNOWN 1u
-/* Entry record: some argument memory was not mapped yet (demand paging: the kernel faults
- * it in during the call). Its exit record carries a second copy taken at the return. */
-#define FLAG_RETRY_AT_EXIT 2u
-
-struct record {
-    uint32_t size; /* whole record with its regions, a multiple of 8 */
-    uint8_t type, abi, mechanism, n_regions;
-    uint32_t vcpu, flags;
-    uint64_t ts_ns; /* CLOCK_REALTIME, like the tracer's time.time() */
-    uint64_t task;
-    int32_t pid, tid, ppid, reserved;
-    char comm[16];
-    uint64_t nr;
-    uint64_t args[6];
-    int64_t ret;
-    uint64_t pc, sp, cr3;
-};
-_Static_assert(sizeof(struct record) == 152, "record layout");
-
-#define REGION_CUT 1u        /* an unreadable page ended the copy early */
-#define REGION_TERMINATED 2u /* a string whose NUL was copied: nothing after it matters */
-#define REGION_FULL 4u       /* the record's size cap ended the copy early */
-struct region { uint64_t addr; uint32_t len; uint32_t flags; };
+/* The shared file's layout (header, configuration, records): channel_layout.h. */
+#include "channel_layout.h"
 
 /* ---- plugin state ------------------------------------------------------------------- */
 
@@ -573,7 +474,7 @@ static struct record *start_record(struct vcpu_state *v, struct builder *b, int 
     b->r = r;
     b->p = v->scratch + sizeof(*r);
     b->end = v->scratch + cfg.max_record;
-    b->mask = abi == 1 ? 0xffffffffu : ~(uint64_t)0;
+    b->mask = abi == ABI_I386 ? 0xffffffffu : ~(uint64_t)0;
     return r;
 }
 
@@ -637,9 +538,9 @@ static void on_syscall_insn(unsigned int vcpu, void *udata)
     struct vcpu_state *v = vcpu_state(vcpu);
     flush_deferred(v);
     uint64_t cs = read_reg(v, R_CS) & 0xffff;
-    int abi = (mechanism == MECH_SYSCALL && cs != cfg.user32_cs) ? 0 : 1;
+    int abi = (mechanism == MECH_SYSCALL && cs != cfg.user32_cs) ? ABI_X86_64 : ABI_I386;
     uint64_t nr = read_reg(v, R_RAX);
-    if (abi == 1) {
+    if (abi == ABI_I386) {
         nr &= 0xffffffffu;
     }
     bool known = nr < MAX_NR;
@@ -653,7 +554,7 @@ static void on_syscall_insn(unsigned int vcpu, void *udata)
     r->pc = (uint64_t)(uintptr_t)udata >> 2;
     r->sp = read_reg(v, R_RSP);
     r->cr3 = read_reg(v, R_CR3);
-    if (abi == 0) {
+    if (abi == ABI_X86_64) {
         static const int regs64[6] = {R_RDI, R_RSI, R_RDX, R_R10, R_R8, R_R9};
         for (int i = 0; i < 6; i++) {
             r->args[i] = read_reg(v, regs64[i]);

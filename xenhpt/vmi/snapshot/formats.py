@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import mmap
 
-from ..errors import SnapshotError
-from .snapshot_elf import ELF_MAGIC, parse_elf
-from .snapshot_memory import Segment, SnapshotLayout, check_physical, unpack_at
+from ...errors import SnapshotError
+from .elf import ELF_MAGIC, parse_elf
+from .memory import Segment, SnapshotLayout, check_physical, unpack_at
 
 LIME_MAGIC = 0x4C694D45
 _LIME_HEADER = "<IIQQ8s"

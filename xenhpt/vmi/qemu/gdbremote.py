@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import time
 
-from ..errors import TargetGone, TargetUnreachable, XenhptError
+from ...errors import TargetGone, TargetUnreachable, XenhptError
 
 # QEMU's packet buffer is 4096 bytes of hex, so one 'm' answers at most 2047 bytes.
 MAX_READ = 2047

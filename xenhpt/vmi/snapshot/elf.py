@@ -24,8 +24,8 @@ import sys
 from array import array
 from collections.abc import Iterator
 
-from ..errors import SnapshotError
-from .snapshot_memory import (
+from ...errors import SnapshotError
+from .memory import (
     MAX_VCPUS,
     Segment,
     SnapshotLayout,

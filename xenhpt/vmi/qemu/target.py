@@ -1,7 +1,7 @@
 """A live QEMU guest through its gdbstub: the lab's backend.
 
 Registers, pause/resume and breakpoints go through the GDB remote protocol.
-Physical memory comes either through the same socket (``Qqemu.PhyMemMode``,
+Physical memory (``memory.py``) comes either through the same socket (``Qqemu.PhyMemMode``,
 about 3 MB/s) or, when QEMU was started with a shared ``memory-backend-file``
 as the lab does, straight from that file mapped into our address space
 (reads cost a memcpy; see docs/performance.md for the measurement).
@@ -9,14 +9,14 @@ as the lab does, straight from that file mapped into our address space
 
 from __future__ import annotations
 
-import mmap
 from pathlib import Path
 
-from ..errors import MemoryReadError, TargetGone, XenhptError
-from .emulate import MAX_INSTRUCTION, UnsupportedInstruction, decode, emulate
-from .gdbremote import MAX_READ, GdbError, GdbRemote
-from .paging import PageWalker, levels_from_cr4
-from .target import Trap
+from ...errors import MemoryReadError, TargetGone, XenhptError
+from ..target import KernelTables, Trap
+from ..x86.emulate import MAX_INSTRUCTION, UnsupportedInstruction, decode, emulate
+from ..x86.paging import PageWalker, levels_from_cr4
+from .gdbremote import GdbRemote
+from .memory import GdbPhysicalMemory, MappedRam
 
 # QEMU's x86_64 'g' packet, in register-number order: (name, size in bytes).
 _G_LAYOUT = (
@@ -30,68 +30,6 @@ _G_LAYOUT = (
 )
 REGISTER_NUMBER = {name: number for number, (name, _) in enumerate(_G_LAYOUT)}
 _REGISTER_SIZE = dict(_G_LAYOUT)
-
-
-class GdbPhysicalMemory:
-    """Guest-physical reads over the gdbstub (slow, but works for any QEMU)."""
-
-    def __init__(self, remote: GdbRemote, size: int) -> None:
-        self._remote = remote
-        self._size = size
-        remote.checked("Qqemu.PhyMemMode:1")
-
-    @property
-    def physical_size(self) -> int:
-        return self._size
-
-    def read_physical(self, address: int, size: int) -> bytes:
-        out = bytearray()
-        while size > 0:
-            chunk = min(size, MAX_READ)
-            try:
-                reply = self._remote.checked(f"m{address:x},{chunk:x}")
-            except GdbError:
-                raise MemoryReadError(address, "guest-physical address not readable") from None
-            out += bytes.fromhex(reply.decode())
-            address += chunk
-            size -= chunk
-        return bytes(out)
-
-    def write_physical(self, address: int, data: bytes) -> None:
-        try:
-            self._remote.checked(f"M{address:x},{len(data):x}:{data.hex()}")
-        except GdbError:
-            raise MemoryReadError(address, "guest-physical address not writable") from None
-
-
-class MappedRam:
-    """Guest RAM from QEMU's shared memory-backend-file (flat below 4 GiB)."""
-
-    def __init__(self, path: Path) -> None:
-        try:
-            # Writable, shared: an emulated push (see emulate_breakpoint) stores to guest RAM.
-            with open(path, "r+b") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE)
-        except OSError as exc:
-            raise XenhptError(f"cannot map guest RAM file {path}: {exc}") from None
-        self._size = len(self._map)
-
-    @property
-    def physical_size(self) -> int:
-        return self._size
-
-    def read_physical(self, address: int, size: int) -> bytes:
-        if address < 0 or address + size > self._size:
-            raise MemoryReadError(address, "guest-physical address beyond RAM")
-        return self._map[address : address + size]
-
-    def write_physical(self, address: int, data: bytes) -> None:
-        if address < 0 or address + len(data) > self._size:
-            raise MemoryReadError(address, "guest-physical address beyond RAM")
-        self._map[address : address + len(data)] = data
-
-    def close(self) -> None:
-        self._map.close()
 
 
 def _attach_clean(host: str, port: int) -> GdbRemote:
@@ -118,11 +56,13 @@ class QemuTarget:
     live = True
 
     def __init__(self, host: str, port: int, ram_file: Path | None = None,
-                 memory_size: int | None = None) -> None:
+                 memory_size: int | None = None, *, description: str | None = None,
+                 capture_file: Path | None = None) -> None:
+        """``capture_file``: the xenhpt_capture plugin's shared file, when this QEMU runs
+        it (the lab says so); ``description`` names the guest in messages."""
         self.remote = _attach_clean(host, port)
-        self.description = f"qemu:{host}:{port}"
-        # The xenhpt_capture plugin's shared file, when this QEMU runs it (the lab says).
-        self.capture_file: Path | None = None
+        self.description = description or f"qemu:{host}:{port}"
+        self.capture_file = capture_file
         self._threads = self._list_threads()
         self._breakpoints: set[int] = set()
         self._registers: dict[int, dict[str, int]] = {}
@@ -164,6 +104,19 @@ class QemuTarget:
 
     def read_virtual(self, dtb: int, address: int, size: int) -> bytes:
         return self.paging.read(dtb, address, size)
+
+    def translate(self, dtb: int, address: int) -> int:
+        return self.paging.translate(dtb, address)
+
+    @property
+    def paging_levels(self) -> int | None:
+        return self.paging.levels if self.paging.levels_known else None
+
+    def set_kernel_paging(self, levels: int, kernel_tables: KernelTables) -> None:
+        self.paging.levels = levels  # the gdbstub places traps by virtual address
+
+    def flush_translations(self) -> None:
+        self.paging.flush()
 
     # -- vCPUs -----------------------------------------------------------------------------
 
@@ -360,6 +313,10 @@ class QemuTarget:
     @property
     def breakpoints(self) -> frozenset[int]:
         return frozenset(self._breakpoints)
+
+    def release_stale_monitor(self) -> None:
+        """Nothing to do: QEMU keeps no monitor state of a client (its breakpoints go
+        with the detach that every attach starts with)."""
 
     def close(self) -> None:
         """Remove our breakpoints and detach; QEMU resumes the VM on detach."""

@@ -1,10 +1,8 @@
-"""x86-64 4-level paging: guest-virtual to guest-physical, in Python.
+"""x86-64 4- and 5-level paging: guest-virtual to guest-physical, in Python.
 
 Used by every backend (live or snapshot), so it only needs a way to read
-guest-physical memory. Kernel data is reached through the kernel page tables;
-with KPTI the CR3 seen while a user task runs holds the *user* PGD, which maps
-only the entry trampoline, and the kernel PGD is the 8 KiB-aligned pair
-(user PGD with bit 12 cleared) — see :func:`kernel_dtb`.
+guest-physical memory. It knows the CPU's rules only: which page tables an OS
+uses for what (Linux's KPTI pair: ``xenhpt/linux/kpti.py``) is the OS layer's.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ..errors import MemoryReadError
+from ...errors import MemoryReadError
 
 PAGE_SIZE = 0x1000
 PAGE_MASK = ~(PAGE_SIZE - 1)
@@ -23,7 +21,6 @@ _PRESENT = 1 << 0
 _PAGE_SIZE_BIT = 1 << 7
 # CR3 low 12 bits are the PCID (with CR4.PCIDE) or PWT/PCD; bit 63 is "no flush" on writes.
 _CR3_FRAME = _FRAME
-_KPTI_USER_BIT = 1 << 12
 
 ReadPhysical = Callable[[int, int], bytes]
 
@@ -31,16 +28,6 @@ ReadPhysical = Callable[[int, int], bytes]
 def dtb_from_cr3(cr3: int) -> int:
     """The physical address of the top-level table that ``cr3`` points to."""
     return cr3 & _CR3_FRAME
-
-
-def kernel_dtb(cr3: int) -> int:
-    """The kernel half of a KPTI PGD pair (identity for a kernel without KPTI).
-
-    Linux allocates the two PGDs as one 8 KiB block, kernel first; the user one
-    has bit 12 set. Clearing it on a non-KPTI PGD that happens to sit on an odd
-    page would be wrong, so callers try :func:`dtb_from_cr3` first.
-    """
-    return dtb_from_cr3(cr3) & ~_KPTI_USER_BIT
 
 
 CR4_LA57 = 1 << 12
@@ -72,7 +59,7 @@ class PageWalker:
     def __init__(self, read_physical: ReadPhysical, cache_size: int = 4096,
                  levels: int | None = 4) -> None:
         """``levels=None``: the paging mode is not known (a raw file has no CR4); walk
-        4-level, and let whoever learns better (the kernel locator) set ``levels``."""
+        4-level until the backend is told better (``Target.set_kernel_paging``)."""
         self._read_physical = read_physical
         self.levels = levels or 4
         self.levels_known = levels is not None

@@ -19,7 +19,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..errors import MemoryReadError, SnapshotError
+from ...errors import MemoryReadError, SnapshotError
 
 # x86-64 physical addresses have at most 52 bits (MAXPHYADDR); anything above is corrupt.
 MAX_PHYSICAL_ADDRESS = 1 << 52

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import MemoryReadError, SnapshotError
+from ...errors import MemoryReadError, SnapshotError
 
 
 class LibvmiFileMemory:
