@@ -166,6 +166,37 @@ def sigkill_then_a_new_attach() -> None:
     test_trace.test_random_write_is_decoded_with_path_flags_string_and_task(None)
 
 
+def domu_reboot_ends_the_trace() -> None:
+    """The domU reboots mid-trace (a new domid): the tracer ends with one line, writes
+    nothing into the dead domain, and the next attach drops the old state file unused."""
+    from tests import test_trace
+    from xenhpt.vmi.xen.domain import open_xen
+
+    def domid() -> str:
+        return subprocess.run(["xl", "domid", DOMAIN], capture_output=True,
+                              text=True).stdout.strip()
+
+    old = domid()
+    trace = test_trace.Trace("--json")
+    try:
+        agent_exec("reboot -f", 10)  # never answered
+    except Exception:  # noqa: BLE001
+        pass
+    assert trace.process.stderr is not None
+    trace.process.wait(timeout=600)
+    err = trace.process.stderr.read()
+    print("  tracer: " + " | ".join(err.strip().splitlines()[-3:]), flush=True)
+    assert trace.process.returncode != 0 and "is gone" in err, err
+    deadline = time.monotonic() + 120
+    while domid() in ("", old):
+        assert time.monotonic() < deadline, "the domU did not come back with a new domid"
+        time.sleep(2)
+    assert STATE.exists(), "the dead domain's state file should wait for the next attach"
+    open_xen(DOMAIN).close()  # repair_leftovers: another domid, so nothing is written
+    assert not STATE.exists()
+    print(f"  domid {old} -> {domid()}; the old state file was dropped unused", flush=True)
+
+
 def busy_domU() -> Callable[[], None]:
     """Keep the domU making system calls (a file-reading loop) until the returned stop()."""
     exec_in_guest("rm -f /tmp/stop-busy; (while [ ! -e /tmp/stop-busy ]; do "
@@ -306,6 +337,17 @@ def main() -> int:
         out = sys.argv[2]
         sys.argv = ["xenhpt", *sys.argv[3:]]
         profiled_main(out)
+        return 0
+    if sys.argv[1:2] == ["reboot"]:  # last: the domU comes back as a fresh domain
+        install_swaps()
+        name = "domU reboot mid-trace: one line, nothing written, state file dropped"
+        print(f"XENLAB-STEP {name}", flush=True)
+        try:
+            domu_reboot_ends_the_trace()
+        except Exception as exc:  # noqa: BLE001
+            print(f"XENLAB-CHECK FAIL: {name}\n{exc!r}"[:3000], flush=True)
+            return 1
+        print(f"XENLAB-CHECK ok: {name}", flush=True)
         return 0
     if sys.argv[1:2] == ["measure"]:
         install_swaps()

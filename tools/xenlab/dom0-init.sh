@@ -66,6 +66,7 @@ elif [ "$XENLAB_DOMU" = hvm ]; then
     domu_alive
     python3.11 /lab/checks.py measure 30
     domu_alive
+    python3.11 /lab/checks.py reboot || ok=0
     xl list
 else
     step xenhpt ps xen:lab || ok=0
