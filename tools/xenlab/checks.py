@@ -78,14 +78,21 @@ def install_swaps() -> None:
 
 
 def wait_for_agent(seconds: float) -> str:
+    """The agent's first answer, once its READY line is on the domU's console.
+
+    One request, waited for as long as it takes: on a loaded host an answer can take
+    longer than any short timeout, and every request given up on and sent again queues
+    behind the last one, so a retry loop never catches up (seen: no answer in 600 s).
+    """
+    console = Path("/var/log/xen/console/guest-lab.log")
     deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return agent_exec("uname -r", 30).stdout.strip()
-        except Exception:  # noqa: BLE001 - not up yet
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(3)
+    while "XENHPT-READY" not in (console.read_text(errors="replace")
+                                 if console.exists() else ""):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no XENHPT-READY on the domU's console in {seconds:.0f} s")
+        time.sleep(3)
+    time.sleep(2)  # its stty raw, then the read loop
+    return agent_exec("uname -r", seconds).stdout.strip()
 
 
 # -- the Xen-specific check: Ctrl-C leaves no trap byte behind --------------------------
@@ -237,7 +244,7 @@ def checks() -> list[tuple[str, Callable[[], None]]]:
 
 def run_checks(only: list[str]) -> int:
     install_swaps()
-    print(f"xenlab: domU agent answers ({wait_for_agent(600)}), "
+    print(f"xenlab: domU agent answers ({wait_for_agent(900)}), "
           f"trap {os.environ.get('XENHPT_XEN_TRAP') or 'int3'}", flush=True)
     passed = failed = 0
     for name, check in checks():
@@ -351,7 +358,7 @@ def main() -> int:
         return 0
     if sys.argv[1:2] == ["measure"]:
         install_swaps()
-        wait_for_agent(600)
+        wait_for_agent(900)
         measure(int(sys.argv[2]) if len(sys.argv) > 2 else 30)
         return 0
     return run_checks(sys.argv[1:])
