@@ -157,7 +157,7 @@ def sigkill_then_a_new_attach() -> None:
 
     err_path = Path("/tmp/killed.err")
     stop = busy_domU()
-    try:
+    try:  # the busy loop is stopped only after the domU's state is printed
         with err_path.open("w") as err_file:
             tracer = subprocess.Popen(["/usr/bin/xenhpt", "trace", f"xen:{DOMAIN}", "-v", "-o",
                                        "/tmp/killed.txt"], stdout=subprocess.DEVNULL,
@@ -172,18 +172,19 @@ def sigkill_then_a_new_attach() -> None:
         tracer.kill()
         tracer.wait()
         time.sleep(8)  # the guardian's turn
+        said = err_path.read_text()
+        print("  " + "\n  ".join(said.strip().splitlines()[-6:]), flush=True)
+        listed = subprocess.run(["xl", "list", DOMAIN], capture_output=True, text=True).stdout
+        print("  " + listed.strip().splitlines()[-1], flush=True)
+        assert "guardian" in said, said
+        wrong = read_back(originals)
+        assert not wrong, f"bytes not restored after SIGKILL (now, original): {wrong}"
+        state = listed.splitlines()[-1].split()[4]
+        assert "p" not in state and "c" not in state, listed
+        print(f"  {len(originals)} trap bytes restored by the guardian; domU state {state}",
+              flush=True)
     finally:
         stop()
-    said = err_path.read_text()
-    print("  " + "\n  ".join(said.strip().splitlines()[-6:]), flush=True)
-    assert "guardian" in said, said
-    wrong = read_back(originals)
-    assert not wrong, f"bytes not restored after SIGKILL (now, original): {wrong}"
-    listed = subprocess.run(["xl", "list", DOMAIN], capture_output=True, text=True).stdout
-    state = listed.splitlines()[-1].split()[4]
-    assert "p" not in state and "c" not in state, listed
-    print(f"  {len(originals)} trap bytes restored by the guardian; domU state {state}",
-          flush=True)
     # the new attach: the QEMU lab's random-write check again
     test_trace.test_random_write_is_decoded_with_path_flags_string_and_task(None)
 
