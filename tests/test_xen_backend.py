@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from xenhpt.errors import MemoryReadError, TargetUnreachable, XenhptError
+from xenhpt.errors import MemoryReadError, TargetGone, TargetUnreachable, XenhptError
 from xenhpt.vmi.target import Target
 from xenhpt.vmi.x86.emulate import UnsupportedInstruction
 from xenhpt.vmi.xen import target as xen_module
@@ -426,3 +426,23 @@ def test_a_trap_under_a_cr3_that_does_not_map_the_kernel_uses_the_rule_handed_ov
     guest.target.insert_breakpoint(EXIT)
     assert guest.memory[0x30180] == 0xCC
     assert user_pgd in handed
+
+
+def test_a_domain_that_goes_away_ends_the_wait_and_close_writes_nothing(guest):
+    """A domU rebooted or destroyed mid-trace: LibVMI's listen only times out, so the
+    target asks xenstore; then it is gone, and close() has no domain to write to."""
+    target, fake = guest.target, guest.fake
+    target.insert_breakpoint(EXIT)
+    alive = [True]
+    target._alive = lambda: alive[0]
+    assert target.wait_for_trap(timeout=0.01) is None
+    alive[0] = False
+    target._next_alive_check = 0.0
+    with pytest.raises(TargetGone, match="is gone"):
+        target.wait_for_trap(timeout=0.5)
+    writes: list[int] = []
+    fake.write_pa = lambda address, data: writes.append(address) or len(data)
+    paused = fake.paused
+    target.close()
+    assert writes == [] and fake.paused == paused and fake.destroyed
+    assert guest.state.exists()  # names domid 7: the next attach (a new domid) drops it

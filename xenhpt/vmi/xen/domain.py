@@ -61,6 +61,21 @@ def _list_domids() -> list[int]:
     return [int(x) for x in done.stdout.split() if x.isdigit()]
 
 
+def domain_exists(name: str, domid: int) -> bool:
+    """False once domain ``domid`` is no longer ``name`` in xenstore (destroyed; a reboot
+    makes a new domid). True whenever xenstore cannot tell."""
+    try:
+        if shutil.which("xenstore-read") is None:
+            return True
+        done = subprocess.run(["xenstore-read", f"/local/domain/{domid}/name"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    if done.returncode != 0:
+        return "ENOENT" not in done.stderr and "No such file" not in done.stderr
+    return done.stdout.strip() == name
+
+
 def check_dom0() -> None:
     """One clear line when this machine cannot reach Xen domains at all."""
     if not PRIVCMD.exists() and not PROC_CAPABILITIES.exists():
@@ -81,7 +96,7 @@ def open_xen(spec: str, **options: Any) -> XenTarget:
     """Open ``NAME`` or ``DOMID`` (the part after ``xen:``) as a :class:`XenTarget`.
 
     ``XENHPT_XEN_TRAP=sldt`` traps with ``sldt`` + DESCRIPTOR_ACCESS events instead of
-    INT3 (hosts whose INT3 never reaches the monitor, such as the QEMU-TCG Xen lab).
+    INT3 (hosts whose INT3 never reaches the monitor, such as stock QEMU's TCG).
     """
     if not spec:
         raise XenhptError("bad target 'xen:': expected xen:NAME or xen:DOMID")
@@ -104,4 +119,5 @@ def open_xen(spec: str, **options: Any) -> XenTarget:
                 from None
 
     options.setdefault("trap", os.environ.get("XENHPT_XEN_TRAP") or "int3")
+    options.setdefault("alive", lambda: domain_exists(name, domid))
     return XenTarget(connect, name, domid, **options)

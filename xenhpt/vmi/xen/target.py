@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...errors import MemoryReadError, XenhptError
+from ...errors import MemoryReadError, TargetGone, XenhptError
 from ..target import KernelTables, Trap
 from ..x86.emulate import MAX_INSTRUCTION, emulate
 from ..x86.paging import PagedMemory, PageWalker, dtb_from_cr3, levels_from_cr4
@@ -100,7 +100,8 @@ class XenTarget(PagedMemory):
 
     def __init__(self, connect: Callable[[bool], Any], name: str, domid: int, *,
                  responses: Any = None, state_dir: Path | None = None,
-                 cr3_events: bool = False, trap: str = "int3") -> None:
+                 cr3_events: bool = False, trap: str = "int3",
+                 alive: Callable[[], bool] | None = None) -> None:
         if trap not in TRAP_PATCHES:
             raise XenhptError(f"xen: unknown trap instruction {trap!r} "
                               f"(XENHPT_XEN_TRAP: {' or '.join(TRAP_PATCHES)})")
@@ -111,6 +112,11 @@ class XenTarget(PagedMemory):
         self.domid = domid
         self.description = f"xen:{name} (domid {domid})"
         self._responses = responses
+        # Whether domain ``domid`` still exists (xenstore, from open_xen): LibVMI's listen
+        # just times out once it is destroyed or rebooted (a reboot is a new domid).
+        self._alive = alive or (lambda: True)
+        self._next_alive_check = 0.0
+        self._gone = False
         self._cr3_events = cr3_events
         self.vmi = connect(False)
         self._events: list[Any] = []
@@ -238,11 +244,29 @@ class XenTarget(PagedMemory):
             if not self._events:
                 time.sleep(min(left, 0.1))  # nothing armed: nothing can trap
                 continue
-            self.vmi.listen(max(1, min(int(left * 1000), 1000)))
+            try:
+                self.vmi.listen(max(1, min(int(left * 1000), 1000)))
+            except Exception:  # LibvmiError: a domain torn down under the ring, or worse
+                self._check_alive(force=True)
+                raise
+            if not self._queue:
+                self._check_alive()
         trap, snapshot = self._queue.popleft()
         self._registers = {trap.vcpu: snapshot}
         self.paging.flush()
         return trap
+
+    def _check_alive(self, force: bool = False, every: float = 2.0) -> None:
+        """Raise :class:`TargetGone` once the domain no longer exists (checked at most
+        every ``every`` seconds while no trap comes)."""
+        now = time.monotonic()
+        if not force and now < self._next_alive_check:
+            return
+        self._next_alive_check = now + every
+        if not self._alive():
+            self._gone = True
+            raise TargetGone(f"{self.description} is gone (destroyed, or rebooted as a new "
+                             "domain): its memory went with it, nothing to put back")
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -487,6 +511,12 @@ class XenTarget(PagedMemory):
             return
         self._closed = True
         atexit.unregister(self.close)
+        if self._gone:  # no domain to restore or resume; the state file names its domid,
+            try:        # so the next attach (a new domid) drops it without a write
+                self.vmi.destroy()
+            except Exception:  # noqa: BLE001
+                pass
+            return
         problems: list[str] = []
         try:
             self.pause()
