@@ -62,7 +62,7 @@ def psaux(target: str, pids: tuple[int, ...], as_json: bool,
     \b
     Examples:
       xenhpt psaux lab
-      xenhpt psaux guest.raw -p 1 --json --profile profiles/6.1.0-57-cloud-amd64.json
+      xenhpt psaux guest.raw -p 1 --json --profile guest-kernel.json
     """
     problems: list[str] = []
     with kernel_of(target, profile_path) as kernel:
@@ -110,7 +110,7 @@ def maps(target: str, pids: tuple[int, ...], as_json: bool,
     \b
     Examples:
       xenhpt maps lab -p 1
-      xenhpt maps guest.raw --json --profile profiles/6.1.0-57-cloud-amd64.json
+      xenhpt maps guest.raw --json --profile guest-kernel.json
     """
     problems: list[str] = []
     with kernel_of(target, profile_path) as kernel:
@@ -135,7 +135,7 @@ def lsof(target: str, pids: tuple[int, ...], as_json: bool,
     \b
     Examples:
       xenhpt lsof lab -p 1
-      xenhpt lsof guest.raw --json --profile profiles/6.1.0-57-cloud-amd64.json
+      xenhpt lsof guest.raw --json --profile guest-kernel.json
     """
     problems: list[str] = []
     with kernel_of(target, profile_path) as kernel:
