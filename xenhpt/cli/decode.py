@@ -13,7 +13,7 @@ from ..output.writer import BackgroundWriter
 from ..syscalls.decode import Decoder
 from ..tracer.capture_file import engine_start, open_capture_file
 from ..tracer.engine import SyscallEngine
-from .trace import StopFlag, open_output
+from .trace import StopFlag, open_output, summary_counts
 
 
 @click.command()
@@ -65,8 +65,7 @@ def decode(capture: Path, output: Path | None, as_json: bool, summary: bool, sho
     if tree and engine.tree is not None:
         click.echo(pstree_text(engine.tree), nl=False)
     stats = engine.stats
-    counts = (f"{stats.captured} calls captured, {stats.emitted} decoded, {sink.printed} "
-              f"printed, 0 dropped, 0 undecoded")
+    counts = summary_counts(stats, sink.printed, report)
     if verbose:
         click.echo(f"xenhpt: {counts} ({report.events} records, {report.unknown_task} of "
                    f"unknown task, {report.late_reads} reads not in the capture; "

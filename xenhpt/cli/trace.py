@@ -24,7 +24,7 @@ from ..syscalls.decode import Decoder
 from ..syscalls.table import SelectionError, parse_selection
 from ..tracer.choose_source import MODES, choose_source, plugin_file_for
 from ..tracer.control import ControlServer, TraceControl
-from ..tracer.engine import CallFilter, SyscallEngine
+from ..tracer.engine import CallFilter, EngineStats, SyscallEngine
 from ..tracer.recording import RecordingEngine
 from ..tracer.source import STOP_GRACE_SECONDS, CaptureReport, CaptureSource
 from .guardian import Guardian
@@ -311,6 +311,13 @@ def _close_quietly(file: BinaryIO) -> None:
         pass  # the writer already reported why it could not write
 
 
+def summary_counts(stats: EngineStats, printed: int, report: CaptureReport | None) -> str:
+    """The counts every trace ends with (``-v`` and errors; tests and the bench parse it)."""
+    return (f"{stats.captured} calls captured, {stats.emitted} decoded, {printed} printed, "
+            f"{report.dropped if report else 0} dropped, "
+            f"{report.undecoded if report else 0} undecoded")
+
+
 def _report(target: str, verbose: bool, tree: bool, engine: SyscallEngine | None,
             sink: StreamSink, writer: BackgroundWriter, report: CaptureReport | None,
             gone: str | None) -> None:
@@ -326,9 +333,7 @@ def _report(target: str, verbose: bool, tree: bool, engine: SyscallEngine | None
     stats = engine.stats if engine is not None else None
     counts = "no call captured"
     if stats is not None:
-        counts = (f"{stats.captured} calls captured, {stats.emitted} decoded, "
-                  f"{sink.printed} printed, {report.dropped if report else 0} dropped, "
-                  f"{report.undecoded if report else 0} undecoded")
+        counts = summary_counts(stats, sink.printed, report)
     if verbose and stats is not None and report is not None:
         unit = "traps" if report.source == "breakpoints" else "records"
         detail = f"{report.events} {unit}, {report.unknown_task} of unknown task"
