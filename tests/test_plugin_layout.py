@@ -39,6 +39,10 @@ LAYOUT = [
       *(f"identity_address[{i}]" for i in range(pc.IDENTITY_POINTS)),
       *(f"reserved[{i}]" for i in range(4)), "n_rules", "heartbeat_timeout_ms"]),
     ("call_spec", pc._CALL, 0, ["selected", "n_rules", "first_rule"]),
+    ("handler_config", pc._HANDLER_HEAD, 0,
+     ["enabled", "n_handlers", "n_stubs", "regs_size", "switch_address", "stub_span",
+      *(f"regs_field[{i}]" for i in range(len(pc.PT_REGS_FIELDS)))]),
+    ("stub", pc._STUB, 0, ["start", "mechanism", "abi"]),
     ("rule", pc._RULE, 0, ["when", "how", "arg", "len_arg", "max", "count", "reserved"]),
     ("record", pc._RECORD, 0,
      ["size", "type", "abi", "mechanism", "n_regions", "vcpu", "flags", "ts_ns", "task",
@@ -50,7 +54,7 @@ LAYOUT = [
 # Whole structs whose size the Python side relies on (a record's regions follow it, the
 # rule table follows the call table, ...).
 WHOLE = {"call_spec": pc._CALL, "rule": pc._RULE, "record": pc._RECORD,
-         "region": pc._REGION}
+         "region": pc._REGION, "stub": pc._STUB}
 # Single words the tracer reads or writes at a fixed offset of the header.
 WORDS = {"head": pc._HEAD, "applied_gen": pc._APPLIED_GEN, "tail": pc._TAIL,
          "config_gen": pc._CONFIG_GEN, "heartbeat_ns": pc._HEARTBEAT,
@@ -72,6 +76,9 @@ CONSTANTS = {
     "MECH_NONE": pc.MECHANISMS.index(None), "MECH_SYSCALL": pc.MECHANISMS.index("syscall"),
     "MECH_SYSENTER": pc.MECHANISMS.index("sysenter"),
     "MECH_INT80": pc.MECHANISMS.index("int80"),
+    "MAX_HANDLERS": pc.MAX_HANDLERS, "MAX_STUBS": pc.MAX_STUBS,
+    "PR_FIELDS": len(pc.PT_REGS_FIELDS),
+    **{f"PR_{name.upper()}": i for i, name in enumerate(pc.PT_REGS_FIELDS)},
 }
 
 
@@ -105,6 +112,11 @@ def c_program() -> str:
                      f"offsetof(struct header, {word}), sizeof(((struct header *)0)->{word}));")
     lines.append('  printf("field config.calls %zu 0\\n", offsetof(struct config, calls));')
     lines.append('  printf("field config.rules %zu 0\\n", offsetof(struct config, rules));')
+    lines.append('  printf("field config.handler %zu 0\\n", offsetof(struct config, handler));')
+    lines.append('  printf("field handler_config.stubs %zu 0\\n", '
+                 'offsetof(struct handler_config, stubs));')
+    lines.append('  printf("field handler_config.handlers %zu 0\\n", '
+                 'offsetof(struct handler_config, handlers));')
     for constant in CONSTANTS:
         lines.append(f'  printf("const {constant} %lld\\n", (long long)({constant}));')
     lines.append('  printf("magic MAGIC %s\\n", MAGIC);')
@@ -154,6 +166,12 @@ def test_whole_structs_have_the_size_python_steps_by(c_layout) -> None:
     # configure() finds the rule table after one call table per ABI.
     assert c_layout["field config.rules"][0] == (
         pc._CONFIG_HEAD.size + len(pc.ABI_NAMES) * pc.MAX_NR * pc._CALL.size)
+    # ... and the handler configuration after the rule table, its stubs, then handlers.
+    assert c_layout["field config.handler"][0] == (
+        c_layout["field config.rules"][0] + pc.MAX_RULES * pc._RULE.size)
+    assert c_layout["field handler_config.stubs"][0] == pc._HANDLER_HEAD.size
+    assert c_layout["field handler_config.handlers"][0] == (
+        pc._HANDLER_HEAD.size + pc.MAX_STUBS * pc._STUB.size)
 
 
 def test_the_words_the_tracer_reads_and_writes_are_at_the_headers_offsets(c_layout) -> None:

@@ -8,6 +8,7 @@ stop or a killed tracer, drops counted and reported) are checked here.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -98,6 +99,42 @@ def test_dash_p_covers_every_thread(plugin_lab: machine.LabState) -> None:
 def test_selective_filtering_happens_in_the_plugin(plugin_lab: machine.LabState) -> None:
     # With the plugin, "traps" are the records it wrote: unselected calls write none.
     checks.test_selective_trace_costs_far_fewer_traps_than_a_full_one(plugin_lab)
+
+
+def _instructions_seen(state: machine.LabState) -> int:
+    channel = PluginChannel(Path(state.capture_file))
+    try:
+        return channel.counters().instructions
+    finally:
+        channel.close()
+
+
+@pytest.mark.parametrize("selection", [["-e", "trace=openat"], []], ids=["selective", "full"])
+def test_unselected_calls_never_enter_the_plugin(plugin_lab: machine.LabState,
+                                                 selection: list[str]) -> None:
+    """A selective trace instruments the selected calls' kernel handlers, not the syscall
+    instructions: the syscall loop's 5 calls a loop (none of them openat) run no plugin
+    code at all, so the plugin's count of the instructions it was called for stays where
+    it was; a full trace is called for every one of them. The openat the loop does not
+    make, a shell run afterwards does: the selective trace still sees it."""
+    trace = checks.Trace(*selection, "--json")
+    time.sleep(2)  # configured (the tracer waits for the plugin to take it)
+    before = _instructions_seen(plugin_lab)
+    said = guest("/opt/xenhpt/bin/bench_syscall 1", timeout=120)
+    loops = int(re.search(r"count=(\d+)", said).group(1))
+    seen = _instructions_seen(plugin_lab) - before
+    token = secrets.token_hex(4)
+    guest(f"cat /nonexistent-{token} 2>/dev/null; true")
+    out, _ = trace.interrupt()
+    assert loops > 1000, "the syscall loop did not run"
+    if not selection:
+        assert seen >= loops * 4, f"only {seen} instructions for {loops} loops"
+        return  # (its decoder is still working through the loop's million records)
+    # A handful at most: the guest agent's own calls around the loop.
+    assert seen < loops // 100, f"{seen} syscall instructions entered the plugin"
+    opened = [r for r in checks.records(out) if r.get("name") == "openat"
+              and token in json.dumps(r)]
+    assert opened, "the openat after the loop was not traced"
 
 
 def test_a_running_trace_is_steered(plugin_lab: machine.LabState, tmp_path: Path) -> None:

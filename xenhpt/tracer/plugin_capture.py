@@ -32,10 +32,14 @@ from ..vmi.qemu.plugin_channel import (
     HOW_FIXED,
     HOW_STACK,
     HOW_STRINGS,
+    MAX_HANDLERS,
+    MECHANISMS,
+    PT_REGS_FIELDS,
     WHEN_ENTRY,
     WHEN_EXIT,
     CaptureConfig,
     ChannelCounters,
+    HandlerConfig,
     PluginChannel,
     Rule,
 )
@@ -43,7 +47,15 @@ from ..vmi.target import Target
 from .engine import EXEC_CALLS, SyscallEngine
 from .plugin_records import RecordFeeder
 from .source import STOP_GRACE_SECONDS, CaptureReport
-from .trappoints import EXEC_REFRESH, EXIT_FUNCTION, identity_points
+from .trappoints import (
+    EXEC_REFRESH,
+    EXIT_FUNCTION,
+    STUB_SPAN,
+    SWITCH_FUNCTION,
+    entry_stubs,
+    handler_addresses,
+    identity_points,
+)
 
 _WHEN = {reads.ENTRY: WHEN_ENTRY, reads.EXIT: WHEN_EXIT}
 _HOW = {reads.CSTRING: HOW_CSTRING, reads.FIXED: HOW_FIXED, reads.BY_ARG: HOW_BY_ARG,
@@ -85,7 +97,8 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
         regs_ax=profile.offset("pt_regs", "ax"), user32_cs=USER32_CS,
         unknown_selected=numbers is None,
         refresh_address=kernel.symbol(EXEC_REFRESH) if kernel.has_symbol(EXEC_REFRESH) else 0,
-        identity_addresses=identity_points(kernel))
+        identity_addresses=identity_points(kernel),
+        handlers=selective_handlers(kernel, numbers))
     for abi, index in ABI_INDEX.items():
         table = SyscallTable.load(abi)
         wanted = numbers[abi] if numbers is not None else None
@@ -98,6 +111,29 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
             for nr in wanted:
                 config.calls.setdefault((index, nr), [])
     return config
+
+
+def selective_handlers(kernel: Kernel, numbers: dict[str, set[int]] | None
+                       ) -> HandlerConfig | None:
+    """For a selection, the plugin's handler mode (calls outside it never enter the
+    plugin); None — trap every instruction — for a full trace, or where this kernel lacks
+    what the handler mode needs (then the selection is applied at the instruction)."""
+    if numbers is None:
+        return None
+    profile = kernel.profile
+    addresses = handler_addresses(kernel, numbers)
+    stubs = entry_stubs(kernel)
+    if (addresses is None or len(addresses) > MAX_HANDLERS or not stubs
+            or not kernel.has_symbol(SWITCH_FUNCTION) or not profile.has_struct("pt_regs")
+            or not all(profile.has_field("pt_regs", name) for name in PT_REGS_FIELDS)):
+        return None
+    return HandlerConfig(
+        handlers=tuple(sorted(addresses)),
+        stubs=tuple((start, MECHANISMS.index(mechanism), ABI_INDEX[abi])
+                    for start, mechanism, abi in stubs),
+        stub_span=STUB_SPAN, switch_address=kernel.symbol(SWITCH_FUNCTION),
+        regs_size=profile.size("pt_regs"),
+        regs_field={name: profile.offset("pt_regs", name) for name in PT_REGS_FIELDS})
 
 
 @dataclass

@@ -71,6 +71,12 @@ _ENTRY_STUBS = (
 # hundred bytes; the guard keeps an unrelated address from being attributed).
 STUB_SPAN = 0x1000
 EXIT_FUNCTION = "syscall_exit_to_user_mode"
+# Where a task is switched in (x86-64: __switch_to(prev, next)): the capture plugin's
+# selective mode re-arms a vCPU's exit point there for the task coming in.
+SWITCH_FUNCTION = "__switch_to"
+# What the tables dispatch a number this kernel does not implement to (per ABI).
+NOT_IMPLEMENTED = {"x86_64": ("__x64_sys_ni_syscall", "sys_ni_syscall"),
+                   "i386": ("__ia32_sys_ni_syscall", "sys_ni_syscall")}
 # The first C code of each entry path: on the kernel's page tables, interrupts still off,
 # so the task there is the caller even with KPTI (where the user page tables do not map
 # the per-CPU current task at the instruction). One per path; the first of each pair that
@@ -149,6 +155,28 @@ def selected_handlers(kernel: Kernel, numbers: dict[str, set[int]]) -> dict[int,
             if template is not None:
                 entries[(abi, nr)] = template.entry
     return selective_plan(kernel, entries)
+
+
+def handler_addresses(kernel: Kernel, numbers: dict[str, set[int]]) -> set[int] | None:
+    """Every kernel function the selected calls enter through (``__x64_sys_openat``...,
+    and ``sys_ni_syscall`` for numbers this kernel does not implement); None when one of
+    them cannot be named (a number our tables do not know), so that the caller traps the
+    instructions instead of missing that call."""
+    found = set()
+    for abi, wanted in numbers.items():
+        table = SyscallTable.load(abi)
+        fallback = next((s for s in NOT_IMPLEMENTED[abi] if kernel.has_symbol(s)), None)
+        for nr in wanted:
+            template = table.by_number(nr)
+            if template is None:
+                return None
+            if template.entry and kernel.has_symbol(template.entry):
+                found.add(kernel.symbol(template.entry))
+            elif fallback is not None:
+                found.add(kernel.symbol(fallback))
+            else:
+                return None
+    return found
 
 
 def selective_plan(kernel: Kernel, entries: dict[tuple[str, int], str]) -> dict[int, TrapPoint]:

@@ -55,6 +55,11 @@ IDENTITY_POINTS = 3
 _CONFIG_HEAD = struct.Struct("<IIQQ4I4IQ3Q4III")  # struct config up to calls (112 bytes)
 _CALL = struct.Struct("<BBH")
 _RULE = struct.Struct("<BBBBIII")
+# struct handler_config, after the rule table: selective tracing at the handlers.
+MAX_HANDLERS, MAX_STUBS = 2048, 8
+PT_REGS_FIELDS = ("di", "si", "dx", "r10", "r8", "r9", "bx", "cx", "bp", "sp", "ip", "orig_ax")
+_HANDLER_HEAD = struct.Struct(f"<4IQQ{len(PT_REGS_FIELDS)}I")
+_STUB = struct.Struct("<QII")
 _RECORD = struct.Struct("<IBBBBIIQQiiii16sQ6QqQQQ")
 _REGION = struct.Struct("<QII")
 _WORD = struct.Struct("Q")  # one shared 64-bit word, native and aligned (see _set_u64)
@@ -113,6 +118,20 @@ class CaptureConfig:
     # The first kernel code of each entry path, on kernel page tables: where an entry
     # whose caller was unreadable at the instruction (KPTI) is named (at most 3).
     identity_addresses: tuple[int, ...] = ()
+    handlers: HandlerConfig | None = None  # selective: trap the handlers, not instructions
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    """Selective tracing at the selected calls' kernel handlers (``struct
+    handler_config``): calls outside the selection never enter the plugin."""
+
+    handlers: tuple[int, ...]  # handler entry addresses
+    stubs: tuple[tuple[int, int, int], ...]  # (start, MECHANISMS index, ABI index), sorted
+    stub_span: int  # a return address this far past a stub's start is not in it
+    switch_address: int  # __switch_to(prev, next)
+    regs_size: int  # sizeof(struct pt_regs)
+    regs_field: dict[str, int]  # offset in pt_regs of each of PT_REGS_FIELDS
 
 
 @dataclass
@@ -245,7 +264,26 @@ class PluginChannel:
             config.task_real_parent, config.regs_orig_ax, config.regs_ax, config.user32_cs,
             int(config.unknown_selected), config.refresh_address, *identity, *([0] * 4),
             n_rules, config.heartbeat_timeout_ms)
+        self._pack_handlers(config.handlers, rules_at + MAX_RULES * _RULE.size)
         self._publish(timeout)
+
+    def _pack_handlers(self, handlers: HandlerConfig | None, at: int) -> None:
+        if handlers is None:
+            _HANDLER_HEAD.pack_into(self._map, at, 0, 0, 0, 0, 0, 0,
+                                    *([0] * len(PT_REGS_FIELDS)))
+            return
+        if len(handlers.handlers) > MAX_HANDLERS or len(handlers.stubs) > MAX_STUBS:
+            raise ChannelError(f"the plugin takes {MAX_HANDLERS} handlers, {MAX_STUBS} stubs")
+        addresses = sorted(set(handlers.handlers))
+        _HANDLER_HEAD.pack_into(self._map, at, 1, len(addresses), len(handlers.stubs),
+                                handlers.regs_size, handlers.switch_address, handlers.stub_span,
+                                *(handlers.regs_field[name] for name in PT_REGS_FIELDS))
+        stubs_at = at + _HANDLER_HEAD.size
+        for i, stub in enumerate(sorted(handlers.stubs)):
+            _STUB.pack_into(self._map, stubs_at + i * _STUB.size, *stub)
+        table = stubs_at + MAX_STUBS * _STUB.size
+        for i, address in enumerate(addresses):
+            _WORD.pack_into(self._map, table + 8 * i, address)
 
     def disable(self, timeout: float = 2.0) -> bool:
         """Stop capture (the guest runs on untouched); False if the plugin did not confirm."""

@@ -66,6 +66,30 @@ struct call_spec { uint8_t selected; uint8_t n_rules; uint16_t first_rule; };
 #define CALL_REREAD_AT_EXIT 2u
 struct rule { uint8_t when, how, arg, len_arg; uint32_t max; uint32_t count; uint32_t reserved; };
 
+/*
+ * Selective tracing at the selected calls' kernel handlers (__x64_sys_openat(regs), ...)
+ * instead of at every syscall instruction: calls outside the selection never enter the
+ * plugin. The handler reads the call from pt_regs; the entry stub the CPU arrived at (hence
+ * the mechanism and ABI) is the one the return address just below pt_regs points into.
+ */
+#define MAX_HANDLERS 2048
+#define MAX_STUBS 8
+/* pt_regs fields the handler reads, by index into handler_config.regs_field. */
+enum { PR_DI, PR_SI, PR_DX, PR_R10, PR_R8, PR_R9, PR_BX, PR_CX, PR_BP, PR_SP, PR_IP,
+       PR_ORIG_AX, PR_FIELDS };
+struct stub { uint64_t start; uint32_t mechanism, abi; };
+struct handler_config {
+    uint32_t enabled;            /* 0: instrument the instructions (full tracing) */
+    uint32_t n_handlers;         /* entries of handlers[], sorted */
+    uint32_t n_stubs;            /* entries of stubs[] */
+    uint32_t regs_size;          /* sizeof(struct pt_regs) */
+    uint64_t switch_address;     /* __switch_to(prev, next): whose call is in flight */
+    uint64_t stub_span;          /* a return address this far past a stub is not in it */
+    uint32_t regs_field[PR_FIELDS]; /* offsets in pt_regs (PR_FIELDS is even: no padding) */
+    struct stub stubs[MAX_STUBS];
+    uint64_t handlers[MAX_HANDLERS];
+};
+
 #define IDENTITY_POINTS 3
 struct config {
     uint32_t enabled;
@@ -81,6 +105,7 @@ struct config {
     uint32_t heartbeat_timeout_ms;
     struct call_spec calls[ABIS][MAX_NR];
     struct rule rules[MAX_RULES];
+    struct handler_config handler;
 };
 _Static_assert(__builtin_offsetof(struct config, calls) == 112, "config layout");
 _Static_assert(sizeof(struct config) <= CONFIG_SIZE, "config layout");

@@ -13,6 +13,13 @@
  *    of the opcode, so bytes that merely end in 0f 05 are never taken for a syscall;
  *  - the kernel's common syscall exit (syscall_exit_to_user_mode(struct pt_regs *regs)),
  *    whose address the tracer gives us once it knows the kernel's layout.
+ * Selective tracing instruments instead the kernel handlers of the selected calls (and
+ * the context switch, to know when a selected call is in flight on a vCPU): calls outside
+ * the selection never enter the plugin (see on_handler).
+ *
+ * Every point is armed or disarmed per vCPU through a scoreboard that QEMU tests inline
+ * (conditional callbacks), so switching capture on, off or between modes needs no
+ * re-translation, and an idle plugin costs a load and a branch per point, not a call.
  *
  * What it records is driven by the tracer's configuration (its layout: channel_layout.h; read
  * and written in Python by plugin_channel.py): which call numbers are wanted (selective
@@ -100,6 +107,20 @@ static unsigned max_vcpus;
 static struct pending pending[PENDING_SLOTS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static const char *shm_path;
+
+/* Per vCPU, which points run their callback (non-zero: armed). QEMU tests these inline. */
+struct arming {
+    uint64_t insn;    /* syscall instructions (full tracing), and the KPTI identity points */
+    uint64_t exit;    /* the exit and exec refresh points: a call may be in flight here */
+    uint64_t handler; /* the selected calls' handlers and the context switch */
+};
+static struct qemu_plugin_scoreboard *arming;
+static qemu_plugin_u64 arm_insn, arm_exit, arm_handler;
+/* The handler points translation instruments right now (a copy: cfg may change under it,
+ * and a change of this set always flushes the translated code). */
+static uint64_t handlers_now[MAX_HANDLERS];
+static uint32_t n_handlers_now;
+static uint64_t switch_now;
 
 #define SCRATCH_SIZE (256u << 10)
 
@@ -195,15 +216,60 @@ static bool config_valid(const struct config *c)
             }
         }
     }
+    const struct handler_config *h = &c->handler;
+    if (h->enabled && (h->n_handlers > MAX_HANDLERS || h->n_stubs > MAX_STUBS
+                       || h->regs_size == 0 || h->regs_size > 512)) {
+        return false;
+    }
+    for (int i = 0; h->enabled && i < PR_FIELDS; i++) {
+        if (h->regs_field[i] + 8 > h->regs_size) {
+            return false;
+        }
+    }
     return true;
+}
+
+static bool handler_mode(void)
+{
+    return cfg.enabled && cfg.handler.enabled;
+}
+
+/* Arm each vCPU's points for the configuration in effect. A selective trace arms its exit
+ * per vCPU only while a selected call is in flight there (on_handler, on_switch). */
+static void arm_all(void)
+{
+    bool full = cfg.enabled && !cfg.handler.enabled;
+    for (unsigned i = 0; i < max_vcpus; i++) {
+        qemu_plugin_u64_set(arm_insn, i, full);
+        qemu_plugin_u64_set(arm_exit, i, full);
+        qemu_plugin_u64_set(arm_handler, i, handler_mode());
+    }
+}
+
+/* Make every vCPU run its next syscall instruction's callback, which takes a new
+ * configuration (and may flush translated code: only a vCPU may ask for that). */
+static void wake_all(void)
+{
+    for (unsigned i = 0; i < max_vcpus; i++) {
+        qemu_plugin_u64_set(arm_insn, i, 1);
+    }
+}
+
+static bool same_handlers(const struct config *c)
+{
+    uint32_t n = c->handler.enabled ? c->handler.n_handlers : 0;
+    return n == n_handlers_now
+           && memcmp(c->handler.handlers, handlers_now, n * sizeof(uint64_t)) == 0
+           && (c->handler.enabled ? c->handler.switch_address : 0) == switch_now;
 }
 
 /*
  * The tracer writes the whole configuration, then bumps config_gen; we copy it once and
- * acknowledge. A new exit address needs the translated code flushed so that the exit
- * point gets (or loses) its callback: qemu_plugin_reset does that, asynchronously.
+ * acknowledge. A change of the points to instrument needs the translated code flushed:
+ * qemu_plugin_reset does that, asynchronously, and only a vCPU may call it; the watcher
+ * thread (can_flush false) takes every other change itself and wakes the vCPUs for those.
  */
-static void check_config(void)
+static void check_config(bool can_flush)
 {
     uint64_t gen = __atomic_load_n(&hdr->config_gen, __ATOMIC_ACQUIRE);
     if (gen == __atomic_load_n(&hdr->applied_gen, __ATOMIC_RELAXED)) {
@@ -220,17 +286,24 @@ static void check_config(void)
                      || incoming.refresh_address != cfg.refresh_address
                      || memcmp(incoming.identity_address, cfg.identity_address,
                                sizeof(cfg.identity_address)) != 0
-                     || (incoming.enabled && !cfg.enabled);
+                     || !same_handlers(&incoming);
+        if (flush && !can_flush) {
+            wake_all();
+            pthread_mutex_unlock(&lock);
+            return;
+        }
         memcpy(&cfg, &incoming, sizeof(cfg));
         memset(pending, 0, sizeof(pending));
-        __atomic_store_n(&exit_address, cfg.enabled ? cfg.exit_address : 0,
-                         __ATOMIC_RELEASE);
-        __atomic_store_n(&refresh_address, cfg.enabled ? cfg.refresh_address : 0,
-                         __ATOMIC_RELEASE);
+        /* Instrumented whether capture is on or not: arm_all() decides what runs. */
+        __atomic_store_n(&exit_address, cfg.exit_address, __ATOMIC_RELEASE);
+        __atomic_store_n(&refresh_address, cfg.refresh_address, __ATOMIC_RELEASE);
         for (int i = 0; i < IDENTITY_POINTS; i++) {
-            __atomic_store_n(&identity_address[i], cfg.enabled ? cfg.identity_address[i] : 0,
-                             __ATOMIC_RELEASE);
+            __atomic_store_n(&identity_address[i], cfg.identity_address[i], __ATOMIC_RELEASE);
         }
+        n_handlers_now = cfg.handler.enabled ? cfg.handler.n_handlers : 0;
+        memcpy(handlers_now, cfg.handler.handlers, n_handlers_now * sizeof(uint64_t));
+        switch_now = cfg.handler.enabled ? cfg.handler.switch_address : 0;
+        arm_all();
         __atomic_store_n(&hdr->applied_gen, gen, __ATOMIC_RELEASE);
         if (flush) {
             hdr->flushes++;
@@ -262,7 +335,7 @@ static bool tracer_alive(void)
     if (cfg.enabled) {
         hdr->stale_age_ns = now - beat;
         cfg.enabled = 0;
-        __atomic_store_n(&exit_address, 0, __ATOMIC_RELEASE);
+        arm_all();
         hdr->stale_stops++;
     }
     pthread_mutex_unlock(&lock);
@@ -531,8 +604,12 @@ static void on_syscall_insn(unsigned int vcpu, void *udata)
     /* udata: the instruction's address, shifted, with the mechanism in the low bits. */
     int mechanism = (int)((uintptr_t)udata & 3);
     __atomic_add_fetch(&hdr->instructions, 1, __ATOMIC_RELAXED);
-    check_config();
-    if (!cfg.enabled || !tracer_alive()) {
+    check_config(true);
+    if (!cfg.enabled || cfg.handler.enabled) {
+        qemu_plugin_u64_set(arm_insn, vcpu, 0); /* woken for a configuration: done */
+        return;
+    }
+    if (!tracer_alive()) {
         return;
     }
     struct vcpu_state *v = vcpu_state(vcpu);
@@ -678,7 +755,11 @@ static void on_exit_point(unsigned int vcpu, void *udata)
     flush_deferred(v);
     uint64_t task;
     struct pending call;
-    if (!pending_of_current(v, true, &task, &call)) {
+    bool found = pending_of_current(v, true, &task, &call);
+    if (cfg.handler.enabled) {
+        qemu_plugin_u64_set(arm_exit, vcpu, 0); /* this task's call ends here */
+    }
+    if (!found) {
         return; /* not a call we captured: unselected, a fork child's first return, ... */
     }
     uint64_t regs = read_reg(v, R_RDI), orig_ax = 0, ax = 0;
@@ -761,6 +842,114 @@ static void on_identity_point(unsigned int vcpu, void *udata)
     }
 }
 
+/* The entry stub (mechanism, ABI) that a return address just below pt_regs points into. */
+static bool stub_of_return(uint64_t return_address, int *mechanism, int *abi)
+{
+    bool found = false;
+    for (uint32_t i = 0; i < cfg.handler.n_stubs; i++) {
+        const struct stub *s = &cfg.handler.stubs[i];
+        if (s->start <= return_address && return_address - s->start < cfg.handler.stub_span) {
+            *mechanism = (int)s->mechanism; /* stubs are sorted: the last start before it */
+            *abi = (int)s->abi;
+            found = true;
+        }
+    }
+    return found;
+}
+
+/*
+ * A selected call's handler, __x64_sys_NAME(const struct pt_regs *regs) or __ia32_sys_NAME:
+ * the call as the kernel saved it (number in orig_ax, arguments as the ABI passes them,
+ * the 32-bit fast paths' sixth argument already fetched from the user stack), the caller
+ * on kernel page tables (KPTI or not). The record is the one the instruction would have
+ * made; its exit is armed on this vCPU until the call returns.
+ */
+static void on_handler(unsigned int vcpu, void *udata)
+{
+    (void)udata;
+    check_config(true);
+    if (!handler_mode() || !tracer_alive()) {
+        return;
+    }
+    struct vcpu_state *v = vcpu_state(vcpu);
+    const struct handler_config *h = &cfg.handler;
+    uint64_t regs = read_reg(v, R_RDI), return_address = 0, field[PR_FIELDS];
+    uint8_t frame[512];
+    bool unused = false;
+    int mechanism = MECH_NONE, abi = ABI_X86_64;
+    if (read_guest(v, regs, frame, h->regs_size, false, &unused) != h->regs_size
+        || !read_u64(v, regs - 8, &return_address)
+        || !stub_of_return(return_address, &mechanism, &abi)) {
+        return; /* not called from a system-call entry (or pt_regs unreadable) */
+    }
+    for (int i = 0; i < PR_FIELDS; i++) {
+        memcpy(&field[i], frame + h->regs_field[i], 8);
+    }
+    uint64_t nr = field[PR_ORIG_AX];
+    if (abi == ABI_I386) {
+        nr &= 0xffffffffu;
+    }
+    bool known = nr < MAX_NR;
+    if (known ? !(cfg.calls[abi][nr].selected & CALL_SELECTED) : !cfg.unknown_selected) {
+        return; /* a handler shared with unselected numbers (sys_ni_syscall, aliases) */
+    }
+    struct builder b;
+    struct record *r = start_record(v, &b, TYPE_ENTRY, vcpu, abi);
+    r->mechanism = (uint8_t)mechanism;
+    r->nr = nr;
+    r->pc = field[PR_IP]; /* where the call returns to: its instruction ends there */
+    r->sp = field[PR_SP];
+    r->cr3 = read_reg(v, R_CR3);
+    static const int regs64[6] = {PR_DI, PR_SI, PR_DX, PR_R10, PR_R8, PR_R9};
+    static const int regs32[6] = {PR_BX, PR_CX, PR_DX, PR_SI, PR_DI, PR_BP};
+    for (int i = 0; i < 6; i++) {
+        r->args[i] = abi == ABI_X86_64 ? field[regs64[i]] : field[regs32[i]] & 0xffffffffu;
+    }
+    if (abi == ABI_I386) {
+        r->sp &= 0xffffffffu;
+    }
+    read_identity(v, current_task(v, false), r);
+    uint32_t missing = 0;
+    if (known) {
+        missing = apply_rules(&b, nr, WHEN_ENTRY, r->args, 0, r->sp, 0);
+        if (missing) {
+            r->flags |= FLAG_RETRY_AT_EXIT;
+        }
+    }
+    finish_record(&b);
+    put_entry(&b, missing);
+    qemu_plugin_u64_set(arm_exit, vcpu, 1);
+}
+
+/* __switch_to(prev, next): from here on this vCPU runs `next`; its exit (and exec
+ * refresh) points matter only if it has a selected call in flight. */
+static void on_switch(unsigned int vcpu, void *udata)
+{
+    (void)udata;
+    struct vcpu_state *v = vcpu_state(vcpu);
+    uint64_t next = read_reg(v, R_RSI);
+    pthread_mutex_lock(&lock);
+    struct pending *p = pending_slot(next, false);
+    bool in_flight = p && p->live;
+    pthread_mutex_unlock(&lock);
+    qemu_plugin_u64_set(arm_exit, vcpu, in_flight);
+}
+
+static bool is_handler(uint64_t vaddr)
+{
+    uint32_t n = n_handlers_now < MAX_HANDLERS ? n_handlers_now : MAX_HANDLERS;
+    uint32_t low = 0, high = n;
+    while (low < high) { /* handlers_now is sorted */
+        uint32_t mid = (low + high) / 2;
+        if (handlers_now[mid] < vaddr) {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    return low < n && handlers_now[low] == vaddr;
+}
+
 /* ---- translation ---------------------------------------------------------------------- */
 
 static bool legacy_prefix(uint8_t byte)
@@ -798,6 +987,13 @@ static int classify(const uint8_t *bytes, size_t size)
     return MECH_NONE;
 }
 
+static void armed_cb(struct qemu_plugin_insn *insn, qemu_plugin_vcpu_udata_cb_t cb,
+                     qemu_plugin_u64 armed)
+{
+    qemu_plugin_register_vcpu_insn_exec_cond_cb(insn, cb, QEMU_PLUGIN_CB_R_REGS,
+                                                QEMU_PLUGIN_COND_NE, armed, 0, NULL);
+}
+
 static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     (void)id;
@@ -809,13 +1005,19 @@ static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         size_t size = qemu_plugin_insn_size(insn);
         uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
         if (exit_at && vaddr == exit_at) {
-            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_exit_point,
-                                                   QEMU_PLUGIN_CB_R_REGS, NULL);
+            armed_cb(insn, on_exit_point, arm_exit);
             continue;
         }
         if (refresh_at && vaddr == refresh_at) {
-            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_refresh_point,
-                                                   QEMU_PLUGIN_CB_R_REGS, NULL);
+            armed_cb(insn, on_refresh_point, arm_exit);
+            continue;
+        }
+        if (switch_now && vaddr == switch_now) {
+            armed_cb(insn, on_switch, arm_handler);
+            continue;
+        }
+        if (n_handlers_now && is_handler(vaddr)) {
+            armed_cb(insn, on_handler, arm_handler);
             continue;
         }
         bool identity = false;
@@ -824,8 +1026,7 @@ static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             identity |= at && vaddr == at;
         }
         if (identity) {
-            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_identity_point,
-                                                   QEMU_PLUGIN_CB_R_REGS, NULL);
+            armed_cb(insn, on_identity_point, arm_insn);
             continue;
         }
         if (size < 2 || size > 15) {
@@ -834,8 +1035,9 @@ static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         uint8_t bytes[15];
         int mechanism = classify(bytes, qemu_plugin_insn_data(insn, bytes, size));
         if (mechanism != MECH_NONE) {
-            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_syscall_insn, QEMU_PLUGIN_CB_R_REGS,
-                                                   (void *)(uintptr_t)(vaddr << 2 | mechanism));
+            qemu_plugin_register_vcpu_insn_exec_cond_cb(
+                insn, on_syscall_insn, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_COND_NE, arm_insn, 0,
+                (void *)(uintptr_t)(vaddr << 2 | mechanism));
         }
     }
 }
@@ -844,7 +1046,7 @@ static void on_idle(qemu_plugin_id_t id, unsigned int vcpu)
 {
     (void)id;
     (void)vcpu;
-    check_config(); /* an idle guest makes no calls: take a new configuration here too */
+    check_config(true); /* an idle guest makes no calls: take a new configuration here too */
 }
 
 static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu)
@@ -880,6 +1082,25 @@ static void on_exit_qemu(qemu_plugin_id_t id, void *userdata)
     if (hdr) {
         __atomic_store_n(&hdr->qemu_exited, 1, __ATOMIC_RELEASE);
     }
+}
+
+/*
+ * With nothing armed, no callback runs: a configuration (or a tracer gone silent) must be
+ * noticed without one. Every few milliseconds: take a new configuration that needs no
+ * flush, or wake the vCPUs for one that does; stop capture whose tracer went silent.
+ */
+static void *watch(void *unused)
+{
+    (void)unused;
+    for (;;) {
+        struct timespec pause = {0, 5 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        check_config(false);
+        if (cfg.enabled) {
+            tracer_alive();
+        }
+    }
+    return NULL;
 }
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info,
@@ -932,6 +1153,16 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     __atomic_thread_fence(__ATOMIC_RELEASE);
     memcpy(hdr->magic, MAGIC, 8); /* last: a reader that sees the magic sees the rest */
     plugin_id = id;
+    arming = qemu_plugin_scoreboard_new(sizeof(struct arming));
+    arm_insn = (qemu_plugin_u64){arming, offsetof(struct arming, insn)};
+    arm_exit = (qemu_plugin_u64){arming, offsetof(struct arming, exit)};
+    arm_handler = (qemu_plugin_u64){arming, offsetof(struct arming, handler)};
+    pthread_t watcher;
+    if (pthread_create(&watcher, NULL, watch, NULL) != 0) {
+        fprintf(stderr, "xenhpt_capture: cannot start its watcher thread\n");
+        return -1;
+    }
+    pthread_detach(watcher);
     qemu_plugin_register_vcpu_init_cb(id, on_vcpu_init);
     qemu_plugin_register_atexit_cb(id, on_exit_qemu, NULL);
     install_callbacks(id);
