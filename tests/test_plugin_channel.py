@@ -185,3 +185,35 @@ def test_one_tracer_at_a_time(tmp_path: Path) -> None:
     second.claim()
     second.release()
     assert second._u64(280) == 0
+
+
+def test_the_spool_copies_the_ring_and_hands_out_whole_records(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """The live trace decodes from a spool file the ring is copied into; records come
+    out whole and in order however the reads are cut, the ring is emptied as it is
+    copied (so it cannot fill because of the decoder), and the file is removed when all
+    was decoded, kept (a capture file that `xenhpt decode` reads) when not."""
+    from xenhpt.tracer.spool import Spool
+
+    monkeypatch.setenv("XENHPT_SPOOL_DIR", str(tmp_path))
+    path = tmp_path / "cap"
+    make_file(path, ring_size=1 << 16)
+    channel = pc.PluginChannel(path)
+    blobs = [record_bytes(1, nr, [(0x1000, pc.REGION_TERMINATED, b"x" * nr + b"\0")])
+             for nr in range(1, 40)]
+    ring = b"".join(blobs)
+    put(path, 0, len(ring), ring)
+    spool = Spool(channel, b'{"header": 1}\n')
+    assert spool.copy_once() == len(blobs)
+    assert channel.pending_records() == 0  # the ring is free again
+    taken = []
+    while data := spool.take(300):  # smaller than most records: each still comes whole
+        taken += [raw.nr for raw in pc.parse_records(data)]
+    assert taken == list(range(1, 40)) and not spool.backlog()
+    kept = spool.close(keep=True)
+    assert kept is not None and kept.read_bytes() == b'{"header": 1}\n' + ring
+    spool = Spool(channel, b"{}\n")
+    spool.finish_copy()
+    assert spool.close(keep=False) is None
+    assert list(tmp_path.glob("xenhpt-spool-*")) == [kept]
+    channel.close()

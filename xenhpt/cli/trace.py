@@ -345,9 +345,15 @@ def _report(target: str, verbose: bool, tree: bool, engine: SyscallEngine | None
     if report is not None and report.dropped:
         click.echo(f"xenhpt: warning: the capture plugin dropped {report.dropped} records "
                    "(its ring was full): those calls are missing or unfinished", err=True)
-    if report is not None and report.undecoded:
+    if report is not None and report.undecoded and report.kept is not None:
+        click.echo(f"xenhpt: warning: {report.undecoded} captured records were not decoded "
+                   f"when the trace ended; the whole capture is kept in {report.kept} "
+                   f"('xenhpt decode {report.kept}' prints it)", err=True)
+    elif report is not None and report.undecoded:
         click.echo(f"xenhpt: warning: {report.undecoded} captured records were still in the "
                    "ring when the trace ended and were not decoded", err=True)
+    if report is not None and report.error is not None and report.kept is None:
+        click.echo(f"xenhpt: warning: {report.error}", err=True)
     if writer.lost_bytes and writer.error is None:
         click.echo(f"xenhpt: warning: {writer.lost_bytes} bytes of output were not written",
                    err=True)

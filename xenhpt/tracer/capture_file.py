@@ -49,8 +49,18 @@ class CaptureFileError(XenhptError):
     """A capture file is missing, not one, or of another version."""
 
 
+def file_header(kernel: Kernel, string_limit: int, engine: SyscallEngine, tasks: list[Task]
+                ) -> bytes:
+    """A capture file's first line: what the trace started from."""
+    header = {"type": FORMAT, "version": VERSION, "profile": kernel.profile.path.name,
+              "layout": LAYOUT_VERSION, **starting_point(string_limit, engine.filter, tasks)}
+    return json.dumps(header).encode() + b"\n"
+
+
 class SavingCapture(PluginCapture):
     """The plugin source, saving the ring's bytes to a file instead of decoding them."""
+
+    spooling = False  # the file is written here, at ring speed, with nothing to decode
 
     def __init__(self, channel: PluginChannel, kernel: Kernel, engine: SyscallEngine,
                  target: Target, string_limit: int, numbers: dict[str, set[int]] | None,
@@ -61,10 +71,7 @@ class SavingCapture(PluginCapture):
         self.saved = 0
         self.error: str | None = None
         self.description = f"capture plugin, saving to {getattr(out, 'name', 'a file')}"
-        header = {"type": FORMAT, "version": VERSION, "profile": kernel.profile.path.name,
-                  "layout": LAYOUT_VERSION,
-                  **starting_point(string_limit, engine.filter, tasks)}
-        out.write(json.dumps(header).encode() + b"\n")
+        out.write(file_header(kernel, string_limit, engine, tasks))
 
     def run(self, should_stop: Callable[[], bool], poll: float = 0.005) -> None:
         super().run(lambda: should_stop() or self.error is not None, poll)

@@ -16,7 +16,7 @@ from ..linux.tasks import Task
 from ..vmi.qemu.plugin_channel import PluginChannel
 from ..vmi.target import Target
 from .capture import BreakpointCapture
-from .capture_file import SavingCapture
+from .capture_file import SavingCapture, file_header
 from .engine import SyscallEngine
 from .plugin_capture import PluginCapture, build_config
 from .source import CaptureSource
@@ -59,6 +59,7 @@ def choose_source(target: Target, kernel: Kernel, engine: SyscallEngine,
                              numbers, tasks or [], save_to)
     if plugin_file is not None:
         return PluginCapture(PluginChannel(plugin_file), kernel, engine, target,
-                             build_config(kernel, numbers, string_limit), string_limit)
+                             build_config(kernel, numbers, string_limit), string_limit,
+                             file_header(kernel, string_limit, engine, tasks or []))
     points = full_plan(kernel) if numbers is None else selected_handlers(kernel, numbers)
     return BreakpointCapture(target, kernel, points, engine)

@@ -42,11 +42,13 @@ from ..vmi.qemu.plugin_channel import (
     HandlerConfig,
     PluginChannel,
     Rule,
+    parse_records,
 )
 from ..vmi.target import Target
 from .engine import EXEC_CALLS, SyscallEngine
 from .plugin_records import RecordFeeder
 from .source import STOP_GRACE_SECONDS, CaptureReport
+from .spool import Spool
 from .trappoints import (
     EXEC_REFRESH,
     EXIT_FUNCTION,
@@ -144,10 +146,18 @@ class PluginStats:
 
 
 class PluginCapture:
-    """Reads the plugin's ring and feeds the engine; the guest never stops for us."""
+    """Reads the plugin's ring and feeds the engine; the guest never stops for us.
+
+    The ring is copied to a spool file as it fills (``spool.py``) and decoded from there:
+    however far the decoder falls behind a syscall storm, the ring does not fill because
+    of it, and what a trace ended before decoding stays in that file.
+    """
+
+    spooling = True
 
     def __init__(self, channel: PluginChannel, kernel: Kernel, engine: SyscallEngine,
-                 target: Target, config: CaptureConfig, string_limit: int = 32) -> None:
+                 target: Target, config: CaptureConfig, string_limit: int = 32,
+                 file_header: bytes = b"") -> None:
         self.channel = channel
         self.kernel = kernel
         self.engine = engine
@@ -158,6 +168,8 @@ class PluginCapture:
         self.feeder = RecordFeeder(engine, target.read_virtual)
         self._start: ChannelCounters | None = None
         self._started = False
+        self._file_header = file_header  # the spool file's first line (capture_file.py)
+        self.spool: Spool | None = None
         self.description = "capture plugin"
         self.plugin_file = channel.path
 
@@ -170,6 +182,9 @@ class PluginCapture:
         self._start = self.channel.counters()
         self.channel.configure(self.config)
         self._started = True
+        if self.spooling:
+            self.spool = Spool(self.channel, self._file_header)
+            self.spool.start()
 
     def select(self, numbers: dict[str, set[int]] | None) -> None:
         """The plugin takes a new call table at the guest's next call (it filters there)."""
@@ -187,29 +202,38 @@ class PluginCapture:
                 # (TargetGone); nothing stops the guest while it runs with no breakpoint.
                 self.target.wait_for_trap(timeout=poll)
 
-    def drain_batch(self, limit: int = 2048) -> int:
-        """Hand up to ``limit`` records of the ring to the engine; how many there were."""
-        self.channel.heartbeat()
-        batch = self.channel.read(limit)
-        if batch:
+    def drain_batch(self, limit: int = 512 << 10) -> int:
+        """Hand about ``limit`` bytes of spooled records to the engine; how many records."""
+        assert self.spool is not None
+        data = self.spool.take(limit)
+        count = 0
+        if data:
             # Late reads see the guest as it is now, not a cached old mapping.
             self.target.flush_translations()
-            for raw in batch:
+            for raw in parse_records(data):
                 self.feeder.feed(raw)
+                count += 1
         self._update_counters()
-        return len(batch)
+        return count
 
     def stop(self, give_up: Callable[[], bool], grace: float | None = STOP_GRACE_SECONDS
              ) -> CaptureReport:
         """Switch capture off in the plugin, decode what the ring holds for at most
         ``grace`` seconds (None: all of it) or until ``give_up()``, count what is left."""
         confirmed = self.channel.disable() if self._started else True
+        if self.spool is not None:
+            self.spool.finish_copy()  # everything the plugin wrote is in the file now
         if confirmed:
             deadline = None if grace is None else time.monotonic() + grace
             while (deadline is None or time.monotonic() < deadline) and not give_up():
                 if not self.drain_batch():
                     break
-        self.stats.undecoded = self.channel.pending_records()
+        kept = None
+        if self.spool is not None:
+            self.stats.undecoded = self.spool.records - self.feeder.records
+            kept = self.spool.close(keep=self.stats.undecoded > 0)
+        else:
+            self.stats.undecoded = self.channel.pending_records()
         self.feeder.finish()
         self._update_counters()
         self.channel.release()
@@ -217,7 +241,8 @@ class PluginCapture:
         f = self.feeder
         return CaptureReport("plugin", events=self._events(), unknown_task=f.unknown_task,
                              dropped=self.stats.dropped, undecoded=self.stats.undecoded,
-                             late_reads=f.late_reads, confirmed=confirmed)
+                             late_reads=f.late_reads, confirmed=confirmed, kept=kept,
+                             error=self.spool.error if self.spool is not None else None)
 
     def _events(self) -> int:
         """Records taken from the ring (the -v count)."""

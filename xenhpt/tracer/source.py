@@ -31,6 +31,8 @@ class CaptureReport:
     late_reads: int = 0  # decoder reads the capture did not foresee (served live)
     confirmed: bool = True  # the source confirmed it stopped (False: the guest is gone?)
     error: str | None = None  # the source's own output failed (a capture file's disk)
+    # Where the undecoded records are kept (a capture file for `xenhpt decode`), if any.
+    kept: Path | None = None
 
 
 class CaptureSource(Protocol):

@@ -163,7 +163,7 @@ class RawRecord:
 class ChannelCounters:
     records: int  # written by the plugin since QEMU started
     dropped: int  # lost to a full ring
-    instructions: int  # syscall instructions executed (traced or not)
+    instructions: int  # syscall instructions that entered the plugin (full tracing)
     read_failures: int
     stale_stops: int
     flushes: int

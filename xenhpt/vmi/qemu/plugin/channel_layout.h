@@ -32,7 +32,7 @@ struct header {
     uint64_t records;       /* records written */
     uint64_t dropped;       /* records dropped because the ring was full */
     uint64_t applied_gen;   /* the configuration generation in effect */
-    uint64_t instructions;  /* syscall instructions executed, traced or not */
+    uint64_t instructions;  /* syscall instructions whose callback ran (armed: full trace) */
     uint64_t read_failures; /* guest reads that failed (unmapped pages) */
     uint64_t stale_stops;   /* times capture stopped because the tracer went silent */
     uint64_t flushes;       /* code-cache flushes to (un)instrument the exit point */
