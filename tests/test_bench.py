@@ -225,7 +225,7 @@ def test_the_table_has_one_row_per_workload_and_condition() -> None:
     rows = stats.table(stats.summarise(runs, BASELINES, UNITS)).splitlines()
     assert rows[0].startswith("| workload | condition |") and len(rows) == 4
     assert rows[3] == ("| syscall | traced | 100.00 [100.00–100.00] | loops/s | "
-                       "10.00 [10.00–10.00] | 2.00 | 100 | 2.000 |  |")
+                       "10.00 [10.00–10.00] | 2.00 |  | 100 | 2.000 |  |")
 
 
 # -- on the lab guest ----------------------------------------------------------------------
@@ -256,12 +256,14 @@ def test_quick_benchmark_prints_the_table_and_json(tmp_path: Path) -> None:
     document = json.loads(results.read_text())
     conditions = {"untraced", "xenhpt-full", "xenhpt-selective", "strace-full",
                   "strace-selective", "plugin-untraced", "xenhpt-plugin-full",
-                  "xenhpt-plugin-selective", "xenhpt-plugin-save"}
+                  "xenhpt-plugin-selective", "xenhpt-plugin-save", "qemu10-untraced"}
     assert set(document["summary"]) == {"syscall", "shell", "arithmetic", "spawn"}
     for workload, by_condition in document["summary"].items():
         assert set(by_condition) == conditions, workload
         assert by_condition["xenhpt-full"]["traps_per_s"]["median"] > 0
         assert "dropped_total" in by_condition["xenhpt-plugin-full"]  # the report was read
+        # The plugin's conditions are also measured against QEMU 10 without the plugin.
+        assert by_condition["xenhpt-plugin-full"]["plain_ratio"]["median"] > 0
         for condition in conditions:
             row = next(line for line in done.stdout.splitlines()
                        if line.startswith(f"| {workload} | {condition} |"))
@@ -271,3 +273,6 @@ def test_quick_benchmark_prints_the_table_and_json(tmp_path: Path) -> None:
     # The saved syscall storm was decoded, and said how fast.
     assert [d["records"] > 0 and d["records_per_s"] > 0 for d in document["saved_decodes"]] \
         == [True]
+    # The storm with the default ring: nothing dropped, every record decoded.
+    storm = document["plugin_storm"]
+    assert storm["dropped"] == 0 and storm["records"] >= 2 * storm["loop_calls"], storm

@@ -59,10 +59,13 @@ def ratio(base: float, score: float) -> float:
     return base / score if score > 0 else float("inf")
 
 
-def summarise(runs: list[Run], baselines: Mapping[str, str], units: Mapping[str, str]
+def summarise(runs: list[Run], baselines: Mapping[str, str], units: Mapping[str, str],
+              plain: Mapping[str, str] | None = None
               ) -> dict[str, dict[str, dict[str, object]]]:
     """``summary[workload][condition]``: scores, ratios against ``baselines[condition]`` (the
-    untraced condition of the same lab, same repetition), and the tracer-side numbers."""
+    untraced condition of the same lab, same repetition), and the tracer-side numbers;
+    ``plain[condition]``, if given, is a second baseline from another lab (QEMU without
+    the plugin) and gives ``plain_ratio``."""
     by: dict[tuple[str, str, int], Run] = {(r.workload, r.condition, r.repetition): r
                                            for r in runs}
     summary: dict[str, dict[str, dict[str, object]]] = {}
@@ -80,6 +83,10 @@ def summarise(runs: list[Run], baselines: Mapping[str, str], units: Mapping[str,
                 "guest_ratio": spread([ratio(b.guest_score, r.guest_score)
                                        for b, r in zip(bases, mine, strict=True) if b]),
             }
+            if plain and condition in plain:
+                others = [by.get((workload, plain[condition], r.repetition)) for r in mine]
+                entry["plain_ratio"] = spread([ratio(b.wall_score, r.wall_score)
+                                               for b, r in zip(others, mine, strict=True) if b])
             traced = [r for r in mine if r.traps is not None]
             if traced:
                 entry["traps_per_s"] = spread([r.traps / r.trace_seconds for r in traced
@@ -111,9 +118,9 @@ def _range(values: Spread, digits: int = 2) -> str:
 def table(summary: dict[str, dict[str, dict[str, object]]]) -> str:
     """The summary as a Markdown table, one row per workload × condition."""
     lines = ["| workload | condition | score, wall clock: median [min–max] | unit | "
-             "ratio (wall) median [min–max] | ratio (guest clock) | traps/s | "
-             "tracer CPU ms/trap | dropped |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "ratio (wall) median [min–max] | ratio (guest clock) | vs QEMU 10 without plugin "
+             "| traps/s | tracer CPU ms/trap | dropped |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for workload, conditions in summary.items():
         for condition, e in conditions.items():
             traps = e.get("traps_per_s")
@@ -121,6 +128,7 @@ def table(summary: dict[str, dict[str, dict[str, object]]]) -> str:
             lines.append(
                 f"| {workload} | {condition} | {_range(e['wall_score'])} | {e['unit']} | "
                 f"{_range(e['ratio'])} | {_fmt(e['guest_ratio']['median'])} | "
+                f"{_range(e['plain_ratio']) if 'plain_ratio' in e else ''} | "
                 f"{_fmt(traps['median'], 0) if traps else ''} | "
                 f"{_fmt(cpu['median'], 3) if cpu else ''} | {e.get('dropped_total', '')} |")
     return "\n".join(lines)

@@ -52,7 +52,9 @@ def prepare(quiet: bool, no_plugin: bool) -> None:
               show_default=True,
               help="How 'xenhpt trace lab' captures calls: breakpoints through the gdbstub "
                    "(system QEMU), or the in-VMM plugin (QEMU 10 from bookworm-backports, "
-                   "fetched into the cache once).")
+                   "fetched into the cache once); qemu10: QEMU 10 without the plugin, "
+                   "traced through its gdbstub (the baseline the plugin's cost is measured "
+                   "against).")
 @click.option("--ring-mib", default=machine.DEFAULT_RING_MIB, show_default=True,
               help="Size of the plugin's record ring (a power of two).")
 @click.option("--append", "extra_append", default="", metavar="WORDS",
