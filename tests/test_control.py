@@ -41,6 +41,11 @@ class Source:
             raise BadUsage("this source cannot")
         self.selected.append(numbers)
 
+    def refilter(self) -> None:
+        if self.refuse:
+            raise BadUsage("this source cannot")
+        self.selected.append("refilter")
+
 
 def control(numbers: dict[str, set[int]] | None, source: Source | None = None
             ) -> TraceControl:
@@ -85,7 +90,13 @@ def test_pause_resume_and_the_pid_filter() -> None:
     c.apply({"command": "resume"})
     assert c.engine.filter.wants_call("x86_64", OPENAT)
     assert c.apply({"command": "filter", "pids": [412]})["pids"] == [412]
+    assert c.source.selected == ["refilter"]  # the plugin filters tasks too
     assert c.apply({"command": "filter", "pids": []})["pids"] is None
+    # A source that cannot change its task filter: one error, the filter as it was.
+    c = control(None, Source(refuse=True))
+    with pytest.raises(BadUsage, match="cannot"):
+        c.apply({"command": "filter", "pids": [412]})
+    assert c.engine.filter.pids is None
 
 
 def test_the_socket_answers_from_the_tracers_loop(tmp_path: Path) -> None:

@@ -217,3 +217,19 @@ def test_the_spool_copies_the_ring_and_hands_out_whole_records(tmp_path: Path,
     assert spool.close(keep=False) is None
     assert list(tmp_path.glob("xenhpt-spool-*")) == [kept]
     channel.close()
+
+
+def test_the_plugin_gets_the_task_filter_of_the_trace() -> None:
+    """-p / --comm / -f go to the plugin as the tracer's CallFilter holds them (the C side
+    applies them in CallFilter.wants_task's order); a filter the plugin cannot hold (more
+    pids than it has room for) stays the tracer's alone."""
+    from xenhpt.tracer.engine import CallFilter
+    from xenhpt.tracer.plugin_capture import plugin_task_filter
+
+    assert plugin_task_filter(None) is None
+    assert plugin_task_filter(CallFilter(follow=True)) is None  # every task: no filter
+    assert plugin_task_filter(CallFilter(pids={9, 3}, follow=True)) == pc.TaskFilter(
+        (3, 9), None, True)
+    assert plugin_task_filter(CallFilter(comm=b"sh")) == pc.TaskFilter((), b"sh", False)
+    too_many = set(range(1, pc.MAX_FILTER_PIDS + 2))
+    assert plugin_task_filter(CallFilter(pids=too_many)) is None

@@ -43,6 +43,9 @@ LAYOUT = [
      ["enabled", "n_handlers", "n_stubs", "regs_size", "switch_address", "stub_span",
       *(f"regs_field[{i}]" for i in range(len(pc.PT_REGS_FIELDS)))]),
     ("stub", pc._STUB, 0, ["start", "mechanism", "abi"]),
+    ("task_filter", pc._TASK_FILTER, 0,
+     ["enabled", "follow", "n_pids", "use_comm", "comm",
+      *(f"pids[{i}]" for i in range(pc.MAX_FILTER_PIDS))]),
     ("rule", pc._RULE, 0, ["when", "how", "arg", "len_arg", "max", "count", "reserved"]),
     ("record", pc._RECORD, 0,
      ["size", "type", "abi", "mechanism", "n_regions", "vcpu", "flags", "ts_ns", "task",
@@ -54,7 +57,7 @@ LAYOUT = [
 # Whole structs whose size the Python side relies on (a record's regions follow it, the
 # rule table follows the call table, ...).
 WHOLE = {"call_spec": pc._CALL, "rule": pc._RULE, "record": pc._RECORD,
-         "region": pc._REGION, "stub": pc._STUB}
+         "region": pc._REGION, "stub": pc._STUB, "task_filter": pc._TASK_FILTER}
 # Single words the tracer reads or writes at a fixed offset of the header.
 WORDS = {"head": pc._HEAD, "applied_gen": pc._APPLIED_GEN, "tail": pc._TAIL,
          "config_gen": pc._CONFIG_GEN, "heartbeat_ns": pc._HEARTBEAT,
@@ -77,6 +80,7 @@ CONSTANTS = {
     "MECH_SYSENTER": pc.MECHANISMS.index("sysenter"),
     "MECH_INT80": pc.MECHANISMS.index("int80"),
     "MAX_HANDLERS": pc.MAX_HANDLERS, "MAX_STUBS": pc.MAX_STUBS,
+    "MAX_FILTER_PIDS": pc.MAX_FILTER_PIDS, "CALL_FORKS": pc.CALL_FORKS,
     "PR_FIELDS": len(pc.PT_REGS_FIELDS),
     **{f"PR_{name.upper()}": i for i, name in enumerate(pc.PT_REGS_FIELDS)},
 }
@@ -113,6 +117,8 @@ def c_program() -> str:
     lines.append('  printf("field config.calls %zu 0\\n", offsetof(struct config, calls));')
     lines.append('  printf("field config.rules %zu 0\\n", offsetof(struct config, rules));')
     lines.append('  printf("field config.handler %zu 0\\n", offsetof(struct config, handler));')
+    lines.append('  printf("field config.tasks %zu 0\\n", offsetof(struct config, tasks));')
+    lines.append('  printf("sizeof handler_config %zu\\n", sizeof(struct handler_config));')
     lines.append('  printf("field handler_config.stubs %zu 0\\n", '
                  'offsetof(struct handler_config, stubs));')
     lines.append('  printf("field handler_config.handlers %zu 0\\n", '
@@ -172,6 +178,10 @@ def test_whole_structs_have_the_size_python_steps_by(c_layout) -> None:
     assert c_layout["field handler_config.stubs"][0] == pc._HANDLER_HEAD.size
     assert c_layout["field handler_config.handlers"][0] == (
         pc._HANDLER_HEAD.size + pc.MAX_STUBS * pc._STUB.size)
+    # ... and the task filter right after it.
+    assert c_layout["sizeof handler_config"] == (pc._HANDLER_CONFIG_SIZE,)
+    assert c_layout["field config.tasks"][0] == (
+        c_layout["field config.handler"][0] + pc._HANDLER_CONFIG_SIZE)
 
 
 def test_the_words_the_tracer_reads_and_writes_are_at_the_headers_offsets(c_layout) -> None:

@@ -137,6 +137,26 @@ def test_unselected_calls_never_enter_the_plugin(plugin_lab: machine.LabState,
     assert opened, "the openat after the loop was not traced"
 
 
+def test_dash_p_filters_in_the_plugin(plugin_lab: machine.LabState) -> None:
+    """-p is applied in the plugin too: a syscall loop in another process writes no
+    records (the plugin drops its calls before copying anything), while the traced
+    process's own calls still come through."""
+    # A shell that makes a few calls a second of its own (its sleeps are children).
+    shell = guest("sh -c 'echo $$; while :; do read x < /dev/null; sleep 1; done'"
+                  " > /tmp/dash-p.pid 2>&1 & sleep 1; cat /tmp/dash-p.pid").split()[0]
+    trace = checks.Trace("-p", shell, "--json")
+    time.sleep(2)
+    before = _records_written(plugin_lab)
+    said = guest("/opt/xenhpt/bin/bench_syscall 1", timeout=120)
+    loops = int(re.search(r"count=(\d+)", said).group(1))
+    written = _records_written(plugin_lab) - before
+    guest(f"kill {shell}")
+    out, _ = trace.interrupt()
+    assert loops > 1000 and written < loops // 100, (loops, written)
+    mine = [r for r in checks.records(out) if r.get("pid") == int(shell)]
+    assert mine, "the -p process's own calls were not traced"
+
+
 def test_a_running_trace_is_steered(plugin_lab: machine.LabState, tmp_path: Path) -> None:
     # With the plugin, add/remove write a new call table that it takes at the next call.
     checks.test_a_running_trace_is_steered_from_its_control_socket(plugin_lab, tmp_path)

@@ -72,6 +72,9 @@ class BreakpointCapture:
             self.target.insert_breakpoint(address)
         self._armed = True
 
+    def refilter(self) -> None:
+        """Breakpoints trap every task alike: the engine's filter is all there is."""
+
     def select(self, numbers: dict[str, set[int]] | None) -> None:
         """A full trace traps every call already (the engine's filter does the rest); a
         selective one arms the handlers of the new selection and disarms the others."""

@@ -66,7 +66,7 @@ class SavingCapture(PluginCapture):
                  target: Target, string_limit: int, numbers: dict[str, set[int]] | None,
                  tasks: list[Task], out: BinaryIO) -> None:
         super().__init__(channel, kernel, engine, target,
-                         build_config(kernel, numbers, string_limit), string_limit)
+                         build_config(kernel, numbers, string_limit, engine.filter), string_limit)
         self.out = out
         self.saved = 0
         self.error: str | None = None
@@ -79,6 +79,10 @@ class SavingCapture(PluginCapture):
     def select(self, numbers: dict[str, set[int]] | None) -> None:
         raise BadUsage("a saved capture keeps the selection it started with (its decode "
                        "applies it); start another trace for other calls")
+
+    def refilter(self) -> None:
+        raise BadUsage("a saved capture keeps the processes it started with (its decode "
+                       "applies the filter); start another trace for others")
 
     def drain_batch(self, limit: int = 16 << 20) -> int:
         """Append up to ``limit`` bytes of the ring's records to the file."""
@@ -129,6 +133,9 @@ class SavedCapture:
         pass
 
     def select(self, numbers: dict[str, set[int]] | None) -> None:
+        raise BadUsage("a capture file's records are fixed")
+
+    def refilter(self) -> None:
         raise BadUsage("a capture file's records are fixed")
 
     def run(self, should_stop: Callable[[], bool]) -> None:

@@ -59,7 +59,8 @@ def choose_source(target: Target, kernel: Kernel, engine: SyscallEngine,
                              numbers, tasks or [], save_to)
     if plugin_file is not None:
         return PluginCapture(PluginChannel(plugin_file), kernel, engine, target,
-                             build_config(kernel, numbers, string_limit), string_limit,
+                             build_config(kernel, numbers, string_limit, engine.filter),
+                             string_limit,
                              file_header(kernel, string_limit, engine, tasks or []))
     points = full_plan(kernel) if numbers is None else selected_handlers(kernel, numbers)
     return BreakpointCapture(target, kernel, points, engine)

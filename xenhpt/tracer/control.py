@@ -61,7 +61,12 @@ class TraceControl:
             pids = request.get("pids") or []
             if not all(isinstance(p, int) and p >= 0 for p in pids):
                 raise BadUsage("filter -p takes process ids")
-            f.pids = set(pids) or None
+            before, f.pids = f.pids, set(pids) or None
+            try:
+                self.source.refilter()  # the plugin filters tasks too
+            except BadUsage:
+                f.pids = before  # a bad command changes nothing
+                raise
         else:
             raise BadUsage(f"unknown command {command!r} (one of {', '.join(COMMANDS)})")
         return {"ok": True, **self.status()}

@@ -32,6 +32,7 @@ from ..vmi.qemu.plugin_channel import (
     HOW_FIXED,
     HOW_STACK,
     HOW_STRINGS,
+    MAX_FILTER_PIDS,
     MAX_HANDLERS,
     MECHANISMS,
     PT_REGS_FIELDS,
@@ -42,10 +43,11 @@ from ..vmi.qemu.plugin_channel import (
     HandlerConfig,
     PluginChannel,
     Rule,
+    TaskFilter,
     parse_records,
 )
 from ..vmi.target import Target
-from .engine import EXEC_CALLS, SyscallEngine
+from .engine import EXEC_CALLS, FORK_CALLS, CallFilter, SyscallEngine
 from .plugin_records import RecordFeeder
 from .source import STOP_GRACE_SECONDS, CaptureReport
 from .spool import Spool
@@ -80,8 +82,9 @@ def capture_rules(template: Template, string_limit: int) -> list[Rule]:
 
 
 def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
-                 string_limit: int) -> CaptureConfig:
-    """The plugin's configuration for this kernel, selection (None: every call) and -s."""
+                 string_limit: int, call_filter: CallFilter | None = None) -> CaptureConfig:
+    """The plugin's configuration for this kernel, selection (None: every call) and -s;
+    ``call_filter``'s -p / --comm / -f, if any, are applied in the plugin too."""
     profile = kernel.profile
     current = CurrentTask(kernel)
     if current.percpu_offset is None:
@@ -100,7 +103,8 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
         unknown_selected=numbers is None,
         refresh_address=kernel.symbol(EXEC_REFRESH) if kernel.has_symbol(EXEC_REFRESH) else 0,
         identity_addresses=identity_points(kernel),
-        handlers=selective_handlers(kernel, numbers))
+        handlers=selective_handlers(kernel, numbers),
+        task_filter=plugin_task_filter(call_filter))
     for abi, index in ABI_INDEX.items():
         table = SyscallTable.load(abi)
         wanted = numbers[abi] if numbers is not None else None
@@ -109,10 +113,23 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
                 config.calls[(index, template.nr)] = capture_rules(template, string_limit)
                 if template.name in EXEC_CALLS:
                     config.reread_at_exit.add((index, template.nr))
+                if template.name in FORK_CALLS:
+                    config.forks.add((index, template.nr))
         if wanted is not None:  # numbers the table does not name are still selectable
             for nr in wanted:
                 config.calls.setdefault((index, nr), [])
     return config
+
+
+def plugin_task_filter(call_filter: CallFilter | None) -> TaskFilter | None:
+    """The tracer's -p / --comm / -f for the plugin (None: it records every task; also
+    when the pids are more than it holds, then the tracer alone filters)."""
+    if call_filter is None or (call_filter.pids is None and call_filter.comm is None):
+        return None
+    pids = tuple(sorted(call_filter.pids or ()))
+    if len(pids) > MAX_FILTER_PIDS or (call_filter.comm and len(call_filter.comm) > 15):
+        return None
+    return TaskFilter(pids, call_filter.comm, call_filter.follow)
 
 
 def selective_handlers(kernel: Kernel, numbers: dict[str, set[int]] | None
@@ -188,8 +205,13 @@ class PluginCapture:
 
     def select(self, numbers: dict[str, set[int]] | None) -> None:
         """The plugin takes a new call table at the guest's next call (it filters there)."""
-        self.config = build_config(self.kernel, numbers, self.string_limit)
+        self.config = build_config(self.kernel, numbers, self.string_limit, self.engine.filter)
         self.channel.configure(self.config)
+
+    def refilter(self) -> None:
+        """The engine's task filter changed (``control filter -p``): the plugin takes it at
+        the guest's next call."""
+        self.select(self.engine.filter.numbers)
 
     def run(self, should_stop: Callable[[], bool], poll: float = 0.005) -> None:
         if not self._started:

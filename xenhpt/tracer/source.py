@@ -51,6 +51,11 @@ class CaptureSource(Protocol):
         stopping the trace; BadUsage when this source cannot (and nothing changed)."""
         ...
 
+    def refilter(self) -> None:
+        """The engine's task filter (-p) changed: apply it where the source filters too
+        (the plugin); BadUsage when this source cannot (the caller restores the filter)."""
+        ...
+
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Capture and feed the engine until ``should_stop()`` (asked often) is true."""
         ...

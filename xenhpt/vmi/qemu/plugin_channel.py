@@ -40,7 +40,7 @@ WHEN_ENTRY, WHEN_EXIT = 1, 2
 HOW_CSTRING, HOW_FIXED, HOW_BY_ARG, HOW_BY_RET, HOW_BY_DEREF, HOW_STRINGS, HOW_STACK = range(1, 8)
 
 FLAG_TASK_UNKNOWN, FLAG_RETRY_AT_EXIT = 1, 2
-CALL_SELECTED, CALL_REREAD_AT_EXIT = 1, 2
+CALL_SELECTED, CALL_REREAD_AT_EXIT, CALL_FORKS = 1, 2, 4
 REGION_CUT = 1  # an unreadable page ended the copy
 REGION_TERMINATED = 2  # a string whose NUL was copied
 REGION_FULL = 4  # the record's size cap ended the copy
@@ -60,6 +60,10 @@ MAX_HANDLERS, MAX_STUBS = 2048, 8
 PT_REGS_FIELDS = ("di", "si", "dx", "r10", "r8", "r9", "bx", "cx", "bp", "sp", "ip", "orig_ax")
 _HANDLER_HEAD = struct.Struct(f"<4IQQ{len(PT_REGS_FIELDS)}I")
 _STUB = struct.Struct("<QII")
+# struct task_filter, after the handler configuration: -p / --comm / -f in the plugin.
+MAX_FILTER_PIDS = 64
+_TASK_FILTER = struct.Struct(f"<4I16s{MAX_FILTER_PIDS}i")
+_HANDLER_CONFIG_SIZE = _HANDLER_HEAD.size + MAX_STUBS * _STUB.size + MAX_HANDLERS * 8
 _RECORD = struct.Struct("<IBBBBIIQQiiii16sQ6QqQQQ")
 _REGION = struct.Struct("<QII")
 _WORD = struct.Struct("Q")  # one shared 64-bit word, native and aligned (see _set_u64)
@@ -119,6 +123,19 @@ class CaptureConfig:
     # whose caller was unreadable at the instruction (KPTI) is named (at most 3).
     identity_addresses: tuple[int, ...] = ()
     handlers: HandlerConfig | None = None  # selective: trap the handlers, not instructions
+    task_filter: TaskFilter | None = None  # -p / --comm / -f applied in the plugin
+    # Calls that make a child (fork, clone...): with -f, the child is followed.
+    forks: set[tuple[int, int]] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which tasks' calls the plugin records (``struct task_filter``), as the tracer's
+    CallFilter chooses them; the tracer still applies its own filter after."""
+
+    pids: tuple[int, ...] = ()  # -p (empty: any)
+    comm: bytes | None = None  # --comm
+    follow: bool = False  # -f
 
 
 @dataclass(frozen=True)
@@ -250,8 +267,9 @@ class PluginChannel:
         self._map[table:rules_at] = bytes(rules_at - table)
         index = 0
         for (abi, nr), rules in sorted(calls.items()):
-            flags = CALL_SELECTED | (CALL_REREAD_AT_EXIT if (abi, nr) in config.reread_at_exit
-                                     else 0)
+            flags = (CALL_SELECTED
+                     | (CALL_REREAD_AT_EXIT if (abi, nr) in config.reread_at_exit else 0)
+                     | (CALL_FORKS if (abi, nr) in config.forks else 0))
             _CALL.pack_into(self._map, table + (abi * MAX_NR + nr) * _CALL.size, flags,
                             len(rules), index)
             for rule in rules:
@@ -264,8 +282,20 @@ class PluginChannel:
             config.task_real_parent, config.regs_orig_ax, config.regs_ax, config.user32_cs,
             int(config.unknown_selected), config.refresh_address, *identity, *([0] * 4),
             n_rules, config.heartbeat_timeout_ms)
-        self._pack_handlers(config.handlers, rules_at + MAX_RULES * _RULE.size)
+        handlers_at = rules_at + MAX_RULES * _RULE.size
+        self._pack_handlers(config.handlers, handlers_at)
+        self._pack_task_filter(config.task_filter, handlers_at + _HANDLER_CONFIG_SIZE)
         self._publish(timeout)
+
+    def _pack_task_filter(self, tasks: TaskFilter | None, at: int) -> None:
+        if tasks is not None and len(tasks.pids) > MAX_FILTER_PIDS:
+            raise ChannelError(f"the plugin filters at most {MAX_FILTER_PIDS} pids")
+        pids = list(tasks.pids) if tasks is not None else []
+        comm = tasks.comm if tasks is not None and tasks.comm is not None else b""
+        _TASK_FILTER.pack_into(self._map, at, int(tasks is not None),
+                               int(tasks is not None and tasks.follow), len(pids),
+                               int(bool(comm)), comm[:15],
+                               *(pids + [0] * (MAX_FILTER_PIDS - len(pids))))
 
     def _pack_handlers(self, handlers: HandlerConfig | None, at: int) -> None:
         if handlers is None:

@@ -60,10 +60,12 @@ enum {
     HOW_STACK = 7,   /* max bytes at the user stack pointer (entry only) */
 };
 
-/* selected: bit 0 = capture this call; bit 1 = read the caller again at exit (exec). */
+/* selected: bit 0 = capture this call; bit 1 = read the caller again at exit (exec);
+ * bit 2 = it makes a child (fork, clone...): its return value joins a -f filter. */
 struct call_spec { uint8_t selected; uint8_t n_rules; uint16_t first_rule; };
 #define CALL_SELECTED 1u
 #define CALL_REREAD_AT_EXIT 2u
+#define CALL_FORKS 4u
 struct rule { uint8_t when, how, arg, len_arg; uint32_t max; uint32_t count; uint32_t reserved; };
 
 /*
@@ -90,6 +92,21 @@ struct handler_config {
     uint64_t handlers[MAX_HANDLERS];
 };
 
+/*
+ * -p / --comm / -f as the tracer's CallFilter applies them (tracer/engine.py), so that the
+ * plugin copies nothing for other tasks: a followed process's children are followed from
+ * their first call (the child of a wanted fork, or any task whose parent is followed).
+ */
+#define MAX_FILTER_PIDS 64
+struct task_filter {
+    uint32_t enabled;   /* 0: every task */
+    uint32_t follow;    /* -f */
+    uint32_t n_pids;    /* -p: pids[0..n_pids) (0: any pid) */
+    uint32_t use_comm;  /* --comm: comm */
+    char comm[16];
+    int32_t pids[MAX_FILTER_PIDS];
+};
+
 #define IDENTITY_POINTS 3
 struct config {
     uint32_t enabled;
@@ -106,6 +123,7 @@ struct config {
     struct call_spec calls[ABIS][MAX_NR];
     struct rule rules[MAX_RULES];
     struct handler_config handler;
+    struct task_filter tasks;
 };
 _Static_assert(__builtin_offsetof(struct config, calls) == 112, "config layout");
 _Static_assert(sizeof(struct config) <= CONFIG_SIZE, "config layout");

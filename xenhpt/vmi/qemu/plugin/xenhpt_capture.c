@@ -121,6 +121,9 @@ static qemu_plugin_u64 arm_insn, arm_exit, arm_handler;
 static uint64_t handlers_now[MAX_HANDLERS];
 static uint32_t n_handlers_now;
 static uint64_t switch_now;
+/* The tasks a -f filter follows (pids, open addressing; emptied with each configuration). */
+#define FOLLOWED_SLOTS 4096
+static int32_t followed[FOLLOWED_SLOTS];
 
 #define SCRATCH_SIZE (256u << 10)
 
@@ -216,6 +219,9 @@ static bool config_valid(const struct config *c)
             }
         }
     }
+    if (c->tasks.enabled && c->tasks.n_pids > MAX_FILTER_PIDS) {
+        return false;
+    }
     const struct handler_config *h = &c->handler;
     if (h->enabled && (h->n_handlers > MAX_HANDLERS || h->n_stubs > MAX_STUBS
                        || h->regs_size == 0 || h->regs_size > 512)) {
@@ -294,6 +300,7 @@ static void check_config(bool can_flush)
         }
         memcpy(&cfg, &incoming, sizeof(cfg));
         memset(pending, 0, sizeof(pending));
+        memset(followed, 0, sizeof(followed));
         /* Instrumented whether capture is on or not: arm_all() decides what runs. */
         __atomic_store_n(&exit_address, cfg.exit_address, __ATOMIC_RELEASE);
         __atomic_store_n(&refresh_address, cfg.refresh_address, __ATOMIC_RELEASE);
@@ -588,6 +595,7 @@ static struct pending *pending_slot(uint64_t task, bool insert)
 
 static bool identity_points(void);
 static void put_entry(struct builder *b, uint32_t missing);
+static bool task_wanted_now(const struct record *r);
 
 /* An entry still waiting for its caller's name never got to the kernel's C code (a
  * 32-bit syscall on a kernel without IA32 emulation): it goes out as it is. */
@@ -656,6 +664,9 @@ static void on_syscall_insn(unsigned int vcpu, void *udata)
         }
     }
     read_identity(v, current_task(v, true), r);
+    if (!task_wanted_now(r)) {
+        return;
+    }
     uint32_t missing = 0;
     if (known) {
         missing = apply_rules(&b, nr, WHEN_ENTRY, r->args, 0, r->sp, 0);
@@ -683,6 +694,66 @@ static bool identity_points(void)
     return false;
 }
 
+/* Is pid followed (insert: make it so)? Caller holds the lock. pid 0 is never a user task. */
+static bool followed_pid(int32_t pid, bool insert)
+{
+    if (pid <= 0) {
+        return false;
+    }
+    unsigned start = (unsigned)pid * 0x9E3779B1u % FOLLOWED_SLOTS;
+    for (unsigned i = 0; i < FOLLOWED_SLOTS; i++) {
+        int32_t *slot = &followed[(start + i) % FOLLOWED_SLOTS];
+        if (*slot == pid) {
+            return true;
+        }
+        if (*slot == 0) {
+            if (insert) {
+                *slot = pid;
+            }
+            return insert;
+        }
+    }
+    return false; /* full: -f follows no more (the tracer's own filter still applies) */
+}
+
+/* CallFilter.wants_task (tracer/engine.py), in the same order. Caller holds the lock. */
+static bool task_wanted(const struct record *r)
+{
+    const struct task_filter *f = &cfg.tasks;
+    if (!f->enabled || (r->flags & FLAG_TASK_UNKNOWN)) {
+        return true; /* (an unnamed caller: the tracer decides) */
+    }
+    if (followed_pid(r->pid, false)) {
+        return true;
+    }
+    if (f->follow && followed_pid(r->ppid, false)) {
+        followed_pid(r->pid, true);
+        return true;
+    }
+    bool listed = f->n_pids == 0;
+    for (uint32_t i = 0; i < f->n_pids && i < MAX_FILTER_PIDS; i++) {
+        listed |= f->pids[i] == r->pid;
+    }
+    if (!listed || (f->use_comm && strncmp(r->comm, f->comm, sizeof(f->comm)) != 0)) {
+        return false;
+    }
+    if (f->follow) {
+        followed_pid(r->pid, true);
+    }
+    return true;
+}
+
+static bool task_wanted_now(const struct record *r)
+{
+    if (!cfg.tasks.enabled) {
+        return true;
+    }
+    pthread_mutex_lock(&lock);
+    bool wanted = task_wanted(r);
+    pthread_mutex_unlock(&lock);
+    return wanted;
+}
+
 /* The entry record in the builder goes to the ring; a named caller gets a pending slot,
  * which its exit (and exec's refresh) will find. */
 static void put_entry(struct builder *b, uint32_t missing)
@@ -691,6 +762,10 @@ static void put_entry(struct builder *b, uint32_t missing)
     uint64_t nr = r->nr;
     int abi = r->abi;
     pthread_mutex_lock(&lock);
+    if (!task_wanted(r)) {
+        pthread_mutex_unlock(&lock);
+        return; /* (its memory was copied already: only a KPTI entry gets this far) */
+    }
     if (ring_put(r) && r->task) {
         struct pending *p = pending_slot(r->task, true);
         if (p) {
@@ -776,6 +851,12 @@ static void on_exit_point(unsigned int vcpu, void *udata)
     }
     r->nr = orig_ax;
     r->ret = (int64_t)ax;
+    if (known && (cfg.calls[call.abi][call.nr].selected & CALL_FORKS) && r->ret > 0
+        && cfg.tasks.enabled && cfg.tasks.follow) {
+        pthread_mutex_lock(&lock);
+        followed_pid((int32_t)r->ret, true); /* CallFilter.forked: the child is followed */
+        pthread_mutex_unlock(&lock);
+    }
     memcpy(r->args, call.args, sizeof(r->args));
     r->pc = __atomic_load_n(&exit_address, __ATOMIC_RELAXED);
     r->cr3 = read_reg(v, R_CR3);
@@ -909,6 +990,9 @@ static void on_handler(unsigned int vcpu, void *udata)
         r->sp &= 0xffffffffu;
     }
     read_identity(v, current_task(v, false), r);
+    if (!task_wanted_now(r)) {
+        return;
+    }
     uint32_t missing = 0;
     if (known) {
         missing = apply_rules(&b, nr, WHEN_ENTRY, r->args, 0, r->sp, 0);
