@@ -81,6 +81,7 @@ CONSTANTS = {
     "MECH_INT80": pc.MECHANISMS.index("int80"),
     "MAX_HANDLERS": pc.MAX_HANDLERS, "MAX_STUBS": pc.MAX_STUBS,
     "MAX_FILTER_PIDS": pc.MAX_FILTER_PIDS, "CALL_FORKS": pc.CALL_FORKS,
+    "CALL_NO_RETURN": pc.CALL_NO_RETURN,
     "PR_FIELDS": len(pc.PT_REGS_FIELDS),
     **{f"PR_{name.upper()}": i for i, name in enumerate(pc.PT_REGS_FIELDS)},
 }

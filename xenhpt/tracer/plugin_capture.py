@@ -47,7 +47,7 @@ from ..vmi.qemu.plugin_channel import (
     parse_records,
 )
 from ..vmi.target import Target
-from .engine import EXEC_CALLS, FORK_CALLS, CallFilter, SyscallEngine
+from .engine import EXEC_CALLS, FORK_CALLS, NO_RETURN, CallFilter, SyscallEngine
 from .plugin_records import RecordFeeder
 from .source import STOP_GRACE_SECONDS, CaptureReport
 from .spool import Spool
@@ -115,6 +115,8 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
                     config.reread_at_exit.add((index, template.nr))
                 if template.name in FORK_CALLS:
                     config.forks.add((index, template.nr))
+                if template.name in NO_RETURN:
+                    config.no_return.add((index, template.nr))
         if wanted is not None:  # numbers the table does not name are still selectable
             for nr in wanted:
                 config.calls.setdefault((index, nr), [])

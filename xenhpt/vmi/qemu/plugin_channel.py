@@ -40,7 +40,7 @@ WHEN_ENTRY, WHEN_EXIT = 1, 2
 HOW_CSTRING, HOW_FIXED, HOW_BY_ARG, HOW_BY_RET, HOW_BY_DEREF, HOW_STRINGS, HOW_STACK = range(1, 8)
 
 FLAG_TASK_UNKNOWN, FLAG_RETRY_AT_EXIT = 1, 2
-CALL_SELECTED, CALL_REREAD_AT_EXIT, CALL_FORKS = 1, 2, 4
+CALL_SELECTED, CALL_REREAD_AT_EXIT, CALL_FORKS, CALL_NO_RETURN = 1, 2, 4, 8
 REGION_CUT = 1  # an unreadable page ended the copy
 REGION_TERMINATED = 2  # a string whose NUL was copied
 REGION_FULL = 4  # the record's size cap ended the copy
@@ -126,6 +126,8 @@ class CaptureConfig:
     task_filter: TaskFilter | None = None  # -p / --comm / -f applied in the plugin
     # Calls that make a child (fork, clone...): with -f, the child is followed.
     forks: set[tuple[int, int]] = field(default_factory=set)
+    # Calls that never return (exit, exit_group): the plugin keeps no exit waiting.
+    no_return: set[tuple[int, int]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,8 @@ class PluginChannel:
         for (abi, nr), rules in sorted(calls.items()):
             flags = (CALL_SELECTED
                      | (CALL_REREAD_AT_EXIT if (abi, nr) in config.reread_at_exit else 0)
-                     | (CALL_FORKS if (abi, nr) in config.forks else 0))
+                     | (CALL_FORKS if (abi, nr) in config.forks else 0)
+                     | (CALL_NO_RETURN if (abi, nr) in config.no_return else 0))
             _CALL.pack_into(self._map, table + (abi * MAX_NR + nr) * _CALL.size, flags,
                             len(rules), index)
             for rule in rules:

@@ -61,11 +61,14 @@ enum {
 };
 
 /* selected: bit 0 = capture this call; bit 1 = read the caller again at exit (exec);
- * bit 2 = it makes a child (fork, clone...): its return value joins a -f filter. */
+ * bit 2 = it makes a child (fork, clone...): its return value joins a -f filter;
+ * bit 3 = it never returns (exit, exit_group): no exit to wait for, and none to take from
+ * a later task that gets the same task_struct address. */
 struct call_spec { uint8_t selected; uint8_t n_rules; uint16_t first_rule; };
 #define CALL_SELECTED 1u
 #define CALL_REREAD_AT_EXIT 2u
 #define CALL_FORKS 4u
+#define CALL_NO_RETURN 8u
 struct rule { uint8_t when, how, arg, len_arg; uint32_t max; uint32_t count; uint32_t reserved; };
 
 /*

@@ -766,9 +766,12 @@ static void put_entry(struct builder *b, uint32_t missing)
         pthread_mutex_unlock(&lock);
         return; /* (its memory was copied already: only a KPTI entry gets this far) */
     }
+    bool returns = !(nr < MAX_NR && (cfg.calls[abi][nr].selected & CALL_NO_RETURN));
     if (ring_put(r) && r->task) {
-        struct pending *p = pending_slot(r->task, true);
-        if (p) {
+        struct pending *p = pending_slot(r->task, returns);
+        if (p && !returns) {
+            p->live = 0; /* exit, exit_group: nothing of this task is in flight any more */
+        } else if (p) {
             p->task = r->task;
             p->live = 1;
             p->abi = (uint8_t)abi;
