@@ -14,6 +14,9 @@ exits. If the last instruction was ``done`` the tracer cleaned up and the guardi
 ends; otherwise it acts at once:
 
 - ``plugin PATH``: switch the capture plugin off through its shared file;
+- ``exception ADDRESS``: the exception trap cleared EFER.SCE (``--method exception``): before
+  anything resumes the VM, set it again on every vCPU and rewind a vCPU left at the #UD
+  entry ADDRESS by a faulting ``syscall``, so that the call runs again for real;
 - the target (always): attach again and detach. For QEMU's gdbstub a detach (``D``)
   removes every breakpoint of the stub and resumes the VM; for Xen, opening the domain
   puts back every byte recorded in the breakpoint state file
@@ -59,6 +62,10 @@ class Guardian:
         """The capture plugin behind ``capture_file`` is about to capture for us."""
         self._say(f"plugin {capture_file}")
 
+    def watch_exception_trap(self, fault_entry: int) -> None:
+        """EFER.SCE is about to be cleared; ``fault_entry`` is the kernel's #UD entry."""
+        self._say(f"exception {fault_entry:#x}")
+
     def dismiss(self) -> None:
         """The tracer removed its traps itself: the guardian ends without acting."""
         self._say("done")
@@ -72,16 +79,21 @@ class Guardian:
 def _stand_guard(target_spec: str, tracer_pid: int) -> int:
     """The guardian process: wait for the pipe to close, then act unless dismissed."""
     plugin_files: list[Path] = []
+    fault_entries: list[int] = []
     last = ""
     for raw in sys.stdin.buffer:
         last = raw.decode("utf-8", "surrogateescape").rstrip("\n")
         if last.startswith("plugin "):
             plugin_files.append(Path(last[len("plugin "):]))
+        elif last.startswith("exception "):
+            fault_entries.append(int(last[len("exception "):], 16))
     if last == "done":
         return 0
     problems = []
     for path in plugin_files:
         problems += _plugin_off(path)
+    for fault_entry in fault_entries:
+        problems += _undo_exception_trap(target_spec, fault_entry)
     problems += _detach(target_spec)
     outcome = ("removed its traps and left the guest running" if not problems
                else "could not undo everything: " + "; ".join(problems))
@@ -108,6 +120,23 @@ def _plugin_off(path: Path) -> list[str]:
         return []
     finally:
         channel.close()
+
+
+def _undo_exception_trap(target_spec: str, fault_entry: int) -> list[str]:
+    from ..errors import XenhptError
+    from .targets import open_target
+
+    try:
+        target = open_target(target_spec, attach_clean=False)  # nothing resumes it first
+    except XenhptError as exc:
+        return [f"{target_spec}: {exc}"]
+    try:
+        target.undo_exception_trap(fault_entry)  # type: ignore[attr-defined]
+    except XenhptError as exc:
+        return [f"{target_spec}: EFER.SCE not restored: {exc}"]
+    finally:
+        target.close()
+    return []
 
 
 def _detach(target_spec: str) -> list[str]:

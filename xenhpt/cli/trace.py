@@ -25,6 +25,7 @@ from ..syscalls.table import SelectionError, parse_selection
 from ..tracer.choose_source import MODES, choose_source, plugin_file_for
 from ..tracer.control import ControlServer, TraceControl
 from ..tracer.engine import CallFilter, EngineStats, SyscallEngine
+from ..tracer.exception_capture import NOT_BY_EXCEPTION
 from ..tracer.recording import RecordingEngine
 from ..tracer.source import STOP_GRACE_SECONDS, CaptureReport, CaptureSource
 from .guardian import Guardian
@@ -169,7 +170,9 @@ class TaskListWatch:
               default="auto", show_default=True,
               help="plugin: QEMU's in-VMM capture plugin (fast; the lab has it after "
                    "'lab up --capture plugin'); breakpoints: trap through the gdbstub or "
-                   "LibVMI; auto: the plugin when the target has one.")
+                   "LibVMI; exception: clear EFER.SCE so that every syscall faults, and "
+                   "catch the #UD (QEMU gdbstub only; sysenter and int 0x80 stay on "
+                   "breakpoints); auto: the plugin when the target has one.")
 @click.option("--capture-file", type=click.Path(path_type=Path, dir_okay=False),
               help="The plugin's shared file (shm=PATH given to -plugin) for a QEMU "
                    "started by hand.")
@@ -241,9 +244,12 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         watch = TaskListWatch(kernel, engine) if saving is None else None
         mode = "full" if numbers is None else "selective"
         source = choose_source(guest, kernel, engine, numbers, string_limit, plugin_file,
-                               save_to=saving, tasks=tasks)
+                               save_to=saving, tasks=tasks,
+                               exception=capture_mode == "exception")
         if source.plugin_file is not None:
             guardian.watch_plugin(source.plugin_file)
+        if source.fault_entry is not None:
+            guardian.watch_exception_trap(source.fault_entry)
         source.start()
         capture = source  # (only a started source is stopped: a failed claim is not ours)
         if control is not None:
@@ -251,6 +257,8 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         if verbose:
             click.echo(f"xenhpt: tracing {target}: {capture.description} armed ({mode}, "
                        f"{kernel.profile.path.name})", err=True)
+            if capture.fault_entry is not None:
+                click.echo(f"xenhpt: {NOT_BY_EXCEPTION}", err=True)
         deadline = None if duration is None else time.monotonic() + duration
 
         def should_stop() -> bool:

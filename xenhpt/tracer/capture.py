@@ -62,6 +62,7 @@ class BreakpointCapture:
         self._stubs = entry_stubs(kernel)
         self.description = f"{len(self.points)} trap points"
         self.plugin_file = None
+        self.fault_entry: int | None = None
 
     # -- running -------------------------------------------------------------------------
 

@@ -127,6 +127,7 @@ class SavedCapture:
         self.feeder = RecordFeeder(engine, _not_captured)
         self.description = f"capture file {path}"
         self.plugin_file = None
+        self.fault_entry: int | None = None
         self.problem: str | None = None  # where a damaged file stopped being readable
 
     def start(self) -> None:

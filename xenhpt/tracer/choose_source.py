@@ -18,11 +18,12 @@ from ..vmi.target import Target
 from .capture import BreakpointCapture
 from .capture_file import SavingCapture, file_header
 from .engine import SyscallEngine
+from .exception_capture import ExceptionCapture
 from .plugin_capture import PluginCapture, build_config
 from .source import CaptureSource
 from .trappoints import full_plan, selected_handlers
 
-MODES = ("auto", "plugin", "breakpoints")
+MODES = ("auto", "plugin", "breakpoints", "exception")
 
 
 def plugin_file_for(mode: str, target_name: str, target: Target, capture_file: Path | None,
@@ -31,12 +32,12 @@ def plugin_file_for(mode: str, target_name: str, target: Target, capture_file: P
 
     ``auto`` takes the plugin when the target has one (the lab says so) or the user named
     its file; ``plugin`` insists on it, as does ``saving`` (only the plugin's records can
-    be saved); ``breakpoints`` never uses it.
+    be saved); ``breakpoints`` and ``exception`` never use it.
     """
-    if mode == "breakpoints":
+    if mode in ("breakpoints", "exception"):
         if saving:
             raise BadUsage("--save saves the capture plugin's records: it cannot go with "
-                           "--capture breakpoints")
+                           f"--capture {mode}")
         return None
     found = capture_file or target.capture_file
     if (mode == "plugin" or saving) and found is None:
@@ -49,11 +50,14 @@ def plugin_file_for(mode: str, target_name: str, target: Target, capture_file: P
 def choose_source(target: Target, kernel: Kernel, engine: SyscallEngine,
                   numbers: dict[str, set[int]] | None, string_limit: int,
                   plugin_file: Path | None, save_to: BinaryIO | None = None,
-                  tasks: list[Task] | None = None) -> CaptureSource:
+                  tasks: list[Task] | None = None, exception: bool = False) -> CaptureSource:
     """The capture source for this trace (not started): ``numbers`` is the selection per
     ABI (None: every call), ``string_limit`` is ``-s``; ``save_to``: save the plugin's
     records there for a later ``xenhpt decode`` instead of decoding them (``tasks``, the
-    task list the trace started from, goes in the file for the process tree)."""
+    task list the trace started from, goes in the file for the process tree);
+    ``exception``: make ``syscall`` fault instead of breaking at its entry stub."""
+    if exception:
+        return ExceptionCapture(target, kernel, engine)
     if save_to is not None and plugin_file is not None:
         return SavingCapture(PluginChannel(plugin_file), kernel, engine, target, string_limit,
                              numbers, tasks or [], save_to)

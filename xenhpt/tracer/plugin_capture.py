@@ -191,6 +191,7 @@ class PluginCapture:
         self.spool: Spool | None = None
         self.description = "capture plugin"
         self.plugin_file = channel.path
+        self.fault_entry: int | None = None
 
     def start(self) -> None:
         """Resume the guest and configure the plugin (it takes the configuration at the
@@ -254,8 +255,10 @@ class PluginCapture:
                     break
         kept = None
         if self.spool is not None:
-            self.stats.undecoded = self.spool.records - self.feeder.records
-            kept = self.spool.close(keep=self.stats.undecoded > 0)
+            # (what the ring still holds is left only if the spool's disk failed)
+            self.stats.undecoded = (self.spool.records - self.feeder.records
+                                    + self.channel.pending_records())
+            kept = self.spool.close(keep=self.spool.records > self.feeder.records)
         else:
             self.stats.undecoded = self.channel.pending_records()
         self.feeder.finish()

@@ -41,6 +41,9 @@ class CaptureSource(Protocol):
     # The capture plugin's shared file, which a guardian must switch off should the
     # tracer die (None: the source leaves only traps that re-attaching removes).
     plugin_file: Path | None
+    # The kernel's #UD entry when the source clears EFER.SCE (the exception trap), which a
+    # guardian must set again should the tracer die (None: it does not touch it).
+    fault_entry: int | None
 
     def start(self) -> None:
         """Begin capturing (from a paused guest; the guest runs once ``run`` is called)."""

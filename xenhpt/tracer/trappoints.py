@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from ..errors import ProfileError
 from ..linux.kernel import Kernel
 from ..syscalls.table import SyscallTable
+from ..vmi.x86.fast_syscall import sysret_sites
 
 # Registers holding arguments 1..6 at an entry stub (i386 variants differ in args 2 and 6).
 ARGS_X86_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
@@ -141,6 +142,42 @@ def full_plan(kernel: Kernel) -> dict[int, TrapPoint]:
     address = kernel.symbol(EXIT_FUNCTION)
     points[address] = TrapPoint(address, "exit", symbol=EXIT_FUNCTION)
     _exec_refresh(kernel, points)
+    return points
+
+
+# The kernel's #UD entry (its IDT gate for vector 6): where the exception trap catches a
+# `syscall` made to fault by a cleared EFER.SCE (newest name first).
+INVALID_OPCODE_HANDLERS = ("asm_exc_invalid_op", "invalid_op")
+# How far into an entry stub its `swapgs; sysret` return is looked for.
+SYSRET_SEARCH = 0x1000
+
+
+def exception_plan(kernel: Kernel) -> dict[int, TrapPoint]:
+    """The exception trap (``--method exception``): the kernel's #UD entry, where a
+    ``syscall`` faulting for a cleared EFER.SCE arrives (role ``invalid-opcode``); the
+    ``sysret`` of the 64-bit and compat syscall stubs, which would fault too and are run
+    in the kernel's place (role ``sysret``); the common exit, for the return value; and
+    the ``sysenter`` and ``int 0x80`` stubs as breakpoints, since their conditions (the
+    SYSENTER_CS MSR, the IDT limit) are not writable through a gdbstub."""
+    handler = next((s for s in INVALID_OPCODE_HANDLERS if kernel.has_symbol(s)), None)
+    if handler is None:
+        raise ProfileError("profile names no #UD entry (asm_exc_invalid_op): the exception "
+                           "trap cannot catch a faulting syscall on this kernel")
+    points = {p.address: p for p in full_plan(kernel).values()
+              if p.role != "entry-stub" or p.mechanism != "syscall"}
+    address = kernel.symbol(handler)
+    points[address] = TrapPoint(address, "invalid-opcode", symbol=handler)
+    for symbol in ("entry_SYSCALL_64", "entry_SYSCALL_compat"):
+        if not kernel.has_symbol(symbol):
+            continue
+        start = kernel.symbol(symbol)
+        sites = sysret_sites(kernel.read(start, SYSRET_SEARCH), start)
+        if not sites:
+            raise ProfileError(f"no 'swapgs; sysret' in {symbol}: the exception trap could "
+                               "not run the kernel's sysret in its place")
+        for site, to_64bit in sites:
+            points[site] = TrapPoint(site, "sysret", "x86_64" if to_64bit else "i386",
+                                     symbol=f"{symbol}+{site - start:#x} (sysret)")
     return points
 
 

@@ -14,22 +14,42 @@ from pathlib import Path
 from ...errors import MemoryReadError, TargetGone, XenhptError
 from ..target import Trap
 from ..x86.emulate import MAX_INSTRUCTION, UnsupportedInstruction, decode, emulate
+from ..x86.fast_syscall import (
+    EFER_SCE,
+    FRAME_SIZE,
+    SYSCALL_OPCODE,
+    undo_fault,
+    user_state_of_fault,
+)
 from ..x86.paging import PagedMemory, PageWalker, levels_from_cr4
 from .gdbremote import GdbRemote
 from .memory import GdbPhysicalMemory, MappedRam
 
 # QEMU's x86_64 'g' packet, in register-number order: (name, size in bytes).
+_CONTROL = ("fs_base", "gs_base", "k_gs_base", "cr0", "cr2", "cr3", "cr4", "cr8", "efer")
 _G_LAYOUT = (
     [(name, 8) for name in (
         "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip")]
     + [("eflags", 4)]
     + [(seg, 4) for seg in ("cs", "ss", "ds", "es", "fs", "gs")]
-    + [(name, 8) for name in (
-        "fs_base", "gs_base", "k_gs_base", "cr0", "cr2", "cr3", "cr4", "cr8", "efer")]
+    + [(name, 8) for name in _CONTROL]
 )
+# A vCPU that is not in 64-bit code (a 32-bit process, stopped in user mode) gets the
+# control registers as 4 bytes each (QEMU's gdb_read_reg_cs64; general registers stay
+# 8 bytes, masked to 32 bits): the whole reply is then 36 bytes shorter than this.
+_G_LAYOUT_32 = [(name, 4 if name in _CONTROL else size) for name, size in _G_LAYOUT]
+_FPU_BYTES = 8 * 10 + 8 * 4 + 16 * 16 + 4  # st0-7, fctrl..fop, xmm0-15, mxcsr
+_G_BYTES_64 = sum(size for _, size in _G_LAYOUT) + _FPU_BYTES
 REGISTER_NUMBER = {name: number for number, (name, _) in enumerate(_G_LAYOUT)}
 _REGISTER_SIZE = dict(_G_LAYOUT)
+# Written last, one by one: a new CS can change the mode, and with it the size QEMU
+# expects for every field after it in a 'G' packet.
+_SEGMENT_SWITCH = ("cs", "ss")
+
+
+def _layout_of(raw: bytes) -> list[tuple[str, int]]:
+    return _G_LAYOUT if len(raw) >= _G_BYTES_64 else _G_LAYOUT_32
 
 
 def _attach_clean(host: str, port: int) -> GdbRemote:
@@ -57,10 +77,12 @@ class QemuTarget(PagedMemory):
 
     def __init__(self, host: str, port: int, ram_file: Path | None = None,
                  memory_size: int | None = None, *, description: str | None = None,
-                 capture_file: Path | None = None) -> None:
+                 capture_file: Path | None = None, attach_clean: bool = True) -> None:
         """``capture_file``: the xenhpt_capture plugin's shared file, when this QEMU runs
-        it (the lab says so); ``description`` names the guest in messages."""
-        self.remote = _attach_clean(host, port)
+        it (the lab says so); ``description`` names the guest in messages;
+        ``attach_clean=False`` keeps what a dead debugger left (the guardian repairs it
+        before anything runs)."""
+        self.remote = _attach_clean(host, port) if attach_clean else GdbRemote(host, port)
         self.description = description or f"qemu:{host}:{port}"
         self.capture_file = capture_file
         self._threads = self._list_threads()
@@ -84,7 +106,8 @@ class QemuTarget(PagedMemory):
         self.paging = PageWalker(self.read_physical)
         # QEMU stopped the VM when we connected: a good moment to learn the paging mode.
         self.paging.levels = levels_from_cr4(self.registers(0)["cr4"])
-        self.resume()
+        if attach_clean:
+            self.resume()  # (otherwise the caller repairs first, then resumes)
 
     # -- memory ----------------------------------------------------------------------------
 
@@ -131,7 +154,7 @@ class QemuTarget(PagedMemory):
         self._raw_registers[vcpu] = raw
         values: dict[str, int] = {}
         offset = 0
-        for name, size in _G_LAYOUT:
+        for name, size in _layout_of(raw):
             values[name] = int.from_bytes(raw[offset : offset + size], "little")
             offset += size
         self._registers[vcpu] = values
@@ -142,8 +165,17 @@ class QemuTarget(PagedMemory):
         self._select(vcpu)
         size = _REGISTER_SIZE[name]
         data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little").hex()
-        self.remote.checked(f"P{REGISTER_NUMBER[name]:x}={data}")
+        packet = f"P{REGISTER_NUMBER[name]:x}={data}"
+        reply = self.remote.checked(packet)
+        if reply == b"":
+            # QEMU before 8.0 answers P (unsupported) until the client has read the
+            # target description, as gdb does on connecting; read it once and ask again.
+            self.remote.command("qXfer:features:read:target.xml:0,ffb")
+            reply = self.remote.checked(packet)
+        if reply != b"OK":
+            raise XenhptError(f"the gdbstub did not write {name} ({reply.decode()!r})")
         self._registers.pop(vcpu, None)
+        self._raw_registers.pop(vcpu, None)
 
     # -- run control -----------------------------------------------------------------------
 
@@ -224,17 +256,67 @@ class QemuTarget(PagedMemory):
             return False
         if raw is None:
             return False
-        blob = bytearray(raw)
-        offset = 0
-        for name, size in _G_LAYOUT:
-            if name in effect.registers:
-                value = effect.registers[name] & ((1 << (8 * size)) - 1)
-                blob[offset : offset + size] = value.to_bytes(size, "little")
-            offset += size
-        self._select(trap.vcpu)
-        self.remote.checked(f"G{blob.hex()}")
+        self._write_all(trap.vcpu, raw, effect.registers)
         self.emulated += 1
         return True
+
+    def _write_all(self, vcpu: int, raw: bytes, values: dict[str, int]) -> None:
+        """One 'G' packet: the vCPU's whole register block with ``values`` changed (works
+        on every QEMU, where 'P' needs the target description read first), in the layout
+        of the mode the vCPU is in; a changed CS or SS goes last, on its own (a new code
+        segment may change the mode, and the sizes of the fields after it)."""
+        blob = bytearray(raw)
+        offset = 0
+        for name, size in _layout_of(raw):
+            if name in values and name not in _SEGMENT_SWITCH:
+                value = values[name] & ((1 << (8 * size)) - 1)
+                blob[offset : offset + size] = value.to_bytes(size, "little")
+            offset += size
+        self._select(vcpu)
+        self.remote.checked(f"G{blob.hex()}")
+        self._registers.pop(vcpu, None)
+        self._raw_registers.pop(vcpu, None)
+        for name in _SEGMENT_SWITCH:
+            if name in values:
+                self.write_register(vcpu, name, values[name])
+
+    def undo_exception_trap(self, fault_entry: int) -> int:
+        """Repair what a killed exception-trap tracer left (``tracer/exception_capture.py``):
+        EFER.SCE set again on every vCPU, and a vCPU stopped at the #UD entry
+        ``fault_entry`` for a user ``syscall`` put back before the fault, so that the call
+        runs again, for real, when the VM resumes. Returns how many vCPUs were repaired."""
+        repaired = 0
+        self.pause()
+        for vcpu in range(self.vcpu_count):
+            registers = self.registers(vcpu)
+            values: dict[str, int] = {}
+            if not registers["efer"] & EFER_SCE:
+                values["efer"] = registers["efer"] | EFER_SCE
+            if registers["rip"] == fault_entry:
+                try:
+                    user = user_state_of_fault(
+                        self.read_virtual(registers["cr3"], registers["rsp"], FRAME_SIZE))
+                    code = self.read_virtual(registers["cr3"], user.rip, len(SYSCALL_OPCODE))
+                except MemoryReadError:
+                    code = b""
+                if code == SYSCALL_OPCODE and user.from_user:
+                    values.update(undo_fault(user))
+            if values:
+                self.write_registers(vcpu, values)
+                repaired += 1
+        return repaired
+
+    def write_registers(self, vcpu: int, values: dict[str, int]) -> None:
+        """Set several registers of a stopped vCPU at once (segment selectors load their
+        descriptors, ``efer`` its mode bits). A vCPU moved off the breakpoint it stopped
+        at no longer needs to step over it."""
+        self._require_stopped()
+        self.registers(vcpu)
+        self._write_all(vcpu, self._raw_registers[vcpu], values)
+        stopped = self._stopped_at
+        if (stopped is not None and stopped.vcpu == vcpu and "rip" in values
+                and values["rip"] != stopped.pc):
+            self._stopped_at = None
 
     def _wait_stop(self, timeout: float | None) -> bytes | None:
         while True:
