@@ -343,6 +343,7 @@ def test_psxview_flags_a_process_unlinked_from_the_task_list(snapshot: dict,
         flagged = [json.loads(line) for line in done.stdout.splitlines()
                    if json.loads(line)["flagged"]]
         assert [(r["pid"], r["comm"], r["found"]) for r in flagged] == [
-            (snapshot["pid"], "sh", {"tasks": False, "children": True, "pid idr": True})]
+            (snapshot["pid"], "sh", {"tasks": False, "children": True, "pid idr": True,
+                                     "runqueue": False})]  # (it sleeps: on no runqueue)
     finally:
         copy.unlink(missing_ok=True)

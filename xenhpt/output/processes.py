@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 
 from ..linux.containers import Container
-from ..linux.cross_view import VIEWS, CrossView
+from ..linux.cross_view import COMPLETE_VIEWS, VIEWS, CrossView
 from ..linux.process_tree import MAX_DEPTH, ProcessTree
 from ..linux.tasks import Task
 from . import containers as columns
@@ -115,15 +115,20 @@ def process_trace_text(tree: ProcessTree) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mark(found: bool, view: str) -> str:
+    return "yes" if found else "NO" if view in COMPLETE_VIEWS else "-"
+
+
 def psxview_table(view: CrossView, containers: Containers = None) -> str:
-    """One row per process, a column per view (yes/NO), ``!`` where a view misses it."""
+    """One row per process, a column per view (yes/NO), ``!`` where a complete view misses
+    it; the runqueue column is yes or ``-`` (a sleeping process is on no runqueue)."""
     head = f"{'PID':>7} {'PPID':>7} {'TASK':<18}  " + \
         ("" if containers is None else columns.HEAD) + f"{'COMM':<16} " + \
         " ".join(f"{name:>8}" for name in VIEWS)
     lines = [head]
     for row in view.rows:
         t = row.task
-        marks = " ".join(f"{'yes' if row.found[name] else 'NO':>8}" for name in VIEWS)
+        marks = " ".join(f"{_mark(row.found[name], name):>8}" for name in VIEWS)
         lines.append(f"{t.pid:>7} {t.ppid:>7} {t.address:#018x}  {_cells(t, containers)}"
                      f"{escape_text(t.comm):<16} "
                      f"{marks}" + ("  !" if row.flagged else ""))
