@@ -25,7 +25,7 @@ class LazyGroup(click.Group):
     """A group whose subcommands are imported the first time they are looked up."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         where = COMMANDS.get(cmd_name)
