@@ -28,6 +28,7 @@ START = """
 (sh -c 'while :; do :; done' > /dev/null 2>&1 &)
 sleep 1
 for p in $(pidof sh); do grep -q 'while :' /proc/$p/cmdline && echo $p; done
+true
 """
 
 
