@@ -12,11 +12,14 @@ the processes are collected from independent structures and set side by side:
   64-slot nodes, an internal entry marks a node), each pid's ``tasks[PIDTYPE_PID]``
   leading to its task through ``task_struct.pid_links``; the thread-group leaders;
 - ``runqueue``: what every CPU runs or has runnable (``runqueues.py``), each thread
-  counted for its process (``group_leader``).
+  counted for its process (``group_leader``);
+- ``memory scan``, when asked: every ``task_struct`` of a thread-group leader found in
+  physical memory (``task_scan.py``), linked from anywhere or not.
 
 A process missing from one of the first three (the complete views) is flagged. The
-runqueue holds only runnable tasks, so missing from it says nothing; a process found
-there and nowhere else is a row, flagged for the views it is missing from. Every walk is
+runqueue holds only runnable tasks, and the scan misses a task in unreadable memory, so
+missing from those says nothing; a process found there and nowhere else is a row,
+flagged for the views it is missing from. Every walk is
 bounded and cycle-checked; what it could not read is a problem line, not an error.
 """
 
@@ -26,9 +29,11 @@ from dataclasses import dataclass, field
 
 from ..errors import MemoryReadError
 from .runqueues import runqueue_task_addresses
+from .task_scan import Progress, scan_for_tasks
 from .tasks import MAX_TASKS, Task, TaskReader, Walk
 
 VIEWS = ("tasks", "children", "pid idr", "runqueue")
+SCAN = "memory scan"
 # Views that hold every process: missing from one of these is suspicious.
 COMPLETE_VIEWS = ("tasks", "children", "pid idr")
 XA_CHUNK = 64  # slots of an xa_node
@@ -51,6 +56,7 @@ class CrossViewRow:
 class CrossView:
     rows: list[CrossViewRow] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    views: tuple[str, ...] = VIEWS  # the columns, in order (SCAN added when it ran)
 
 
 def process_tree_tasks(reader: TaskReader, root: Task, walk: Walk) -> list[Task]:
@@ -144,10 +150,13 @@ def runqueue_processes(reader: TaskReader, walk: Walk) -> list[Task]:
     return found
 
 
-def cross_view(reader: TaskReader) -> CrossView:
-    """Every process found by either view, in task-list order, then the others by pid."""
+def cross_view(reader: TaskReader, scan: bool = False,
+               progress: Progress | None = None) -> CrossView:
+    """Every process found by any view, in task-list order, then the others by pid;
+    ``scan`` adds the (slow) scan of physical memory for ``task_struct``s."""
     listed = reader.processes()
-    out = CrossView(problems=list(listed.problems))
+    views = VIEWS + ((SCAN,) if scan else ())
+    out = CrossView(problems=list(listed.problems), views=views)
     try:
         swapper = reader.read(reader.init_task)
     except MemoryReadError as exc:
@@ -157,15 +166,17 @@ def cross_view(reader: TaskReader) -> CrossView:
     in_tree = process_tree_tasks(reader, swapper, tree_walk)
     in_idr = pid_idr_tasks(reader, tree_walk)
     running = runqueue_processes(reader, tree_walk)
-    out.problems += tree_walk.problems
     by_view = {"tasks": {t.address: t for t in listed.tasks},
                "children": {t.address: t for t in in_tree},
                "pid idr": {t.address: t for t in in_idr},
                "runqueue": {t.address: t for t in running}}
-    others = {a: t for view in VIEWS[1:] for a, t in by_view[view].items()
+    if scan:
+        by_view[SCAN] = {t.address: t for t in scan_for_tasks(reader, tree_walk, progress)}
+    out.problems += tree_walk.problems
+    others = {a: t for view in views[1:] for a, t in by_view[view].items()
               if a not in by_view["tasks"]}
     ordered = list(by_view["tasks"].values()) + sorted(others.values(), key=lambda t: t.pid)
     for task in ordered:
         out.rows.append(CrossViewRow(task, {view: task.address in by_view[view]
-                                            for view in VIEWS}))
+                                            for view in views}))
     return out

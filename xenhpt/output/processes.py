@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 
 from ..linux.containers import Container
-from ..linux.cross_view import COMPLETE_VIEWS, VIEWS, CrossView
+from ..linux.cross_view import COMPLETE_VIEWS, CrossView
 from ..linux.process_tree import MAX_DEPTH, ProcessTree
 from ..linux.tasks import Task
 from . import containers as columns
@@ -124,11 +124,12 @@ def psxview_table(view: CrossView, containers: Containers = None) -> str:
     it; the runqueue column is yes or ``-`` (a sleeping process is on no runqueue)."""
     head = f"{'PID':>7} {'PPID':>7} {'TASK':<18}  " + \
         ("" if containers is None else columns.HEAD) + f"{'COMM':<16} " + \
-        " ".join(f"{name:>8}" for name in VIEWS)
+        " ".join(f"{name:>8}" for name in view.views)
     lines = [head]
     for row in view.rows:
         t = row.task
-        marks = " ".join(f"{_mark(row.found[name], name):>8}" for name in VIEWS)
+        marks = " ".join(f"{_mark(row.found[name], name):>{max(8, len(name))}}"
+                         for name in view.views)
         lines.append(f"{t.pid:>7} {t.ppid:>7} {t.address:#018x}  {_cells(t, containers)}"
                      f"{escape_text(t.comm):<16} "
                      f"{marks}" + ("  !" if row.flagged else ""))
