@@ -65,14 +65,24 @@ def container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     """A lab guest (each capture) with the contained shell running; its facts."""
     directory = tmp_path_factory.mktemp(f"containers-{request.param}")
     with current_lab(directory / "lab", capture=request.param) as state:
+        # Before anything mounts cgroup2, the guest has no cgroup v2 to show.
+        before = run_xenhpt("ps", "lab", "--containers", "--json")
         facts = start_container(directory / "lab")
-        yield {**facts, "capture": request.param, "state": state, "dir": directory}
+        yield {**facts, "capture": request.param, "state": state, "dir": directory,
+               "before": before}
 
 
 def json_rows(*args: str) -> list[dict]:
     done = run_xenhpt(*args)
     assert done.stderr == "", done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_without_cgroup2_mounted_the_cgroup_is_null_and_said_once(container: dict) -> None:
+    before = container["before"]
+    rows = [json.loads(line) for line in before.stdout.splitlines()]
+    assert rows and all(r["cgroup"] is None and r["pidns"] for r in rows)
+    assert before.stderr.count("cgroup v2 is not mounted in the guest") == 1
 
 
 def test_the_guest_really_made_a_new_pid_namespace(container: dict) -> None:
