@@ -12,7 +12,7 @@ import json
 import struct
 from pathlib import Path
 
-from xenhpt.errors import MemoryReadError
+from xenhpt.errors import MemoryReadError, MsrUnavailable
 from xenhpt.linux.banner import Banner
 from xenhpt.linux.kernel import Kernel, KernelLayout
 from xenhpt.profile import Profile
@@ -27,8 +27,16 @@ class SparseMemory:
     paging_levels = 4
     physical_size = 1 << 52
 
+    vcpu_count = 1
+
     def __init__(self) -> None:
         self.pages: dict[int, bytearray] = {}
+        self.msrs: dict[int, int] | None = None  # None: a target that cannot read MSRs
+
+    def read_msr(self, vcpu: int, index: int) -> int:
+        if self.msrs is None:
+            raise MsrUnavailable("this synthetic guest has no MSRs")
+        return self.msrs[index]
 
     def write(self, address: int, data: bytes) -> None:
         for i, byte in enumerate(data):

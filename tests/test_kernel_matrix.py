@@ -70,3 +70,31 @@ def test_32bit_mechanisms(matrix_lab: machine.LabState, mechanism: str) -> None:
 
 def test_calls_agree_with_strace(matrix_lab: machine.LabState) -> None:
     checks.test_calls_agree_with_strace_inside_the_guest(matrix_lab)
+
+
+def test_containers_fields_equal_the_guests_own_proc(matrix_lab: machine.LabState) -> None:
+    from .test_containers_lab import json_rows, start_container
+
+    facts = start_container(machine.run_dir())
+    try:
+        rows = {r["pid"]: r for r in json_rows("ps", "lab", "--containers", "--json")}
+        mine = rows[facts["pid"]]
+        assert facts["ns"] != facts["init_ns"]
+        assert (mine["pidns"], mine["ns_pid"], mine["cgroup"]) == (
+            facts["ns"], 1, facts["cgroup"])
+        assert rows[1]["pidns"] == facts["init_ns"]
+    finally:
+        guest(f"kill -9 {facts['pid']}")
+
+
+def test_psxview_finds_a_busy_loop_on_a_runqueue(matrix_lab: machine.LabState) -> None:
+    from .test_containers_lab import json_rows
+    from .test_psxview_lab import START
+
+    pids = [int(p) for p in guest(START).split()]
+    try:
+        rows = json_rows("psxview", "lab", "--json")
+        assert not any(r["flagged"] for r in rows)
+        assert {r["pid"] for r in rows if r["found"]["runqueue"]} & set(pids), pids
+    finally:
+        guest("kill " + " ".join(map(str, pids)))

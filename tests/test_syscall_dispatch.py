@@ -148,3 +148,25 @@ def test_same_call_under_the_compat_prefix_is_right_another_call_is_not(guest: d
     assert [(f.name, f.points_at, f.verdict) for f in findings] == [
         ("get_mempolicy", "__ia32_compat_sys_get_mempolicy", OK),
         ("set_mempolicy", "__ia32_sys_getpid", WRONG_FUNCTION)]
+
+
+def test_entry_msrs_are_checked_where_the_target_reads_them(guest: dict) -> None:
+    from xenhpt.vmi.x86.msr import MSR_CSTAR, MSR_LSTAR, MSR_SYSENTER_EIP
+
+    memory = guest["memory"]
+    memory.msrs = {MSR_LSTAR: FUNCTIONS["entry_SYSCALL_64"], MSR_CSTAR: 0,
+                   MSR_SYSENTER_EIP: 0}
+    findings = [f for f in check_syscall_dispatch(kernel(memory, guest["isf"]), known_calls())
+                if f.check == "msr"]
+    # (the synthetic kernel has no compat entries: only LSTAR has a symbol to compare with)
+    assert [(f.name, f.verdict) for f in findings] == [("lstar", OK)]
+    memory.msrs[MSR_LSTAR] = MODULE
+    [hooked] = [f for f in suspicious(guest) if f.check == "msr"]
+    assert (hooked.name, hooked.address, hooked.verdict) == ("lstar", MODULE, "outside kernel text")
+
+
+def test_a_target_without_msrs_says_so_in_one_line_and_is_not_suspicious(guest: dict) -> None:
+    findings = check_syscall_dispatch(kernel(guest["memory"], guest["isf"]), known_calls())
+    [skipped] = [f for f in findings if f.check == "msr"]
+    assert not skipped.suspicious
+    assert "msr: not checked: this synthetic guest has no MSRs" in findings_text(findings)

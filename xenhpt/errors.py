@@ -36,6 +36,10 @@ class SnapshotError(XenhptError):
     """A memory snapshot file is missing, truncated, corrupt or of an unknown format."""
 
 
+class MsrUnavailable(XenhptError):
+    """This target cannot read model-specific registers (the message says why)."""
+
+
 class ProfileError(XenhptError):
     """A profile is missing, malformed, or does not match the guest."""
 

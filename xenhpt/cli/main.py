@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from ..errors import BadUsage, XenhptError
-from .control import control
-from .decode import decode
-from .info import info
-from .integrity import check_syscalls
-from .lab import lab
-from .memory import envars, lsof, maps, psaux, sockstat
-from .process import process_trace, ps, pstree, psxview
-from .profile import profile
-from .trace import trace
+
+# command name -> "module:function" below xenhpt.cli. Imported only when run: a snapshot
+# view must not pay for the tracer's and decoder's imports (a third of its start-up).
+COMMANDS = {
+    "lab": "lab:lab", "info": "info:info", "ps": "process:ps", "pstree": "process:pstree",
+    "psxview": "process:psxview", "process_trace": "process:process_trace",
+    "psaux": "memory:psaux", "envars": "memory:envars", "maps": "memory:maps",
+    "lsof": "memory:lsof", "sockstat": "memory:sockstat",
+    "check-syscalls": "integrity:check_syscalls", "profile": "profile:profile",
+    "trace": "trace:trace", "decode": "decode:decode", "control": "control:control",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported the first time they are looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, name = where.split(":")
+        command: click.Command = getattr(importlib.import_module(f".{module}", __package__),
+                                         name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="xenhpt")
 def cli() -> None:
     """System calls and processes of a Linux VM, seen from the hypervisor.
@@ -30,10 +49,6 @@ def cli() -> None:
       xenhpt ps guest.raw           processes in a memory snapshot
     """
 
-
-for command in (lab, info, ps, pstree, psxview, process_trace, psaux, envars, maps, lsof,
-                sockstat, check_syscalls, profile, trace, decode, control):
-    cli.add_command(command)
 
 
 def run(command: click.Command, args: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ from ..linux.tasks import Task
 from ..linux.vma import VmaReader, process_mappings
 from ..output import open_files
 from ..output import process_memory as render
-from .process import kernel_of, profile_option, read_processes
+from .process import containers_option, kernel_of, profile_option, read_containers, read_processes
 
 pid_option = click.option("-p", "--pid", "pids", type=int, multiple=True, metavar="PID",
                           help="Only this process (repeat for several).")
@@ -48,8 +48,9 @@ def warn(problems: list[str]) -> None:
 @click.argument("target", metavar="TARGET")
 @pid_option
 @json_option
+@containers_option
 @profile_option
-def psaux(target: str, pids: tuple[int, ...], as_json: bool,
+def psaux(target: str, pids: tuple[int, ...], as_json: bool, with_containers: bool,
           profile_path: Path | None) -> None:
     """The command line of every process of TARGET: PID, PPID, UID, name, arguments.
 
@@ -63,11 +64,15 @@ def psaux(target: str, pids: tuple[int, ...], as_json: bool,
     Examples:
       xenhpt psaux lab
       xenhpt psaux guest.raw -p 1 --json --profile guest-kernel.json
+      xenhpt psaux lab --containers
     """
     problems: list[str] = []
     with kernel_of(target, profile_path) as kernel:
-        rows = process_strings(MmReader(kernel), selected(kernel, pids, problems), "arguments")
-    click.echo(render.psaux_json(rows) if as_json else render.psaux_table(rows), nl=False)
+        tasks = selected(kernel, pids, problems)
+        rows = process_strings(MmReader(kernel), tasks, "arguments")
+        found = read_containers(kernel, tasks, with_containers)
+    click.echo(render.psaux_json(rows, found) if as_json else render.psaux_table(rows, found),
+               nl=False)
     warn(problems)
 
 

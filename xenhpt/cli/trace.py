@@ -13,7 +13,8 @@ from typing import BinaryIO
 
 import click
 
-from ..errors import BadUsage, OutputError, TargetGone, XenhptError
+from ..errors import BadUsage, OutputError, ProfileError, TargetGone, XenhptError
+from ..linux.containers import ContainerReader
 from ..linux.kernel import Kernel
 from ..linux.process_tree import ProcessTree
 from ..linux.tasks import Task
@@ -23,13 +24,14 @@ from ..output.writer import BackgroundWriter
 from ..syscalls.decode import Decoder
 from ..syscalls.table import SelectionError, parse_selection
 from ..tracer.choose_source import MODES, choose_source, plugin_file_for
+from ..tracer.containers import ContainerCache
 from ..tracer.control import ControlServer, TraceControl
 from ..tracer.engine import CallFilter, EngineStats, SyscallEngine
 from ..tracer.exception_capture import NOT_BY_EXCEPTION
 from ..tracer.recording import RecordingEngine
 from ..tracer.source import STOP_GRACE_SECONDS, CaptureReport, CaptureSource
 from .guardian import Guardian
-from .process import profile_option, read_processes, scan_progress
+from .process import containers_option, profile_option, read_processes, scan_progress
 from .targets import open_target
 
 # -s above this is a typo, not a wish: the plugin copies at most 64 KiB per call anyway.
@@ -176,12 +178,14 @@ class TaskListWatch:
 @click.option("--capture-file", type=click.Path(path_type=Path, dir_okay=False),
               help="The plugin's shared file (shm=PATH given to -plugin) for a QEMU "
                    "started by hand.")
+@containers_option
 @profile_option
 def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str | None,
           follow: bool, string_limit: int, output: Path | None, as_json: bool, summary: bool,
           show_time: bool, duration: float | None, tree: bool, verbose: bool,
           record_path: Path | None, save_path: Path | None, control_path: Path | None,
-          capture_mode: str, capture_file: Path | None, profile_path: Path | None) -> None:
+          capture_mode: str, capture_file: Path | None, with_containers: bool,
+          profile_path: Path | None) -> None:
     """Trace the system calls of TARGET (a live guest) from outside.
 
     \b
@@ -192,6 +196,10 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
       xenhpt trace lab --save busy.xcap --duration 10; xenhpt decode busy.xcap
       xenhpt trace lab -e trace=openat --control /tmp/t.sock &
       xenhpt control /tmp/t.sock add -e trace=write
+      xenhpt trace lab -e trace=%process --containers
+
+    JSON records always carry pidns, ns_pid and cgroup (the caller's pid namespace, its
+    pid there, its cgroup v2 path); --containers shows them in text lines too.
     """
     numbers = _selection(expression)
     out_file, out_name = open_output(output)  # like strace: -o first, a bad path says so
@@ -218,7 +226,8 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         raise
     steering: TraceControl | None = None
     writer = BackgroundWriter(out_file, out_name)
-    sink = StreamSink(writer, as_json=as_json, summary=summary, show_time=show_time)
+    sink = StreamSink(writer, as_json=as_json, summary=summary, show_time=show_time,
+                      containers=with_containers or as_json)
     stop = StopFlag()
     guardian = Guardian.start(target)
     capture: CaptureSource | None = None
@@ -240,6 +249,8 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         else:
             engine = RecordingEngine(recording, Decoder(string_limit), sink, call_filter,
                                      process_tree, tasks)
+        if sink.containers and saving is None:
+            engine.containers = _container_cache(kernel, required=with_containers)
         # (a saved trace is decoded later: no live tree to keep honest meanwhile)
         watch = TaskListWatch(kernel, engine) if saving is None else None
         mode = "full" if numbers is None else "selective"
@@ -310,6 +321,22 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
         click.echo(f"xenhpt: {report.events} records saved to {save_path}; print them with "
                    f"'xenhpt decode {save_path}'", err=True)
     _report(target, verbose, tree, engine, sink, writer, report, gone)
+
+
+def _container_cache(kernel: Kernel, required: bool) -> ContainerCache | None:
+    """The per-task container reads of this trace; an old profile without the fields is
+    an error when --containers asked for them, else one warning (JSON shows nulls)."""
+    try:
+        reader = ContainerReader(kernel)
+    except ProfileError as exc:
+        if required:
+            raise
+        click.echo(f"xenhpt: warning: {exc}", err=True)
+        return None
+    if reader.cgroup_v2 is False:
+        click.echo("xenhpt: warning: cgroup v2 is not mounted in the guest (cgroup v1 only, "
+                   "or none): no cgroup paths", err=True)
+    return ContainerCache(reader)
 
 
 def _close_quietly(file: BinaryIO) -> None:

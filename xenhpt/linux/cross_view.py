@@ -10,11 +10,17 @@ the processes are collected from independent structures and set side by side:
   and on the task list, so the two agree on an untouched kernel);
 - ``pid idr``: the pid allocator, ``init_pid_ns.idr`` (an xarray of ``struct pid``:
   64-slot nodes, an internal entry marks a node), each pid's ``tasks[PIDTYPE_PID]``
-  leading to its task through ``task_struct.pid_links``; the thread-group leaders.
+  leading to its task through ``task_struct.pid_links``; the thread-group leaders;
+- ``runqueue``: what every CPU runs or has runnable (``runqueues.py``), each thread
+  counted for its process (``group_leader``);
+- ``memory scan``, when asked: every ``task_struct`` of a thread-group leader found in
+  physical memory (``task_scan.py``), linked from anywhere or not.
 
-A process present in one view and missing from another is flagged. Both walks are
-bounded and cycle-checked; what they could not read is a problem line, not an error.
-Not yet here: the runqueues (the issue's other view).
+A process missing from one of the first three (the complete views) is flagged. The
+runqueue holds only runnable tasks, and the scan misses a task in unreadable memory, so
+missing from those says nothing; a process found there and nowhere else is a row,
+flagged for the views it is missing from. Every walk is
+bounded and cycle-checked; what it could not read is a problem line, not an error.
 """
 
 from __future__ import annotations
@@ -22,9 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import MemoryReadError
+from .runqueues import runqueue_task_addresses
+from .task_scan import Progress, scan_for_tasks
 from .tasks import MAX_TASKS, Task, TaskReader, Walk
 
-VIEWS = ("tasks", "children", "pid idr")
+VIEWS = ("tasks", "children", "pid idr", "runqueue")
+SCAN = "memory scan"
+# Views that hold every process: missing from one of these is suspicious.
+COMPLETE_VIEWS = ("tasks", "children", "pid idr")
 XA_CHUNK = 64  # slots of an xa_node
 MAX_XA_NODES = 1 << 14  # 1M pids at most in a pid namespace (PID_MAX_LIMIT 4M: 64K nodes)
 
@@ -38,13 +49,14 @@ class CrossViewRow:
 
     @property
     def flagged(self) -> bool:
-        return not all(self.found.values())
+        return not all(self.found[view] for view in COMPLETE_VIEWS)
 
 
 @dataclass
 class CrossView:
     rows: list[CrossViewRow] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    views: tuple[str, ...] = VIEWS  # the columns, in order (SCAN added when it ran)
 
 
 def process_tree_tasks(reader: TaskReader, root: Task, walk: Walk) -> list[Task]:
@@ -116,10 +128,35 @@ def pid_idr_tasks(reader: TaskReader, walk: Walk) -> list[Task]:
     return found
 
 
-def cross_view(reader: TaskReader) -> CrossView:
-    """Every process found by either view, in task-list order, then the others by pid."""
+def runqueue_processes(reader: TaskReader, walk: Walk) -> list[Task]:
+    """The processes (thread-group leaders) with a thread on a runqueue; not the idle task."""
+    k = reader.kernel
+    leader_at = k.profile.offset("task_struct", "group_leader")
+    leaders: set[int] = set()
+    for address in runqueue_task_addresses(reader, walk):
+        try:
+            leaders.add(k.u64(address + leader_at) or address)
+        except MemoryReadError:
+            walk.problems.append(f"runqueue: task {address:#x} unreadable")
+    found = []
+    for address in sorted(leaders):
+        try:
+            task = reader.read(address)
+        except MemoryReadError:
+            walk.problems.append(f"runqueue: task {address:#x} unreadable")
+            continue
+        if task.pid != 0:
+            found.append(task)
+    return found
+
+
+def cross_view(reader: TaskReader, scan: bool = False,
+               progress: Progress | None = None) -> CrossView:
+    """Every process found by any view, in task-list order, then the others by pid;
+    ``scan`` adds the (slow) scan of physical memory for ``task_struct``s."""
     listed = reader.processes()
-    out = CrossView(problems=list(listed.problems))
+    views = VIEWS + ((SCAN,) if scan else ())
+    out = CrossView(problems=list(listed.problems), views=views)
     try:
         swapper = reader.read(reader.init_task)
     except MemoryReadError as exc:
@@ -128,14 +165,18 @@ def cross_view(reader: TaskReader) -> CrossView:
     tree_walk = Walk()
     in_tree = process_tree_tasks(reader, swapper, tree_walk)
     in_idr = pid_idr_tasks(reader, tree_walk)
-    out.problems += tree_walk.problems
+    running = runqueue_processes(reader, tree_walk)
     by_view = {"tasks": {t.address: t for t in listed.tasks},
                "children": {t.address: t for t in in_tree},
-               "pid idr": {t.address: t for t in in_idr}}
-    others = {a: t for view in ("children", "pid idr") for a, t in by_view[view].items()
+               "pid idr": {t.address: t for t in in_idr},
+               "runqueue": {t.address: t for t in running}}
+    if scan:
+        by_view[SCAN] = {t.address: t for t in scan_for_tasks(reader, tree_walk, progress)}
+    out.problems += tree_walk.problems
+    others = {a: t for view in views[1:] for a, t in by_view[view].items()
               if a not in by_view["tasks"]}
     ordered = list(by_view["tasks"].values()) + sorted(others.values(), key=lambda t: t.pid)
     for task in ordered:
         out.rows.append(CrossViewRow(task, {view: task.address in by_view[view]
-                                            for view in VIEWS}))
+                                            for view in views}))
     return out

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from ..linux.containers import Container
 from ..linux.mm import ProcessStrings, UserStrings
 from ..linux.vma import Mapping, ProcessMappings
+from . import containers as columns
 from .escape import escape_text
 
 
@@ -46,23 +48,30 @@ def command_line(row: ProcessStrings) -> str:
     return " ".join([escape_text(arg) for arg in row.strings.strings] + _markers(row.strings))
 
 
-def psaux_table(rows: Iterable[ProcessStrings]) -> str:
-    lines = [f"{'PID':>7} {'PPID':>7} {'UID':>6} {'COMM':<16} ARGS"]
+def psaux_table(rows: Iterable[ProcessStrings],
+                containers: dict[int, Container] | None = None) -> str:
+    """With ``containers`` (task address → facts), the container columns before COMM."""
+    extra = "" if containers is None else columns.HEAD
+    lines = [f"{'PID':>7} {'PPID':>7} {'UID':>6} {extra}{'COMM':<16} ARGS"]
     for row in rows:
         t = row.task
-        lines.append(f"{t.pid:>7} {t.ppid:>7} {t.uid:>6} {escape_text(t.comm):<16} "
+        cells = "" if containers is None else columns.container_cells(containers.get(t.address))
+        lines.append(f"{t.pid:>7} {t.ppid:>7} {t.uid:>6} {cells}{escape_text(t.comm):<16} "
                      f"{command_line(row)}")
     return "\n".join(lines) + "\n"
 
 
-def psaux_json(rows: Iterable[ProcessStrings]) -> str:
+def psaux_json(rows: Iterable[ProcessStrings],
+               containers: dict[int, Container] | None = None) -> str:
     out = []
     for row in rows:
         t = row.task
         args = None if row.strings is None else [escape_text(a) for a in row.strings.strings]
+        extra = {} if containers is None else columns.container_fields(
+            containers.get(t.address))
         out.append(json.dumps({"pid": t.pid, "ppid": t.ppid, "uid": t.uid,
                                "comm": escape_text(t.comm), "task": f"{t.address:#x}",
-                               "args": args, **_marker_fields(row.strings)}) + "\n")
+                               **extra, "args": args, **_marker_fields(row.strings)}) + "\n")
     return "".join(out)
 
 

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from ..tracer.records import ProcessEvent, SyscallRecord
+from .containers import container_fields, container_label
 from .escape import escape_text
 
 
-def text_line(record: SyscallRecord, show_time: bool = False) -> str:
+def text_line(record: SyscallRecord, show_time: bool = False,
+              containers: bool = False) -> str:
     # Like strace -f, the number is the thread's id (equal to the pid for a main thread).
-    who = f"[pid {record.tid} {escape_text(record.comm)}]"
+    where = container_label(record.container) if containers else ""
+    who = f"[pid {record.tid} {escape_text(record.comm)}{where}]"
     if not record.finished:
         return f"{who} {record.decoded} <unfinished ...>"
     line = f"{who} {record.decoded} = {record.ret_text}"
@@ -26,8 +29,10 @@ def text_line(record: SyscallRecord, show_time: bool = False) -> str:
     return line
 
 
-def json_record(record: SyscallRecord) -> dict[str, object]:
-    return {
+def json_record(record: SyscallRecord, containers: bool = False) -> dict[str, object]:
+    """One call as JSON; ``containers`` adds ``pidns``, ``ns_pid``, ``cgroup`` (null when
+    unknown)."""
+    out: dict[str, object] = {
         "type": "syscall", "ts": round(record.ts, 6), "vcpu": record.vcpu,
         "pid": record.pid, "tid": record.tid, "ppid": record.ppid,
         "comm": escape_text(record.comm), "abi": record.abi,
@@ -38,6 +43,9 @@ def json_record(record: SyscallRecord) -> dict[str, object]:
         "duration_us": None if record.duration_us is None else round(record.duration_us, 1),
         "finished": record.finished,
     }
+    if containers:
+        out.update(container_fields(record.container))
+    return out
 
 
 def json_event(event: ProcessEvent) -> dict[str, object]:
@@ -58,8 +66,9 @@ class StreamSink:
     """Writes records as they come (flushed per line: a killed trace loses nothing)."""
 
     def __init__(self, out: TextIO, as_json: bool = False, summary: bool = False,
-                 show_time: bool = False) -> None:
+                 show_time: bool = False, containers: bool = False) -> None:
         self.out = out
+        self.containers = containers  # each record carries its container facts: show them
         self.as_json = as_json
         self.summary = summary
         self.show_time = show_time
@@ -73,8 +82,8 @@ class StreamSink:
             row.errors += record.errno is not None
             row.total_us += record.duration_us or 0.0
         else:
-            line = (json.dumps(json_record(record)) if self.as_json
-                    else text_line(record, self.show_time))
+            line = (json.dumps(json_record(record, self.containers)) if self.as_json
+                    else text_line(record, self.show_time, self.containers))
             self.out.write(line + "\n")
             self.out.flush()
         self.printed += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ..linux.syscall_dispatch import Finding
+from ..linux.syscall_dispatch import NOT_CHECKED, Finding
 
 CHECKS = ("sys_call_table", "ia32_sys_call_table", "entry code", "idt", "msr")
 
@@ -21,14 +21,14 @@ def findings_text(findings: Sequence[Finding], show_all: bool = False,
     lines = []
     for check in CHECKS:
         mine = [f for f in findings if f.check == check]
-        if mine:
+        skipped = [f for f in mine if f.verdict == NOT_CHECKED]
+        if skipped:
+            lines.append(f"{check}: not checked: {skipped[0].expected}")
+        elif mine:
             bad = sum(f.suspicious for f in mine)
             lines.append(f"{check}: {len(mine)} checked, {bad} suspicious")
-        elif check == "msr":
-            lines.append("msr: not available from this target (a snapshot, or a backend "
-                         "that does not report the entry MSRs)")
     lines += [f"note: {note}" for note in notes]
-    shown = [f for f in findings if show_all or f.suspicious]
+    shown = [f for f in findings if (show_all or f.suspicious) and f.verdict != NOT_CHECKED]
     if shown:
         lines.append("")
         lines.append(f"{'CHECK':<19} {'INDEX':>5}  {'NAME':<22} {'ADDRESS':<18}  "

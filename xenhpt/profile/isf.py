@@ -21,6 +21,7 @@ import json
 import lzma
 import marshal
 import os
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -30,8 +31,9 @@ from xenhpt.errors import ProfileError
 MASK64 = (1 << 64) - 1
 MAX_ISF_BYTES = 2 << 30  # decompressed; dwarf2json ISFs are < 200 MB
 MAX_NESTING = 16  # anonymous-member nesting followed when flattening
-CACHE_FORMAT = 3  # 2: each user type marshalled on its own, decoded on first use;
-#                   3: array symbols' lengths
+CACHE_FORMAT = 4  # 2: each user type marshalled on its own, decoded on first use;
+#                   3: array symbols' lengths; 4: symbols in buckets, decoded on first use
+SYMBOL_BUCKETS = 256
 CACHE_MIN_BYTES = 4 << 20  # plain ISFs smaller than this load as fast as the cache
 
 
@@ -68,7 +70,7 @@ class Profile:
 
     def __init__(self, path: Path, content: dict[str, Any]) -> None:
         self.path = path
-        self._symbols: dict[str, int] = content["symbols"]
+        self._symbols: Mapping[str, int] = content["symbols"]
         self._user_types: Mapping[str, Any] = content["user_types"]
         self._base_types: dict[str, Any] = content["base_types"]
         self._enums: dict[str, Any] = content["enums"]
@@ -114,8 +116,8 @@ class Profile:
         return name in self._symbols
 
     @property
-    def symbols(self) -> dict[str, int]:
-        """All symbols, name → address (do not modify)."""
+    def symbols(self) -> Mapping[str, int]:
+        """All symbols, name → address (iterating them decodes every cached bucket)."""
         return self._symbols
 
     def array_length(self, name: str) -> int | None:
@@ -298,6 +300,52 @@ class _LazyTypes(Mapping[str, Any]):
         return len(self._packed)
 
 
+def _bucket(name: str) -> int:
+    # A stable hash (str's hash() is randomised per process): the bucket a name was
+    # written to must be the one the next process reads.
+    return zlib.crc32(name.encode("utf-8", "surrogateescape")) % SYMBOL_BUCKETS
+
+
+class _LazySymbols(Mapping[str, int]):
+    """Symbols kept in marshalled buckets: a view looks up a dozen of a kernel's 80 000,
+    and decoding them all was the largest part of loading a profile (50–100 ms)."""
+
+    def __init__(self, buckets: list[bytes], count: int) -> None:
+        self._buckets = buckets
+        self._decoded: list[dict[str, int] | None] = [None] * len(buckets)
+        self._count = count
+
+    def _get_bucket(self, index: int) -> dict[str, int]:
+        found = self._decoded[index]
+        if found is None:
+            found = self._decoded[index] = marshal.loads(self._buckets[index])
+        return found
+
+    def __getitem__(self, name: str) -> int:
+        return self._get_bucket(_bucket(name))[name]
+
+    def get(self, name: str, default: Any = None) -> Any:  # (the hot path: no KeyError)
+        return self._get_bucket(_bucket(name)).get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._get_bucket(_bucket(name))
+
+    def __iter__(self) -> Iterator[str]:
+        for index in range(len(self._buckets)):
+            yield from self._get_bucket(index)
+
+    def items(self) -> Iterator[tuple[str, int]]:  # type: ignore[override]
+        for index in range(len(self._buckets)):
+            yield from self._get_bucket(index).items()
+
+    def values(self) -> Iterator[int]:  # type: ignore[override]
+        for index in range(len(self._buckets)):
+            yield from self._get_bucket(index).values()
+
+    def __len__(self) -> int:
+        return self._count
+
+
 def _read_cache(cache_file: Path, stamp: list[int]) -> dict[str, Any] | None:
     try:
         content = marshal.loads(cache_file.read_bytes())
@@ -306,6 +354,7 @@ def _read_cache(cache_file: Path, stamp: list[int]) -> dict[str, Any] | None:
     if not isinstance(content, dict) or content.get("stamp") != stamp:
         return None  # the ISF changed since (or another cache format)
     content["user_types"] = _LazyTypes(content["user_types"])
+    content["symbols"] = _LazySymbols(content["symbols"], content["symbol_count"])
     return content
 
 
@@ -315,7 +364,13 @@ def _write_cache(cache_file: Path, content: dict[str, Any], stamp: list[int]) ->
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         packed = {name: marshal.dumps(t) for name, t in content["user_types"].items()}
-        tmp.write_bytes(marshal.dumps({**content, "user_types": packed, "stamp": stamp}))
+        buckets: list[dict[str, int]] = [{} for _ in range(SYMBOL_BUCKETS)]
+        for name, address in content["symbols"].items():
+            buckets[_bucket(name)][name] = address
+        tmp.write_bytes(marshal.dumps({
+            **content, "user_types": packed, "stamp": stamp,
+            "symbols": [marshal.dumps(b) for b in buckets],
+            "symbol_count": len(content["symbols"])}))
         os.replace(tmp, cache_file)
     except (OSError, ValueError):
         tmp.unlink(missing_ok=True)

@@ -140,7 +140,7 @@ class BreakpointCapture:
             self.stats.unknown_task += 1
             return UNKNOWN_TASK
         return TaskIdentity(task=address, pid=task.pid, tid=task.tid, ppid=task.ppid,
-                            comm=task.comm)
+                            comm=task.comm, start_time=task.start_time)
 
     def _user_reader(self, cr3: int, abi: str | None) -> Callable[[int, int], bytes]:
         mask = MASK32 if abi == "i386" else 0xFFFF_FFFF_FFFF_FFFF

@@ -17,6 +17,7 @@ from ..linux.tasks import Task
 from ..syscalls.decode import Decoder
 from ..syscalls.memory import read_cstring, read_words
 from ..syscalls.table import SyscallTable, Template
+from .containers import ContainerCache
 from .records import ProcessEvent, ReadMemory, SyscallRecord, TaskIdentity, TrapRecord
 
 # Calls that never come back to the caller when they succeed (or at all).
@@ -100,6 +101,8 @@ class SyscallEngine:
         self.tables = {abi: SyscallTable.load(abi) for abi in ("x86_64", "i386")}
         self.pending: dict[int, _Pending] = {}
         self.stats = EngineStats()
+        # Set by the caller to attach each record's container facts (read once per task).
+        self.containers: ContainerCache | None = None
 
     # -- input ---------------------------------------------------------------------------
 
@@ -143,6 +146,8 @@ class SyscallEngine:
             pending.clone_flags = record.args[0]
         if name in NO_RETURN:
             self._emit(pending, None, record.ts, finished=True)
+            if self.containers is not None:
+                self.containers.forget(record.task.task)
             if name == "exit_group" or record.task.tid == record.task.pid:
                 self._process_event("exit", record.ts, record.task.pid, record.task.ppid,
                                     record.task.comm, {"status": record.args[0] if record.args
@@ -267,12 +272,13 @@ class SyscallEngine:
             ret = -1 if decoded.errno else decoded.ret
         duration = (exit_ts - entry.ts) * 1e6 if exit_ts is not None and ret is not None else None
         self.stats.emitted += 1
+        container = self.containers.of(entry.task) if self.containers is not None else None
         self.sink.syscall(SyscallRecord(
             ts=entry.ts, vcpu=entry.vcpu, pid=entry.task.pid, tid=entry.task.tid,
             ppid=entry.task.ppid, comm=entry.task.comm, abi=entry.abi or "x86_64",
             mechanism=entry.mechanism, nr=entry.nr, name=pending.name, args=entry.args,
             decoded=decoded.text, ret=ret, ret_text=decoded.ret_text, errno=decoded.errno,
-            duration_us=duration, finished=finished))
+            duration_us=duration, finished=finished, container=container))
 
     def _process_event(self, kind: str, ts: float, pid: int, ppid: int, comm: bytes,
                        detail: dict[str, object]) -> None:

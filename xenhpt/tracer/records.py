@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..linux.containers import Container
+
 # Read the calling task's user memory while the trap is being handled.
 ReadMemory = Callable[[int, int], bytes]
 
@@ -23,6 +25,7 @@ class TaskIdentity:
     tid: int
     ppid: int
     comm: bytes
+    start_time: int = 0  # ns since boot, where the source read it (0: not known)
 
 
 @dataclass
@@ -66,6 +69,7 @@ class SyscallRecord:
     errno: str | None
     duration_us: float | None
     finished: bool = True  # False: the trace ended while the call was still in the kernel
+    container: Container | None = None  # pid namespace, pid there, cgroup (when asked)
 
 
 @dataclass

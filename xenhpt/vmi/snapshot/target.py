@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Literal, Protocol
 
-from ...errors import SnapshotError, XenhptError
+from ...errors import MsrUnavailable, SnapshotError, XenhptError
 from ..target import Trap
 from ..x86.paging import PagedMemory, PageWalker, levels_from_cr4
 from .formats import describe
@@ -130,6 +130,13 @@ class SnapshotTarget(PagedMemory):
             raise XenhptError(f"{self.path}: no vCPU {vcpu} (the snapshot has "
                               f"{len(self._registers)})")
         return dict(self._registers[vcpu])
+
+    def read_msr(self, vcpu: int, index: int) -> int:
+        # None of the formats carries them: QEMU's ELF notes hold QEMUCPUState (general,
+        # segment and control registers, kernel_gs_base), Xen's dump-core a PV
+        # vcpu_guest_context, raw and LiME no CPU state at all.
+        raise MsrUnavailable("MSRs are not in a memory image (a QEMU ELF dump's notes carry "
+                             "the general and control registers, not MSRs)")
 
     # -- what a snapshot cannot do ---------------------------------------------------------
 

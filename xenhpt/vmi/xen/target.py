@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...errors import MemoryReadError, TargetGone, XenhptError
+from ...errors import MemoryReadError, MsrUnavailable, TargetGone, XenhptError
 from ..target import KernelTables, Trap
 from ..x86.emulate import MAX_INSTRUCTION, emulate
 from ..x86.paging import PagedMemory, PageWalker, dtb_from_cr3, levels_from_cr4
@@ -209,6 +209,12 @@ class XenTarget(PagedMemory):
                       for name, number in REGISTER_IDS.items()}
             self._registers[vcpu] = cached
         return cached
+
+    def read_msr(self, vcpu: int, index: int) -> int:
+        """LibVMI reads the entry MSRs (and EFER) from Xen's HVM context."""
+        if index not in MSR_IDS:
+            raise MsrUnavailable(f"LibVMI has no register id for MSR {index:#x}")
+        return int(self.vmi.get_vcpureg(MSR_IDS[index], vcpu))
 
     def write_register(self, vcpu: int, name: str, value: int) -> None:
         if name not in REGISTER_IDS:

@@ -1,0 +1,114 @@
+"""A scan of physical memory for ``task_struct``s: processes no list leads to.
+
+A rootkit can unlink a process from every structure the kernel walks (the task list,
+its parent's children, the pid IDR) and, while it sleeps, it is on no runqueue either;
+its ``task_struct`` is still in memory. This finds it by a property every thread-group
+leader has: its ``group_leader`` points at itself. In the kernel's direct map a
+``task_struct`` at physical ``T`` is at ``page_offset_base + T``, so the 8 bytes at
+``T + offsetof(group_leader)`` hold exactly that value. Within 64 KiB of memory the top
+six bytes of those values take at most two values, so ``bytes.find`` over each window
+finds the few candidates at C speed; each is then checked exactly and validated as a
+task (pid and tgid plausible and equal, name printable, list and parent and credential
+pointers in the kernel half, not a task that has died: ``TASK_DEAD`` or ``EXIT_DEAD``,
+whose freed memory may still look like one).
+
+It reads all of guest memory (a second or so per 512 MiB), so ``psxview`` runs it only
+when asked (``--scan``). A task whose ``task_struct`` lies in memory the target cannot
+read is not found; nothing here raises for hostile bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from ..errors import MemoryReadError
+from .tasks import COMM_LEN, MAX_TASKS, Task, TaskReader, Walk
+
+CHUNK = 1 << 20  # physical memory read at a time
+WINDOW = 1 << 16  # the span over which a self pointer's top six bytes take ≤ 2 values
+DEFAULT_PAGE_OFFSET = 0xFFFF_8880_0000_0000  # the direct map without KASLR (4-level)
+KERNEL_HALF = 0xFFFF_8000_0000_0000
+PID_MAX_LIMIT = 1 << 22
+TASK_DEAD = 0x80
+EXIT_DEAD = 0x10
+MASK64 = (1 << 64) - 1
+
+Progress = Callable[[int, int], None]
+
+
+def page_offset(reader: TaskReader) -> int:
+    """Where the kernel's direct map of physical memory starts (KASLR moves it)."""
+    k = reader.kernel
+    if k.has_symbol("page_offset_base"):
+        try:
+            return k.u64(k.symbol("page_offset_base"))
+        except MemoryReadError:
+            pass
+    return DEFAULT_PAGE_OFFSET
+
+
+def scan_for_tasks(reader: TaskReader, walk: Walk,
+                   progress: Progress | None = None) -> list[Task]:
+    """Every thread-group leader whose ``task_struct`` is in readable physical memory."""
+    k = reader.kernel
+    p = k.profile
+    leader_at = p.offset("task_struct", "group_leader")
+    base = page_offset(reader)
+    target = k.target
+    size = target.physical_size
+    candidates: list[int] = []
+    for start in range(0, size, CHUNK):
+        if progress is not None:
+            progress(start, size)
+        try:
+            data = target.read_physical(start, min(CHUNK, size - start))
+        except MemoryReadError:
+            continue  # a hole in the snapshot, or memory the backend cannot read
+        for window in range(0, len(data), WINDOW):
+            first = (base + start + window - leader_at) & MASK64
+            last = (first + WINDOW - 8) & MASK64
+            for high in {first >> 16, last >> 16}:
+                needle = high.to_bytes(6, "little")
+                at = data.find(needle, window + 2, window + WINDOW + 6)
+                while at != -1:
+                    q = at - 2
+                    if q % 8 == 0:
+                        value = struct.unpack_from("<Q", data, q)[0]
+                        if value == (base + start + q - leader_at) & MASK64:
+                            candidates.append(value)  # the task's virtual address
+                    at = data.find(needle, at + 1, window + WINDOW + 6)
+        if len(candidates) > MAX_TASKS:
+            walk.problems.append("memory scan: too many candidates; scan stopped")
+            break
+    if progress is not None:
+        progress(size, size)
+    found = []
+    for address in dict.fromkeys(candidates):
+        task = validated(reader, address)
+        if task is not None:
+            found.append(task)
+    return found
+
+
+def validated(reader: TaskReader, address: int) -> Task | None:
+    """The task at ``address`` if it looks like a live thread-group leader, else None."""
+    k = reader.kernel
+    p = k.profile
+    try:
+        task = reader.read(address)
+        exit_state = k.u32(address + p.offset("task_struct", "exit_state"))
+        links = [k.u64(address + reader.off["tasks"]), k.u64(address + reader.off["tasks"] + 8),
+                 k.u64(address + reader.off["cred"])]
+    except MemoryReadError:
+        return None
+    comm = task.comm
+    if not (0 < task.pid < PID_MAX_LIMIT and task.pid == task.tid):
+        return None
+    if not comm or len(comm) >= COMM_LEN or not all(0x20 <= b < 0x7F for b in comm):
+        return None
+    if task.state & TASK_DEAD or exit_state & EXIT_DEAD:
+        return None
+    if not all(link >= KERNEL_HALF for link in [*links, task.parent_address]):
+        return None
+    return task
