@@ -73,11 +73,25 @@ WORKLOADS = {  # name -> (guest command taking the duration, unit)
     "shell": (f"{BIN}/bench_shell", "runs/min"),
     "arithmetic": (f"{BIN}/bench_arith", "loops/s"),
     "spawn": (f"{BIN}/bench_spawn", "spawns/s"),
+    # The same mix from a 32-bit program, one mechanism each (the paper's columns).
+    "syscall32-int80": (f"{BIN}/bench_syscall32 int80", "loops/s"),
+    "syscall32-sysenter": (f"{BIN}/bench_syscall32 sysenter", "loops/s"),
+    "syscall32-syscall": (f"{BIN}/bench_syscall32 syscall", "loops/s"),
 }
+DEFAULT_WORKLOADS = ("syscall", "shell", "arithmetic", "spawn")
+# --paper: the paper's table (syscall loop per mechanism, shell, arithmetic), with the
+# exception trap beside the breakpoints and the plugin.
+PAPER_WORKLOADS = ("syscall", "syscall32-int80", "syscall32-sysenter", "syscall32-syscall",
+                   "shell", "arithmetic")
+PAPER_CONDITIONS = ("untraced", "xenhpt-full", "xenhpt-exception", "plugin-untraced",
+                    "xenhpt-plugin-full")
 CONDITIONS = {  # name -> (lab, xenhpt trace arguments or None, in-guest prefix)
     "untraced": ("gdbstub", None, ""),
     "xenhpt-full": ("gdbstub", [], ""),
     "xenhpt-selective": ("gdbstub", ["-e", SELECTION], ""),
+    # The paper's trap: EFER.SCE cleared, every syscall caught at its #UD (sysenter and
+    # int 0x80 stay on breakpoints: the gdbstub cannot break their conditions).
+    "xenhpt-exception": ("gdbstub", ["--capture", "exception"], ""),
     "strace-full": ("gdbstub", None, "strace -f -o /dev/null "),
     "strace-selective": ("gdbstub", None, f"strace -f --seccomp-bpf -e {SELECTION} -o /dev/null "),
     # The plugin lab: QEMU 10 with the capture plugin loaded (idle when untraced).
@@ -95,7 +109,8 @@ BASELINE = {"gdbstub": "untraced", "plugin": "plugin-untraced",
 PLAIN_BASELINE = {"plugin": "qemu10-untraced"}
 KEPT = re.compile(r"the whole capture is kept in (\S+) ")
 PAPER = {"syscall": "13.8 / 100.4 / 60.6", "shell": "1.90 / 2.61 / 2.20", "arithmetic": "≈ 1.00",
-         "spawn": "—"}
+         "spawn": "—", "syscall32-int80": "13.8 (int)", "syscall32-sysenter": "100.4 (sysenter)",
+         "syscall32-syscall": "60.6 (syscall)"}
 SCORE = re.compile(r"bench=(\w+) count=(\d+) seconds=([\d.]+) score=([\d.]+)")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -406,8 +421,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 repetitions of 2 s runs")
     parser.add_argument("--duration", type=float, help="seconds per run (guest clock)")
     parser.add_argument("--reps", type=int, help="repetitions of every workload × condition")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS))
-    parser.add_argument("--conditions", default=",".join(CONDITIONS))
+    parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                        help=f"any of {', '.join(WORKLOADS)}")
+    parser.add_argument("--conditions", default=",".join(c for c in CONDITIONS
+                                                         if c != "xenhpt-exception"),
+                        help=f"any of {', '.join(CONDITIONS)}")
+    parser.add_argument("--paper", action="store_true",
+                        help="the paper's table: workloads " + ",".join(PAPER_WORKLOADS)
+                        + "; conditions " + ",".join(PAPER_CONDITIONS))
     parser.add_argument("--json", dest="json_path", default="-",
                         help="write the JSON results here ('-': stdout, after the table)")
     parser.add_argument("--cprofile", type=Path, metavar="FILE",
@@ -420,6 +441,8 @@ def main() -> None:
     reps = options.reps or (2 if options.quick else 5)
     workloads = [w for w in options.workloads.split(",") if w]
     conditions = [c for c in options.conditions.split(",") if c]
+    if options.paper:
+        workloads, conditions = list(PAPER_WORKLOADS), list(PAPER_CONDITIONS)
     for name in workloads + conditions:
         if name not in WORKLOADS and name not in CONDITIONS:
             parser.error(f"unknown workload or condition {name!r}")
