@@ -60,6 +60,9 @@ class ExceptionCapture(BreakpointCapture):
     """Breakpoint capture whose 64-bit and compat ``syscall`` entries are ``#UD`` faults."""
 
     def __init__(self, target: Target, kernel: Kernel, engine: SyscallEngine) -> None:
+        refuse = getattr(target, "insert_exception_trap", None)
+        if refuse is not None:
+            refuse("efer-sce")  # the backend says in one line why it cannot (Xen)
         write = getattr(target, "write_registers", None)
         if write is None:
             raise BadUsage(f"{target.description}: the exception trap needs a backend that "
