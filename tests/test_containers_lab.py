@@ -147,12 +147,20 @@ def test_trace_records_of_the_contained_process_carry_its_namespace(container: d
                       "--duration", "4", "-e", "trace=%process,openat,read")
     calls = [r for r in map(json.loads, done.stdout.splitlines()) if r["type"] == "syscall"]
     assert calls, done.stderr
-    for call in calls:
+    if container["capture"] == "plugin":
+        # The plugin's records are decoded a little after the call: a child that has
+        # exited by then (cat lives milliseconds) has no task left to read, and its
+        # facts are null (docs/tracing.md). What is shown must still be right.
+        calls_known = [c for c in calls if c["pidns"] is not None]
+        assert all(c["pidns"] is not None for c in calls if c["pid"] == container["pid"])
+    else:
+        calls_known = calls  # the guest waits at each trap: every task is there
+    for call in calls_known:
         assert call["pidns"] == container["ns"], call
         assert call["cgroup"] == container["cgroup"], call
     assert {c["ns_pid"] for c in calls if c["pid"] == container["pid"]} == {1}
     # Forked children (cat, sleep) are numbered inside the namespace, not as the host sees.
-    children = [c for c in calls if c["pid"] != container["pid"]]
+    children = [c for c in calls_known if c["pid"] != container["pid"]]
     assert children and all(1 < c["ns_pid"] < c["pid"] for c in children)
 
 

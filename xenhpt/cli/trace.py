@@ -325,15 +325,15 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
 
 def _container_cache(kernel: Kernel, required: bool) -> ContainerCache | None:
     """The per-task container reads of this trace; an old profile without the fields is
-    an error when --containers asked for them, else one warning (JSON shows nulls)."""
+    an error when --containers asked for them, else JSON shows nulls (no warning: JSON
+    carries the fields always, and a trace's first stderr line says it is armed)."""
     try:
         reader = ContainerReader(kernel)
-    except ProfileError as exc:
+    except ProfileError:
         if required:
             raise
-        click.echo(f"xenhpt: warning: {exc}", err=True)
-        return None
-    if reader.cgroup_v2 is False:
+        return None  # (JSON's container fields stay null: nobody asked for them)
+    if reader.cgroup_v2 is False and required:
         click.echo("xenhpt: warning: cgroup v2 is not mounted in the guest (cgroup v1 only, "
                    "or none): no cgroup paths", err=True)
     return ContainerCache(reader)
