@@ -243,6 +243,16 @@ def test_a_killed_tracer_leaves_the_guest_traceable(plugin_lab: machine.LabState
                                                     selection: list[str]) -> None:
     said = robust.check_sigkill_leaves_the_guest_running_and_traceable(selection)
     assert "guardian" in said, said
+    # What the killed tracer captured is not lost: its spool file is named, and decodes.
+    kept = re.search(r"the calls it captured are kept in (\S+) ", said)
+    assert kept, said
+    spool = Path(kept.group(1))
+    try:
+        done = subprocess.run([XENHPT, "decode", str(spool), "-o", os.devnull, "-v"],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0 and checks.counts(done.stderr)["decoded"] > 0, done.stderr
+    finally:
+        spool.unlink(missing_ok=True)
 
 
 def test_ctrl_c_under_a_syscall_storm_ends_promptly(plugin_lab: machine.LabState) -> None:

@@ -14,6 +14,8 @@ exits. If the last instruction was ``done`` the tracer cleaned up and the guardi
 ends; otherwise it acts at once:
 
 - ``plugin PATH``: switch the capture plugin off through its shared file;
+- ``spool PATH``: the live plugin trace's spool file, named in the guardian's line so that
+  the calls a killed tracer captured can still be decoded;
 - ``exception ADDRESS``: the exception trap cleared EFER.SCE (``--method exception``): before
   anything resumes the VM, set it again on every vCPU and rewind a vCPU left at the #UD
   entry ADDRESS by a faulting ``syscall``, so that the call runs again for real;
@@ -62,6 +64,10 @@ class Guardian:
         """The capture plugin behind ``capture_file`` is about to capture for us."""
         self._say(f"plugin {capture_file}")
 
+    def keep_file(self, path: Path) -> None:
+        """The trace's records are spooled to ``path``: name it should the tracer die."""
+        self._say(f"spool {path}")
+
     def watch_exception_trap(self, fault_entry: int) -> None:
         """EFER.SCE is about to be cleared; ``fault_entry`` is the kernel's #UD entry."""
         self._say(f"exception {fault_entry:#x}")
@@ -80,6 +86,7 @@ def _stand_guard(target_spec: str, tracer_pid: int) -> int:
     """The guardian process: wait for the pipe to close, then act unless dismissed."""
     plugin_files: list[Path] = []
     fault_entries: list[int] = []
+    spools: list[Path] = []
     last = ""
     for raw in sys.stdin.buffer:
         last = raw.decode("utf-8", "surrogateescape").rstrip("\n")
@@ -87,6 +94,8 @@ def _stand_guard(target_spec: str, tracer_pid: int) -> int:
             plugin_files.append(Path(last[len("plugin "):]))
         elif last.startswith("exception "):
             fault_entries.append(int(last[len("exception "):], 16))
+        elif last.startswith("spool "):
+            spools.append(Path(last[len("spool "):]))
     if last == "done":
         return 0
     problems = []
@@ -97,6 +106,10 @@ def _stand_guard(target_spec: str, tracer_pid: int) -> int:
     problems += _detach(target_spec)
     outcome = ("removed its traps and left the guest running" if not problems
                else "could not undo everything: " + "; ".join(problems))
+    for spool in spools:
+        if spool.exists():
+            outcome += (f"; the calls it captured are kept in {spool} "
+                        f"('xenhpt decode {spool}' prints them)")
     try:
         print(f"xenhpt: guardian: the tracer (pid {tracer_pid}) ended without cleaning up; "
               f"{outcome}", file=sys.stderr, flush=True)

@@ -263,6 +263,9 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
             guardian.watch_exception_trap(source.fault_entry)
         source.start()
         capture = source  # (only a started source is stopped: a failed claim is not ours)
+        spool = getattr(source, "spool", None)
+        if spool is not None:
+            guardian.keep_file(spool.path)
         if control is not None:
             steering = TraceControl(engine, capture)
         if verbose:
