@@ -607,6 +607,24 @@ static void flush_deferred(struct vcpu_state *v)
     }
 }
 
+/* The rest of an entry record, wherever it was taken: who called (false: a task the
+ * filter does not want, nothing copied), then the memory its rules ask for; `missing`
+ * gets the rules whose memory was not mapped yet (copied again at the exit). */
+static bool name_and_copy(struct builder *b, uint64_t task, bool known, uint32_t *missing)
+{
+    struct record *r = b->r;
+    read_identity(b->v, task, r);
+    if (!task_wanted_now(r)) {
+        return false;
+    }
+    *missing = known ? apply_rules(b, r->nr, WHEN_ENTRY, r->args, 0, r->sp, 0) : 0;
+    if (*missing) {
+        r->flags |= FLAG_RETRY_AT_EXIT;
+    }
+    finish_record(b);
+    return true;
+}
+
 static void on_syscall_insn(unsigned int vcpu, void *udata)
 {
     /* udata: the instruction's address, shifted, with the mechanism in the low bits. */
@@ -663,18 +681,10 @@ static void on_syscall_insn(unsigned int vcpu, void *udata)
             r->args[5] = word & 0xffffffffu;
         }
     }
-    read_identity(v, current_task(v, true), r);
-    if (!task_wanted_now(r)) {
+    uint32_t missing = 0;
+    if (!name_and_copy(&b, current_task(v, true), known, &missing)) {
         return;
     }
-    uint32_t missing = 0;
-    if (known) {
-        missing = apply_rules(&b, nr, WHEN_ENTRY, r->args, 0, r->sp, 0);
-        if (missing) {
-            r->flags |= FLAG_RETRY_AT_EXIT;
-        }
-    }
-    finish_record(&b);
     if ((r->flags & FLAG_TASK_UNKNOWN) && identity_points()) {
         v->deferred_builder = b;
         v->deferred_missing = missing;
@@ -992,18 +1002,10 @@ static void on_handler(unsigned int vcpu, void *udata)
     if (abi == ABI_I386) {
         r->sp &= 0xffffffffu;
     }
-    read_identity(v, current_task(v, false), r);
-    if (!task_wanted_now(r)) {
+    uint32_t missing = 0;
+    if (!name_and_copy(&b, current_task(v, false), known, &missing)) {
         return;
     }
-    uint32_t missing = 0;
-    if (known) {
-        missing = apply_rules(&b, nr, WHEN_ENTRY, r->args, 0, r->sp, 0);
-        if (missing) {
-            r->flags |= FLAG_RETRY_AT_EXIT;
-        }
-    }
-    finish_record(&b);
     put_entry(&b, missing);
     qemu_plugin_u64_set(arm_exit, vcpu, 1);
 }
