@@ -380,6 +380,10 @@ def _report(target: str, verbose: bool, tree: bool, engine: SyscallEngine | None
         click.echo(f"xenhpt: {counts} ({detail}; {stats.unfinished} unfinished, "
                    f"{stats.unpaired_exits} exits without entry; by mechanism "
                    f"{dict(sorted(stats.by_mechanism.items()))})", err=True)
+    if report is not None and report.interruptions:
+        click.echo(f"xenhpt: warning: the capture plugin stopped {report.interruptions} "
+                   "time(s) when the tracer's heartbeat came late (starved of CPU?) and was "
+                   "started again: calls in those gaps are missing", err=True)
     if report is not None and report.dropped:
         click.echo(f"xenhpt: warning: the capture plugin dropped {report.dropped} records "
                    "(its ring was full): those calls are missing or unfinished", err=True)

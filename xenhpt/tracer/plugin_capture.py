@@ -188,6 +188,7 @@ class PluginCapture:
         self._start: ChannelCounters | None = None
         self._started = False
         self._file_header = file_header  # the spool file's first line (capture_file.py)
+        self._stopping = False
         self.spool: Spool | None = None
         self.description = "capture plugin"
         self.plugin_file = channel.path
@@ -245,6 +246,7 @@ class PluginCapture:
              ) -> CaptureReport:
         """Switch capture off in the plugin, decode what the ring holds for at most
         ``grace`` seconds (None: all of it) or until ``give_up()``, count what is left."""
+        self._stopping = True  # (from here, a stale stop is not undone)
         confirmed = self.channel.disable() if self._started else True
         if self.spool is not None:
             self.spool.finish_copy()  # everything the plugin wrote is in the file now
@@ -269,7 +271,8 @@ class PluginCapture:
         return CaptureReport("plugin", events=self._events(), unknown_task=f.unknown_task,
                              dropped=self.stats.dropped, undecoded=self.stats.undecoded,
                              late_reads=f.late_reads, confirmed=confirmed, kept=kept,
-                             error=self.spool.error if self.spool is not None else None)
+                             error=self.spool.error if self.spool is not None else None,
+                             interruptions=self.stats.stale_stops)
 
     def _events(self) -> int:
         """Records taken from the ring (the -v count)."""
@@ -280,4 +283,9 @@ class PluginCapture:
             return
         now = self.channel.counters()
         self.stats.dropped = now.dropped - self._start.dropped
-        self.stats.stale_stops = now.stale_stops - self._start.stale_stops
+        stale = now.stale_stops - self._start.stale_stops
+        if stale > self.stats.stale_stops and self._started and not self._stopping:
+            # The plugin stopped itself: our heartbeat came later than its timeout (a
+            # tracer starved of CPU). We are alive: capture again, and say so at the end.
+            self.stats.stale_stops = stale
+            self.channel.configure(self.config)

@@ -33,6 +33,9 @@ class CaptureReport:
     error: str | None = None  # the source's own output failed (a capture file's disk)
     # Where the undecoded records are kept (a capture file for `xenhpt decode`), if any.
     kept: Path | None = None
+    # Times capture stopped by itself mid-trace (the plugin's heartbeat timeout: the tracer
+    # was starved of CPU) and was started again: calls in those gaps are missing.
+    interruptions: int = 0
 
 
 class CaptureSource(Protocol):
