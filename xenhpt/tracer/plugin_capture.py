@@ -12,6 +12,7 @@ since.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,6 +158,33 @@ def selective_handlers(kernel: Kernel, numbers: dict[str, set[int]] | None
         regs_field={name: profile.offset("pt_regs", name) for name in PT_REGS_FIELDS})
 
 
+class Heartbeat:
+    """A thread that tells the plugin the tracer is alive, every ``period`` seconds.
+
+    Alive, not keeping up: the copier may wait on a disk that throttles writeback, the
+    decoder may be far behind; neither must make the plugin think we died and stop
+    capturing (its timeout, 5 s, is for a tracer killed with its guardian)."""
+
+    def __init__(self, channel: PluginChannel, period: float = 0.1) -> None:
+        self.channel = channel
+        self.period = period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="xenhpt-heartbeat",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.period):
+            self.channel.heartbeat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 @dataclass
 class PluginStats:
     dropped: int = 0  # records the plugin dropped on a full ring during this trace
@@ -188,6 +216,7 @@ class PluginCapture:
         self._start: ChannelCounters | None = None
         self._started = False
         self._file_header = file_header  # the spool file's first line (capture_file.py)
+        self.heartbeat = Heartbeat(channel)
         self._stopping = False
         self.spool: Spool | None = None
         self.description = "capture plugin"
@@ -203,6 +232,7 @@ class PluginCapture:
         self._start = self.channel.counters()
         self.channel.configure(self.config)
         self._started = True
+        self.heartbeat.start()
         if self.spooling:
             self.spool = Spool(self.channel, self._file_header)
             self.spool.start()
@@ -248,6 +278,7 @@ class PluginCapture:
         ``grace`` seconds (None: all of it) or until ``give_up()``, count what is left."""
         self._stopping = True  # (from here, a stale stop is not undone)
         confirmed = self.channel.disable() if self._started else True
+        self.heartbeat.stop()
         if self.spool is not None:
             self.spool.finish_copy()  # everything the plugin wrote is in the file now
         if confirmed:
