@@ -403,7 +403,8 @@ def test_a_killed_tracers_monitor_ring_is_taken_down_after_its_bytes(tmp_path, m
     (tmp_path / "lab.json").write_text(json.dumps({"format": 1, "domain": "lab", "domid": 7,
                                                    "bytes": {"0x30080": 0x0F}}))
     released: list[int] = []
-    monkeypatch.setattr(xen_module, "release_stale_monitor", released.append)
+    monkeypatch.setattr(xen_module, "release_stale_monitor",
+                        lambda domid, vcpus: released.append(domid))
     fake = FakeVmi(memory, {0: {"cr4": 0x3606F0, "cr3": PML4, "k_gs_base": 0}})
     target = XenTarget(_monitor_refused_once(fake, [True]), "lab", 7, responses=Responses,
                        state_dir=tmp_path)
