@@ -19,7 +19,6 @@ import json
 import os
 import pstats
 import re
-import resource
 import socket
 import subprocess
 import sys
@@ -441,76 +440,109 @@ def run_checks(only: list[str]) -> int:
 
 # -- measuring -----------------------------------------------------------------------------
 
-def profiled_main(out: str) -> None:
-    """``xenhpt`` itself under cProfile, counting CPU time (not the time spent waiting)."""
+def profiled_main(out: str, profiled: bool) -> None:
+    """``xenhpt`` itself, its trace phase timed apart: the capture loop from armed to the
+    end (the traps, LibVMI's event callbacks, the engine, the periodic task-list walks),
+    without the set-up (kernel open, first walk, arming). Writes that phase's CPU seconds
+    (user + system, this process) to ``out.cpu``; with ``profiled``, also a cProfile of
+    the phase counting CPU time (not waiting) to ``out``."""
     from xenhpt.cli.main import main
+    from xenhpt.tracer.capture import BreakpointCapture
 
     profile = cProfile.Profile(time.process_time)
-    profile.enable()
+    phase = [0.0]
+    run = BreakpointCapture.run
+
+    def timed_run(self: BreakpointCapture, should_stop: Callable[[], bool],
+                  poll: float = 0.2) -> None:
+        start = time.process_time()
+        if profiled:
+            profile.enable()
+        try:
+            run(self, should_stop, poll)
+        finally:
+            if profiled:
+                profile.disable()
+            phase[0] += time.process_time() - start
+
+    BreakpointCapture.run = timed_run  # type: ignore[method-assign]
     try:
         main()
     except SystemExit:
         pass
     finally:
-        profile.disable()
-        profile.dump_stats(out)
+        Path(out + ".cpu").write_text(f"{phase[0]}\n")
+        if profiled:
+            profile.dump_stats(out)
+
+
+PARTS = ("libvmi (bindings + C)", "xenhpt", "built-ins (bytes, dicts, struct, ...)",
+         "other Python (stdlib, click, networkx)")
+
+
+def part_of(filename: str, name: str) -> str:
+    """Which side a profiled function is on: LibVMI's (its Python bindings, cffi, the C
+    calls), ours, Python's built-ins, or other Python."""
+    if "/libvmi/" in filename or "_libvmi" in name or "cffi" in filename:
+        return PARTS[0]
+    if "/xenhpt/" in filename:
+        return PARTS[1]
+    if filename == "~":
+        return PARTS[2]
+    return PARTS[3]
+
+
+def traced_phase(seconds: int, profiled: bool) -> tuple[int, float, str]:
+    """One full trace of the busy domU: (traps, trace-phase CPU seconds, its stderr)."""
+    prof = "/tmp/trace.prof"
+    done = subprocess.run([sys.executable, __file__, "profiled" if profiled else "timed",
+                           prof, "trace", f"xen:{DOMAIN}", "-v", "-c", "--duration",
+                           str(seconds), "-o", "/tmp/measure.txt"], capture_output=True,
+                          text=True)
+    match = re.search(r"\((\d+) traps", done.stderr)
+    cpu = float(Path(prof + ".cpu").read_text()) if Path(prof + ".cpu").exists() else 0.0
+    return (int(match.group(1)) if match else 0), cpu, done.stderr
 
 
 def measure(seconds: int = 30) -> None:
-    """Traps per second and the tracer's CPU time per trap, with a busy domU; then where
-    that CPU time goes (LibVMI's bindings and C library vs xenhpt)."""
-    prof = "/tmp/trace.prof"
+    """Traps per second and the tracer's CPU time per INT3 event in its trace phase, with
+    a busy domU (a run without the profiler); then, from a profiled run, what part of
+    that CPU time is LibVMI (bindings + C) and what part is ours."""
     stop = busy_domU()
     try:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wall = time.monotonic()
-        done = subprocess.run([sys.executable, __file__, "profiled", prof, "trace",
-                               f"xen:{DOMAIN}", "-v", "-c", "--duration", str(seconds),
-                               "-o", "/tmp/measure.txt"], capture_output=True, text=True)
-        wall = time.monotonic() - wall
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        traps, cpu, err = traced_phase(seconds, profiled=False)
+        print(err[-800:], flush=True)
+        per = f"{cpu / traps * 1e6:.0f} us" if traps else "-"
+        print(f"XENLAB-MEASURE {traps} traps in {seconds} s: {traps / seconds:.1f} traps/s; "
+              f"tracer CPU in the trace phase {cpu:.2f} s = {per} per INT3 event "
+              "(unprofiled)", flush=True)
+        ptraps, pcpu, err = traced_phase(seconds, profiled=True)
     finally:
         stop()
-    print(done.stderr[-1500:], flush=True)
-    match = re.search(r"\((\d+) traps", done.stderr)
-    traps = int(match.group(1)) if match else 0
-    user = after.ru_utime - before.ru_utime
-    system = after.ru_stime - before.ru_stime
-    print(f"XENLAB-MEASURE {traps} traps in {seconds} s of tracing ({wall:.0f} s with "
-          f"set-up): {traps / seconds:.0f} traps/s; tracer CPU user {user:.2f} s + "
-          f"sys {system:.2f} s", flush=True)
-    stats = pstats.Stats(prof)
-    total = sum(row[2] for row in stats.stats.values())  # tottime, CPU seconds
-    shares: dict[str, float] = {}
+    stats = pstats.Stats("/tmp/trace.prof")
+    total = sum(row[2] for row in stats.stats.values())  # tottime: CPU seconds
+    shares = dict.fromkeys(PARTS, 0.0)
     for (filename, _, name), row in stats.stats.items():
-        if "/libvmi/" in filename or "_libvmi" in name or "cffi" in filename:
-            part = "libvmi (bindings + C)"
-        elif "/xenhpt/" in filename:
-            part = "xenhpt"
-        elif filename == "~":
-            part = "built-ins (bytes, dicts, struct, ...)"
-        else:
-            part = "other Python (stdlib, click, networkx)"
-        shares[part] = shares.get(part, 0.0) + row[2]
-    print(f"XENLAB-MEASURE profiled CPU {total:.2f} s", flush=True)
-    for part, cpu in sorted(shares.items(), key=lambda kv: -kv[1]):
-        per = f", {cpu / traps * 1e6:.0f} us/trap" if traps else ""
-        print(f"XENLAB-MEASURE   {part}: {cpu:.2f} s ({cpu / total:.0%}{per})", flush=True)
-    stats.sort_stats("tottime").print_stats(25)
-    # The per-trap path apart from the set-up (kernel open, first walk): the capture loop,
-    # the event callback inside LibVMI's listen, the engine, the periodic task-list walk.
+        shares[part_of(filename, name)] += row[2]
+    print(f"XENLAB-MEASURE profiled run: {ptraps} traps, trace-phase CPU {pcpu:.2f} s "
+          f"({total:.2f} s profiled; cProfile's own overhead inflates the Python side)",
+          flush=True)
+    for part, part_cpu in sorted(shares.items(), key=lambda kv: -kv[1]):
+        per_trap = f", {part_cpu / ptraps * 1e6:.0f} us/trap" if ptraps else ""
+        print(f"XENLAB-MEASURE   {part}: {part_cpu:.2f} s ({part_cpu / max(total, 1e-9):.0%}"
+              f"{per_trap})", flush=True)
+    stats.sort_stats("tottime").print_stats(20)
     stats.sort_stats("cumulative").print_stats(
         r"capture.py.*\((run|_handle)\)|target.py.*\((wait_for_trap|_on_trap|_handle_trap)\)"
         r"|libvmi.py.*\(listen\)|trace.py.*\(maybe_check\)|engine.py.*\(on_")
-    stats.print_callees(r"_handle_trap")
 
 
 def main() -> int:
     sys.path[:0] = ["/opt/site"]
-    if sys.argv[1:2] == ["profiled"]:
-        out = sys.argv[2]
+    if sys.argv[1:2] in (["profiled"], ["timed"]):
+        profiled, out = sys.argv[1] == "profiled", sys.argv[2]
         sys.argv = ["xenhpt", *sys.argv[3:]]
-        profiled_main(out)
+        profiled_main(out, profiled)
         return 0
     if sys.argv[1:2] == ["reboot"]:  # last: the domU comes back as a fresh domain
         install_swaps()
