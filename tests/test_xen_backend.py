@@ -403,7 +403,8 @@ def test_a_killed_tracers_monitor_ring_is_taken_down_after_its_bytes(tmp_path, m
     (tmp_path / "lab.json").write_text(json.dumps({"format": 1, "domain": "lab", "domid": 7,
                                                    "bytes": {"0x30080": 0x0F}}))
     released: list[int] = []
-    monkeypatch.setattr(xen_module, "release_stale_monitor", released.append)
+    monkeypatch.setattr(xen_module, "release_stale_monitor",
+                        lambda domid, vcpus: released.append(domid))
     fake = FakeVmi(memory, {0: {"cr4": 0x3606F0, "cr3": PML4, "k_gs_base": 0}})
     target = XenTarget(_monitor_refused_once(fake, [True]), "lab", 7, responses=Responses,
                        state_dir=tmp_path)
@@ -446,3 +447,35 @@ def test_a_domain_that_goes_away_ends_the_wait_and_close_writes_nothing(guest):
     target.close()
     assert writes == [] and fake.paused == paused and fake.destroyed
     assert guest.state.exists()  # names domid 7: the next attach (a new domid) drops it
+
+
+def test_a_toolstack_that_does_not_answer_is_one_clear_error(monkeypatch):
+    """Seen in the Xen lab: `xl domid lab` took over 30 s in the nested dom0, and the
+    TimeoutExpired came out of `xenhpt trace` as a traceback."""
+    import subprocess
+
+    from xenhpt.vmi.xen import domain
+
+    def hung(command, **kwargs):
+        raise subprocess.TimeoutExpired(command, kwargs.get("timeout"))
+
+    monkeypatch.setattr(domain.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(domain.subprocess, "run", hung)
+    with pytest.raises(TargetUnreachable, match=r"`xenstore-list /local/domain` did not answer"):
+        domain.resolve_domain("lab")
+
+
+def test_a_domain_whose_xenstore_entry_is_gone_does_not_exist(monkeypatch):
+    """xenstore-read's own words for a removed path (Xen 4.17): seen after a domU reboot,
+    when the tracer kept waiting on the dead domid."""
+    import subprocess
+
+    from xenhpt.vmi.xen import domain
+
+    def read(command, **kwargs):
+        return subprocess.CompletedProcess(command, 1, "", "xenstore-read: couldn't read path "
+                                           "/local/domain/1/name\n")
+
+    monkeypatch.setattr(domain.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(domain.subprocess, "run", read)
+    assert domain.domain_exists("lab", 1) is False

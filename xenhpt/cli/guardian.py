@@ -23,8 +23,9 @@ ends; otherwise it acts at once:
   removes every breakpoint of the stub and resumes the VM; for Xen, opening the domain
   puts back every byte recorded in the breakpoint state file
   (``vmi/xen/breakpoints.py``), the dead tracer's vm_event monitor ring is taken down
-  (``vmi/xen/monitor.py``: it would keep trapped vCPUs waiting and refuse every later
-  monitor), and closing it resumes the domain.
+  (``vmi/xen/monitor.py``: it would refuse every later monitor), the vCPUs that hit a
+  trap and wait for its answer are answered on a fresh ring (disabling the ring does
+  not unpause them: the guest would stay frozen), and closing it resumes the domain.
 
 The guardian knows no Linux and holds no connection while the tracer lives, so it costs
 nothing during a trace; it needs well under a second to act (docs/tracing.md).

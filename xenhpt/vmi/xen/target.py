@@ -369,6 +369,7 @@ class XenTarget(PagedMemory):
                 return self._cffi_event
 
         self._responses = self._responses or EventResponse
+        vcpus = self.vcpu_count  # (asked before the handle goes)
         # Reattach with INIT_EVENTS (the first attach left the monitor ring alone).
         pauses, self._pauses = self._pauses, 0
         for _ in range(pauses):
@@ -385,7 +386,7 @@ class XenTarget(PagedMemory):
             # We just put back a killed tracer's bytes: the ring in the way is its own.
             log.warning("xenhpt: %s: taking down the monitor ring of the tracer that was "
                         "killed", self.description)
-            release_stale_monitor(self.domid)
+            release_stale_monitor(self.domid, vcpus)
             self.vmi = self._connect(True)
         for _ in range(pauses):
             self.pause()
@@ -502,11 +503,12 @@ class XenTarget(PagedMemory):
     # -- teardown --------------------------------------------------------------------------
 
     def release_stale_monitor(self) -> None:
-        """The tracer that monitored this domain died: take its monitor ring down (this
-        target must not have events of its own; see ``xen_monitor.py``)."""
+        """The tracer that monitored this domain died: take its monitor ring down and
+        release the vCPUs that waited on it (this target must not have events of its own;
+        see ``monitor.py``)."""
         if self._events or self._pauses:
             raise XenhptError("internal: our own monitor ring or pause is in the way")
-        unpaused = release_stale_monitor(self.domid)
+        unpaused = release_stale_monitor(self.domid, self.vcpu_count)
         if unpaused:
             log.warning("xenhpt: %s: resumed the domain, paused %d time(s) by the tracer "
                         "that was killed", self.description, unpaused)
