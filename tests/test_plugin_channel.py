@@ -233,3 +233,17 @@ def test_the_plugin_gets_the_task_filter_of_the_trace() -> None:
     assert plugin_task_filter(CallFilter(comm=b"sh")) == pc.TaskFilter((), b"sh", False)
     too_many = set(range(1, pc.MAX_FILTER_PIDS + 2))
     assert plugin_task_filter(CallFilter(pids=too_many)) is None
+
+
+def test_a_spool_directory_that_cannot_be_written_is_one_clear_error(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    from xenhpt.errors import OutputError
+    from xenhpt.tracer.spool import Spool
+
+    monkeypatch.setenv("XENHPT_SPOOL_DIR", str(tmp_path / "missing"))
+    path = tmp_path / "cap"
+    make_file(path)
+    channel = pc.PluginChannel(path)
+    with pytest.raises(OutputError, match="cannot create a spool file in .*missing"):
+        Spool(channel, b"{}\n")
+    channel.close()

@@ -226,15 +226,22 @@ class PluginCapture:
     def start(self) -> None:
         """Resume the guest and configure the plugin (it takes the configuration at the
         guest's next call, so the guest must run)."""
-        self.target.resume()
-        self.channel.claim()
-        self.channel.skip_pending()
-        self._start = self.channel.counters()
-        self.channel.configure(self.config)
+        if self.spooling:  # first: a spool that cannot be created leaves nothing armed
+            self.spool = Spool(self.channel, self._file_header)
+        try:
+            self.target.resume()
+            self.channel.claim()
+            self.channel.skip_pending()
+            self._start = self.channel.counters()
+            self.channel.configure(self.config)
+        except BaseException:
+            if self.spool is not None:  # (nothing was captured into it)
+                self.spool.close(keep=False)
+                self.spool = None
+            raise
         self._started = True
         self.heartbeat.start()
-        if self.spooling:
-            self.spool = Spool(self.channel, self._file_header)
+        if self.spool is not None:
             self.spool.start()
 
     def select(self, numbers: dict[str, set[int]] | None) -> None:

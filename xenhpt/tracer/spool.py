@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import OutputError
 from ..vmi.qemu.plugin_channel import PluginChannel
 
 # Where spool files go: on disk, not in RAM (/tmp may be a tmpfs); XENHPT_SPOOL_DIR wins.
@@ -38,8 +39,13 @@ class Spool:
 
     def __init__(self, channel: PluginChannel, header: bytes) -> None:
         self.channel = channel
-        handle, name = tempfile.mkstemp(prefix="xenhpt-spool-", suffix=".xcap",
-                                        dir=spool_dir())
+        try:
+            handle, name = tempfile.mkstemp(prefix="xenhpt-spool-", suffix=".xcap",
+                                            dir=spool_dir())
+        except OSError as exc:
+            raise OutputError(f"cannot create a spool file in {spool_dir()}: "
+                              f"{exc.strerror or exc} (XENHPT_SPOOL_DIR names another "
+                              "directory)") from None
         self.path = Path(name)
         self._fd = handle
         os.write(self._fd, header)
