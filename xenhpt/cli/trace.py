@@ -227,7 +227,7 @@ def trace(target: str, expression: str | None, pids: tuple[int, ...], comm: str 
     steering: TraceControl | None = None
     writer = BackgroundWriter(out_file, out_name)
     sink = StreamSink(writer, as_json=as_json, summary=summary, show_time=show_time,
-                      containers=with_containers or as_json)
+                      containers=with_containers)
     stop = StopFlag()
     guardian = Guardian.start(target)
     capture: CaptureSource | None = None

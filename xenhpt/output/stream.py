@@ -68,7 +68,9 @@ class StreamSink:
     def __init__(self, out: TextIO, as_json: bool = False, summary: bool = False,
                  show_time: bool = False, containers: bool = False) -> None:
         self.out = out
-        self.containers = containers  # each record carries its container facts: show them
+        # Each record carries its container facts: shown with --containers, and in JSON
+        # always (the schema has the fields; null where nothing was read).
+        self.containers = containers or as_json
         self.as_json = as_json
         self.summary = summary
         self.show_time = show_time

@@ -20,7 +20,10 @@ then one line per trap record::
      "sp": 140737..., "readable": true, "reads": [[address, size, hex or null], ...]}
 
 (``null`` bytes: that read raised MemoryReadError; ``readable`` false: the record came
-without a ``read`` at all.)
+without a ``read`` at all), and, where the trace read a task's container facts (JSON
+records carry them), one line per task and change, before the record that used them::
+
+    {"type": "container", "task": [address, tid], "facts": [pidns, ns_pid, cgroup]}
 """
 
 from __future__ import annotations
@@ -28,14 +31,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import MemoryReadError, XenhptError
+from ..linux.containers import Container
 from ..linux.process_tree import ProcessTree
 from ..linux.tasks import Task
 from ..syscalls.decode import Decoder
+from .containers import ContainerCache
 from .engine import CallFilter, Sink, SyscallEngine
 from .records import ReadMemory, TaskIdentity, TrapRecord
 
@@ -62,12 +67,22 @@ class RecordingEngine(SyscallEngine):
     def __init__(self, recording: TextIO, decoder: Decoder, sink: Sink,
                  call_filter: CallFilter | None = None, tree: ProcessTree | None = None,
                  tasks: list[Task] | None = None) -> None:
-        super().__init__(decoder, sink, call_filter, tree)
         self.recording = recording
+        super().__init__(decoder, sink, call_filter, tree)
         self.recorded = 0
         header = {"type": FORMAT, "version": VERSION,
                   **starting_point(decoder.string_limit, self.filter, tasks or [])}
         recording.write(json.dumps(header) + "\n")
+
+    @property
+    def containers(self) -> Any:
+        return self._containers
+
+    @containers.setter
+    def containers(self, cache: Any) -> None:
+        # The container facts come from the guest too: they are recorded as read.
+        self._containers = None if cache is None else _LoggedContainers(cache,
+                                                                         self.recording)
 
     def feed(self, record: TrapRecord) -> bool:
         reads: list[Read] = []
@@ -106,6 +121,43 @@ def _logging_reader(read: ReadMemory | None, reads: list[Read]) -> ReadMemory | 
     return logged
 
 
+class _LoggedContainers:
+    """A trace's container cache whose answers are written to the recording, one line
+    per task and change (``{"type": "container", "task": [address, tid], "facts": [...]}``),
+    just before the record whose output used them."""
+
+    def __init__(self, cache: ContainerCache, recording: TextIO) -> None:
+        self.cache = cache
+        self.recording = recording
+        self._written: dict[tuple[int, int], Container] = {}
+
+    def of(self, task: TaskIdentity) -> Container | None:
+        found = self.cache.of(task)
+        key = (task.task, task.tid)
+        if found is not None and self._written.get(key) != found:
+            self._written[key] = found
+            self.recording.write(json.dumps({"type": "container", "task": list(key),
+                                             "facts": [found.pidns, found.ns_pid,
+                                                       found.cgroup]}) + "\n")
+        return found
+
+    def forget(self, task_address: int) -> None:
+        self.cache.forget(task_address)
+
+
+class _ReplayedContainers:
+    """The container facts a recorded trace read, answered in the order it read them."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[int, int], Container] = {}
+
+    def of(self, task: TaskIdentity) -> Container | None:
+        return self.known.get((task.task, task.tid))
+
+    def forget(self, task_address: int) -> None:
+        pass  # (the recorded lines already say when a task's facts changed)
+
+
 # -- replay ------------------------------------------------------------------------------
 
 @dataclass
@@ -114,6 +166,8 @@ class Recording:
 
     header: dict[str, Any]
     records: list[tuple[TrapRecord, Memory | None]]
+    # (records before it, task key, facts): a container read, in the order it happened.
+    containers: list[tuple[int, tuple[int, int], Container]] = field(default_factory=list)
 
     def call_filter(self) -> CallFilter:
         return call_filter_of(self.header)
@@ -161,12 +215,22 @@ def load_recording(path: Path) -> Recording:
         header = json.loads(next(lines))
         if header.get("type") != FORMAT or header.get("version") != VERSION:
             raise RecordingError(f"{path} is not a version-{VERSION} xenhpt recording")
-        records = [_parse(json.loads(line)) for line in lines if line.strip()]
+        records = []
+        containers = []
+        for line in lines:
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if item.get("type") == "container":
+                containers.append((len(records), (item["task"][0], item["task"][1]),
+                                   Container(*item["facts"])))
+            else:
+                records.append(_parse(item))
     except OSError as exc:
         raise RecordingError(f"cannot read recording {path}: {exc.strerror}") from None
     except (StopIteration, ValueError, KeyError, TypeError) as exc:
         raise RecordingError(f"{path} is truncated or corrupt ({exc})") from None
-    return Recording(header, records)
+    return Recording(header, records, containers)
 
 
 def _parse(item: dict[str, Any]) -> tuple[TrapRecord, Memory | None]:
@@ -221,8 +285,16 @@ def replay(recording: Recording, sink: Sink) -> ReplayResult:
     engine = SyscallEngine(Decoder(h["string_limit"]), sink, recording.call_filter(),
                            recording.process_tree())
     fed = list(_with_readers(recording))
+    replayed = _ReplayedContainers()
+    if recording.containers:
+        engine.containers = replayed  # type: ignore[assignment]
+    reads = iter(recording.containers)
+    pending = next(reads, None)
     started, cpu_started = time.perf_counter(), time.process_time()
-    for record in fed:
+    for index, record in enumerate(fed):
+        while pending is not None and pending[0] <= index:
+            replayed.known[pending[1]] = pending[2]
+            pending = next(reads, None)
         engine.feed(record)
     engine.finish()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
