@@ -32,6 +32,15 @@ cat /tmp/tree.pids
 """
 
 
+@pytest.fixture(scope="session", autouse=True)
+def spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Plugin traces the tests interrupt keep their spool files (nothing captured is
+    lost: by design); they go to the session's temporary directory, not /var/tmp."""
+    directory = tmp_path_factory.mktemp("spool")
+    os.environ.setdefault("XENHPT_SPOOL_DIR", str(directory))
+    return directory
+
+
 def lab_kernel() -> GuestKernel:
     """The kernel the lab fetched (whatever release Debian ships today).
 
