@@ -86,6 +86,9 @@ class BreakpointCapture:
             raise BadUsage("this trace traps only its selected calls' handlers: to trace "
                            "every call, start a trace without -e")
         wanted = selected_handlers(self.kernel, numbers)
+        if wanted is None:
+            raise BadUsage("a call of this selection has no handler this kernel names: "
+                           "start a trace with it from the beginning (it traps every call)")
         self.target.pause()  # (run() resumes it at the next wait)
         for address in wanted.keys() - self.points.keys():
             if address not in self._returns:

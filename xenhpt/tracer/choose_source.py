@@ -66,5 +66,7 @@ def choose_source(target: Target, kernel: Kernel, engine: SyscallEngine,
                              build_config(kernel, numbers, string_limit, engine.filter),
                              string_limit,
                              file_header(kernel, string_limit, engine, tasks or []))
-    points = full_plan(kernel) if numbers is None else selected_handlers(kernel, numbers)
+    points = None if numbers is None else selected_handlers(kernel, numbers)
+    if points is None:  # every call (a selection with an unnamed handler: then filtered)
+        points = full_plan(kernel)
     return BreakpointCapture(target, kernel, points, engine)

@@ -181,25 +181,29 @@ def exception_plan(kernel: Kernel) -> dict[int, TrapPoint]:
     return points
 
 
-def selected_handlers(kernel: Kernel, numbers: dict[str, set[int]]) -> dict[int, TrapPoint]:
-    """Trap points at the selected calls' handlers (``__x64_sys_openat``...), as the tables
-    name them for each ABI."""
-    entries = {}
-    for abi, wanted in numbers.items():
-        table = SyscallTable.load(abi)
-        for nr in wanted:
-            template = table.by_number(nr)
-            if template is not None:
-                entries[(abi, nr)] = template.entry
-    return selective_plan(kernel, entries)
+def selected_handlers(kernel: Kernel, numbers: dict[str, set[int]]
+                      ) -> dict[int, TrapPoint] | None:
+    """Trap points at the selected calls' handlers (``__x64_sys_openat``...); None when
+    one of them cannot be named (see :func:`handler_symbols`)."""
+    symbols = handler_symbols(kernel, numbers)
+    return None if symbols is None else selective_plan(kernel, symbols)
 
 
 def handler_addresses(kernel: Kernel, numbers: dict[str, set[int]]) -> set[int] | None:
-    """Every kernel function the selected calls enter through (``__x64_sys_openat``...,
-    and ``sys_ni_syscall`` for numbers this kernel does not implement); None when one of
-    them cannot be named (a number our tables do not know), so that the caller traps the
-    instructions instead of missing that call."""
-    found = set()
+    """The addresses of the functions the selected calls enter through; None as for
+    :func:`handler_symbols`."""
+    symbols = handler_symbols(kernel, numbers)
+    return None if symbols is None else {kernel.symbol(s) for s in symbols.values()}
+
+
+def handler_symbols(kernel: Kernel, numbers: dict[str, set[int]]
+                    ) -> dict[tuple[str, int], str] | None:
+    """The kernel function each selected call enters through: its handler as the tables
+    name it for its ABI, or ``sys_ni_syscall`` for a number this kernel does not implement
+    (it is still called, and fails with ENOSYS). None when one cannot be named (a number
+    our tables do not know, a kernel without the fallback), so that the caller traps every
+    call and filters instead of missing that one."""
+    found = {}
     for abi, wanted in numbers.items():
         table = SyscallTable.load(abi)
         fallback = next((s for s in NOT_IMPLEMENTED[abi] if kernel.has_symbol(s)), None)
@@ -208,9 +212,9 @@ def handler_addresses(kernel: Kernel, numbers: dict[str, set[int]]) -> set[int] 
             if template is None:
                 return None
             if template.entry and kernel.has_symbol(template.entry):
-                found.add(kernel.symbol(template.entry))
+                found[(abi, nr)] = template.entry
             elif fallback is not None:
-                found.add(kernel.symbol(fallback))
+                found[(abi, nr)] = fallback
             else:
                 return None
     return found
@@ -220,8 +224,6 @@ def selective_plan(kernel: Kernel, entries: dict[tuple[str, int], str]) -> dict[
     """Trap points for the chosen calls only: ``{(abi, nr): entry symbol}``."""
     points: dict[int, TrapPoint] = {}
     for (abi, nr), symbol in entries.items():
-        if not symbol or not kernel.has_symbol(symbol):
-            continue  # not implemented in this kernel (sys_ni_syscall): never called
         address = kernel.symbol(symbol)
         registers = PT_REGS_X86_64 if abi == "x86_64" else PT_REGS_I386
         # One function can serve several numbers (aliases): the first wins; the number
