@@ -273,3 +273,11 @@ def test_missing_pahole_names_the_package_to_install(
     monkeypatch.setattr(dwarf.shutil, "which", lambda _name: None)
     with pytest.raises(ProfileError, match="install Debian's 'dwarves'"):
         build_profile_from_dwarf(built[0])
+
+
+def test_isf_validates_against_volatility_schema(built: tuple[Path, dict[str, Any], str]) -> None:
+    import jsonschema  # both in the dev extras: a missing one is a broken set-up
+    import volatility3
+
+    schema_file = Path(volatility3.__file__).parent / "schemas" / "schema-6.2.0.json"
+    jsonschema.Draft4Validator(json.loads(schema_file.read_text())).validate(built[1])
