@@ -281,3 +281,28 @@ def test_isf_validates_against_volatility_schema(built: tuple[Path, dict[str, An
 
     schema_file = Path(volatility3.__file__).parent / "schemas" / "schema-6.2.0.json"
     jsonschema.Draft4Validator(json.loads(schema_file.read_text())).validate(built[1])
+
+
+def test_a_truncated_or_corrupt_elf_is_a_profile_error_never_a_crash(
+        built: tuple[Path, dict[str, Any], str], tmp_path: Path) -> None:
+    data = built[0].read_bytes()
+    broken = tmp_path / "vmlinux"
+    cuts = [4, 20, 51, 60, 100, len(data) // 2, len(data) - 100]
+    for cut in cuts:
+        broken.write_bytes(data[:cut])
+        with pytest.raises(ProfileError):
+            build_profile_from_dwarf(broken)
+    corrupt = bytearray(data)
+    corrupt[0x20:0x30] = b"\xff" * 16  # program and section header offsets
+    broken.write_bytes(bytes(corrupt))
+    with pytest.raises(ProfileError, match="outside the file"):
+        build_profile_from_dwarf(broken)
+
+
+def test_an_elf_of_another_machine_is_one_clear_error(
+        built: tuple[Path, dict[str, Any], str], tmp_path: Path) -> None:
+    data = bytearray(built[0].read_bytes())
+    data[0x12:0x14] = (183).to_bytes(2, "little")  # EM_AARCH64
+    (tmp_path / "vmlinux").write_bytes(bytes(data))
+    with pytest.raises(ProfileError, match="not x86"):
+        build_profile_from_dwarf(tmp_path / "vmlinux")

@@ -35,6 +35,9 @@ from xenhpt.profile.kimage import KernelImage, read_file
 # A 6.1 kernel's BTF is ~4 MB; anything far above is not what we asked pahole for.
 MAX_BTF_BYTES = 256 << 20
 DWARF_SECTIONS = (".debug_info", ".zdebug_info")
+X86_MACHINES = {3: "i386", 62: "x86-64"}  # ELF e_machine
+# pahole takes ~20 s of CPU for a 6.1 kernel; far longer means something is wrong.
+PAHOLE_TIMEOUT = 30 * 60
 PAHOLE_PACKAGE = "dwarves"
 
 
@@ -42,6 +45,9 @@ def build_profile_from_dwarf(vmlinux: Path) -> dict[str, Any]:
     """The ISF of the kernel whose DWARF-carrying ``vmlinux`` is given (see module doc)."""
     vmlinux = Path(vmlinux)
     image = KernelImage.open_mapped(vmlinux)
+    if image.machine not in X86_MACHINES:
+        raise ProfileError(f"{vmlinux}: ELF machine {image.machine} is not x86 (i386 or "
+                           "x86-64), the only kernels xenhpt traces")
     if not any(name in image.sections for name in DWARF_SECTIONS):
         raise ProfileError(f"{vmlinux}: no DWARF (.debug_info) in this ELF file: give the "
                            "vmlinux of the kernel's -dbg package")
@@ -70,9 +76,12 @@ def encode_btf(vmlinux: Path) -> bytes:
             cmd.append("--lang_exclude=rust")  # as the kernel's scripts/pahole-flags.sh
         try:
             done = subprocess.run([*cmd, str(vmlinux)], capture_output=True, text=True,
-                                  errors="replace", check=False)
+                                  errors="replace", check=False, timeout=PAHOLE_TIMEOUT)
         except OSError as exc:
             raise ProfileError(f"cannot run pahole: {exc.strerror or exc}") from None
+        except subprocess.TimeoutExpired:
+            raise ProfileError(f"{vmlinux}: pahole still busy after {PAHOLE_TIMEOUT} s; "
+                               "gave up") from None
         if done.returncode != 0 or not out.exists():
             last = (done.stderr.strip() or done.stdout.strip() or "no message").splitlines()[-1]
             raise ProfileError(f"{vmlinux}: pahole could not encode its DWARF: {last[:200]}")

@@ -202,6 +202,7 @@ class KernelImage:
         self.section_list: list[Section] = []  # by index, for sh_link references
         self.segments: list[Segment] = []
         self.bits = 64
+        self.machine = 0
         self._parse_elf()
 
     @classmethod
@@ -241,6 +242,7 @@ class KernelImage:
             raise ProfileError(f"{where}: only little-endian ELF kernels are supported")
         elf64 = d[4] == 2
         self.bits = 64 if elf64 else 32
+        (self.machine,) = struct.unpack_from("<H", d, 0x12)  # e_machine: 3 i386, 62 x86-64
         if elf64:
             if len(d) < 64:
                 raise ProfileError(f"{where}: truncated ELF header")
