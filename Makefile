@@ -19,8 +19,9 @@ lint:
 matrix: setup
 	@.venv/bin/pytest -q -m matrix tests/test_kernel_matrix.py
 
-# profile build --dwarf on the lab kernel's -dbg vmlinux (a ~300 MB download, cached),
-# compared with the BTF profile of the same kernel; prints the counts. No VM.
+# profile build --dwarf on the -dbg vmlinux of the lab kernel and of bookworm's i386 686-pae
+# kernel (~300 + 770 MB downloads, cached), compared with the BTF profile and with gdb;
+# prints the counts. No VM.
 dwarf: setup
 	@.venv/bin/pytest -q -s -m dwarf tests/test_profile_dwarf_kernel.py
 

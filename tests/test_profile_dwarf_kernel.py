@@ -4,7 +4,10 @@ The lab's kernel (``xenhpt.lab.kernel.ensure_kernel()``) has BTF; its ``-dbg`` p
 (``linux-image-<release>-dbg``, ≈ 300 MB download, cached under the lab's cache) has the
 DWARF and a real System.map. Both profiles must give every named struct the same layout
 (anonymous members included), every symbol the address kallsyms gives, and the symbol
-table reader must agree with the package's System.map.
+table reader must agree with the package's System.map. For the lab kernel and for
+bookworm's current i386 686-pae kernel (no BTF: the case ``--dwarf`` exists for; its
+``-dbg`` package is a 770 MB download, also cached), gdb, a DWARF reader independent of
+pahole, must see the same layout of every struct xenhpt reads.
 
 Slow and a big download, so not in the default run: ``make dwarf`` (``pytest -s -m dwarf
 tests/test_profile_dwarf_kernel.py``) runs it and prints the counts.
@@ -12,6 +15,7 @@ tests/test_profile_dwarf_kernel.py``) runs it and prints the counts.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -20,11 +24,13 @@ from typing import Any
 
 import pytest
 
+from xenhpt.lab.apt import PrivateApt
 from xenhpt.lab.kernel import ensure_kernel
 from xenhpt.lab.paths import cache_dir
 from xenhpt.profile import btf as B
 from xenhpt.profile.build import build_profile, parse_system_map
 from xenhpt.profile.dwarf import build_profile_from_dwarf
+from xenhpt.profile.isf import Profile
 from xenhpt.profile.kimage import KernelImage
 
 pytestmark = [pytest.mark.matrix, pytest.mark.dwarf]
@@ -32,9 +38,35 @@ pytestmark = [pytest.mark.matrix, pytest.mark.dwarf]
 MAX_DEPTH = 8  # anonymous struct-in-union nesting in real kernels is < 5
 
 
-def fetch_debug_vmlinux(release: str) -> tuple[Path, Path]:
-    """(vmlinux, System.map) of ``linux-image-<release>-dbg``, downloaded once and cached;
-    only those two files are unpacked (the package holds 1.7 GB of module debug info)."""
+class I386Apt(PrivateApt):
+    """The lab's private package list, for i386 packages of bookworm and its security
+    updates (where the newest kernels are)."""
+
+    SOURCES = ("deb http://deb.debian.org/debian bookworm main\n"
+               "deb http://deb.debian.org/debian-security bookworm-security main\n")
+
+    def __init__(self) -> None:
+        super().__init__(cache_dir() / "dbg" / "apt-i386", ("bookworm", "bookworm-security"))
+
+    def _options(self) -> list[str]:
+        return [*super()._options(), "-o", "APT::Architecture=i386",
+                "-o", "APT::Architectures=i386"]
+
+    def update(self) -> None:
+        stamp = self._state / "lists" / ".updated-for"
+        if stamp.exists() and stamp.read_text() == self.SOURCES:
+            return
+        for sub in ("lists/partial", "cache/archives/partial"):
+            (self._state / sub).mkdir(parents=True, exist_ok=True)
+        (self._state / "sources.list").write_text(self.SOURCES)
+        self._run("apt-get", "update")
+        stamp.write_text(self.SOURCES)
+
+
+def fetch_debug_vmlinux(release: str, apt: PrivateApt | None = None) -> tuple[Path, Path]:
+    """(vmlinux, System.map) of ``linux-image-<release>-dbg``, downloaded once (with the
+    host's apt, or ``apt``) and cached; only those two files are unpacked (the package
+    holds 1.7 GB of module debug info)."""
     package = f"linux-image-{release}-dbg"
     root = cache_dir() / "dbg" / package
     boot = root / "usr" / "lib" / "debug" / "boot"
@@ -42,10 +74,13 @@ def fetch_debug_vmlinux(release: str) -> tuple[Path, Path]:
     if vmlinux.exists() and system_map.exists():
         return vmlinux, system_map
     debs = root / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
     if not list(debs.glob("*.deb")):
-        subprocess.run(["apt-get", "download", "-q", package], cwd=debs, check=True,
-                       capture_output=True)
+        if apt is not None:
+            apt.download([package], debs)
+        else:
+            debs.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["apt-get", "download", "-q", package], cwd=debs, check=True,
+                           capture_output=True)
     deb = sorted(debs.glob("*.deb"))[-1]
     members = [f"./usr/lib/debug/boot/{p.name}" for p in (vmlinux, system_map)]
     tarball = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
@@ -54,13 +89,49 @@ def fetch_debug_vmlinux(release: str) -> tuple[Path, Path]:
     return vmlinux, system_map
 
 
-@pytest.fixture(scope="module")
-def kernel_files() -> dict[str, Any]:
+def _need_pahole() -> None:
     if shutil.which("pahole") is None:
         pytest.skip("pahole not found: install Debian's 'dwarves' (tools/setup.sh does)")
+
+
+@pytest.fixture(scope="module")
+def kernel_files() -> dict[str, Any]:
+    """The lab's 64-bit kernel: its image (with BTF) and its -dbg vmlinux."""
+    _need_pahole()
     kernel = ensure_kernel()
     vmlinux, system_map = fetch_debug_vmlinux(kernel.release)
     return {"image": kernel.image, "vmlinux": vmlinux, "system_map": system_map}
+
+
+@pytest.fixture(scope="module")
+def i386_files() -> dict[str, Any]:
+    """Bookworm's current 686-pae kernel (release from the meta package's dependency)."""
+    _need_pahole()
+    apt = I386Apt()
+    apt.update()
+    image = apt.depends("linux-image-686-pae", r"linux-image-\d[\w.+~-]*-686-pae")
+    assert image is not None, "linux-image-686-pae depends on no versioned image"
+    vmlinux, system_map = fetch_debug_vmlinux(image.removeprefix("linux-image-"), apt)
+    return {"vmlinux": vmlinux, "system_map": system_map}
+
+
+@pytest.fixture(scope="module", params=["amd64", "i386"])
+def debug_kernel(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Either -dbg vmlinux, with its DWARF profile."""
+    files = dict(request.getfixturevalue("kernel_files" if request.param == "amd64"
+                                         else "i386_files"))
+    files["isf"] = build_profile_from_dwarf(files["vmlinux"])
+    files["pointer"] = 8 if request.param == "amd64" else 4
+    return files
+
+
+def test_pointer_size_is_the_kernels(debug_kernel: dict[str, Any]) -> None:
+    isf = debug_kernel["isf"]
+    assert isf["base_types"]["pointer"]["size"] == debug_kernel["pointer"]
+    assert isf["base_types"]["long unsigned int"]["size"] == debug_kernel["pointer"]
+    assert isf["symbols"]["init_task"]["type"] == {"kind": "struct", "name": "task_struct"}
+    print(f"\n{debug_kernel['vmlinux'].name}: {len(isf['user_types'])} types, "
+          f"{len(isf['symbols'])} symbols, pointer {debug_kernel['pointer']} bytes")
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +225,9 @@ def test_symbols_have_the_addresses_and_types_kallsyms_and_btf_give(
     assert symtab["linux_banner"] == kallsyms["linux_banner"]
 
 
-def test_symbol_table_agrees_with_the_packages_system_map(kernel_files: dict[str, Any]) -> None:
-    image = KernelImage.open_mapped(kernel_files["vmlinux"])
-    symtab = image.symbol_table()
-    system_map = parse_system_map(kernel_files["system_map"])
+def test_symbol_table_agrees_with_the_packages_system_map(debug_kernel: dict[str, Any]) -> None:
+    symtab = KernelImage.open_mapped(debug_kernel["vmlinux"]).symbol_table()
+    system_map = parse_system_map(debug_kernel["system_map"])
     moved = sorted(n for n in set(symtab) & set(system_map) if symtab[n] != system_map[n])
     missing = sorted(set(system_map) - set(symtab))
     extra = sorted(set(symtab) - set(system_map))
@@ -166,3 +236,92 @@ def test_symbol_table_agrees_with_the_packages_system_map(kernel_files: dict[str
     assert not missing, missing[:20]
     assert not extra, extra[:20]
     assert not moved, moved[:20]
+
+
+# Runs inside gdb: the layout of each struct as gdb's own DWARF reader sees it, anonymous
+# members lifted into the parent as Profile.fields does: name -> [bit offset, bit size,
+# byte size].
+GDB_LAYOUT = """
+import json
+import gdb
+
+def flatten(t, base, out, depth):
+    for f in t.fields():
+        ft = f.type.strip_typedefs()
+        if not f.name and ft.code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION) and depth < 8:
+            flatten(ft, base + f.bitpos, out, depth + 1)
+        elif f.name:
+            out.setdefault(f.name, [base + f.bitpos, f.bitsize, ft.sizeof])
+
+result = {}
+for name in json.load(open(NAMES)):
+    result[name] = None
+    for tag in ("struct", "union"):
+        try:
+            t = gdb.lookup_type(tag + " " + name).strip_typedefs()
+        except gdb.error:
+            continue
+        out = {}
+        flatten(t, 0, out, 0)
+        result[name] = {"size": t.sizeof, "fields": out}
+        break
+json.dump(result, open(OUT, "w"))
+"""
+
+
+def _size(isf: dict[str, Any], desc: dict[str, Any]) -> int:
+    kind, name = desc["kind"], desc.get("name")
+    if kind == "pointer":
+        return isf["base_types"]["pointer"]["size"]
+    if kind == "array":
+        return desc["count"] * _size(isf, desc["subtype"])
+    table = {"base": "base_types", "struct": "user_types", "union": "user_types",
+             "enum": "enums"}[kind]
+    return isf[table][name]["size"]
+
+
+def test_structs_xenhpt_reads_have_the_layout_gdb_reads_from_the_dwarf(
+        debug_kernel: dict[str, Any], tmp_path: Path) -> None:
+    """An independent reader of the same DWARF: gdb, not pahole."""
+    if shutil.which("gdb") is None:
+        pytest.skip("gdb not found: it is the independent DWARF reader of this check")
+    isf = debug_kernel["isf"]
+    names = sorted(_structs_xenhpt_reads() & set(isf["user_types"]))
+    (tmp_path / "names.json").write_text(json.dumps(names))
+    (tmp_path / "layout.py").write_text(GDB_LAYOUT)
+    done = subprocess.run(
+        ["gdb", "-batch", "-nx",
+         "-ex", f"python NAMES = {str(tmp_path / 'names.json')!r}; "
+                f"OUT = {str(tmp_path / 'out.json')!r}",
+         "-ex", f"source {tmp_path / 'layout.py'}", str(debug_kernel["vmlinux"])],
+        capture_output=True, text=True, timeout=600)
+    assert (tmp_path / "out.json").exists(), done.stderr[-2000:]
+    gdb_layout = json.loads((tmp_path / "out.json").read_text())
+    isf_path = tmp_path / "prof.json"
+    isf_path.write_text(json.dumps(isf))
+    profile = Profile.load(isf_path, use_cache=False)
+    wrong: list[str] = []
+    fields = 0
+    for name in names:
+        theirs = gdb_layout[name]
+        assert theirs is not None, f"gdb knows no struct/union {name}"
+        if theirs["size"] != profile.size(name):
+            wrong.append(f"sizeof {name}")
+        ours = profile.fields(name)
+        if set(ours) != set(theirs["fields"]):
+            wrong.append(f"{name} members: {sorted(set(ours) ^ set(theirs['fields']))}")
+        for field, (bit_offset, bit_size, size) in theirs["fields"].items():
+            if field not in ours:
+                continue
+            offset, desc = ours[field]
+            if desc["kind"] == "bitfield":
+                got = [8 * offset + desc["bit_position"], desc["bit_length"], size]
+            else:
+                got = [8 * offset, 0, _size(isf, desc)]
+            fields += 1
+            if got != [bit_offset, bit_size, size]:
+                wrong.append(f"{name}.{field}: {got} vs gdb {[bit_offset, bit_size, size]}")
+    print(f"\n{len(names)} structs xenhpt reads, {fields} members compared with gdb: "
+          f"{len(wrong)} differ {wrong[:10]}")
+    assert not wrong, wrong[:20]
+    assert fields > 500
