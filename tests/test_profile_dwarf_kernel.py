@@ -230,9 +230,10 @@ def test_symbol_table_agrees_with_the_packages_system_map(debug_kernel: dict[str
     system_map = parse_system_map(debug_kernel["system_map"])
     moved = sorted(n for n in set(symtab) & set(system_map) if symtab[n] != system_map[n])
     missing = sorted(set(system_map) - set(symtab))
-    extra = sorted(set(symtab) - set(system_map))
+    # Some kernels' mksysmap (6.1's, not 5.10's) leaves out the export strings; we keep them.
+    extra = sorted(n for n in set(symtab) - set(system_map) if not n.startswith("__kstrtab"))
     print(f"\nSystem.map {len(system_map)} names, .symtab {len(symtab)}: {len(missing)} "
-          f"missing, {len(extra)} extra, {len(moved)} at another address")
+          f"missing, {len(extra)} extra (not counting __kstrtab*), {len(moved)} moved")
     assert not missing, missing[:20]
     assert not extra, extra[:20]
     assert not moved, moved[:20]

@@ -293,8 +293,9 @@ class KernelImage:
 
     def symbol_table(self) -> dict[str, int]:
         """The ELF ``.symtab`` as ``System.map`` lists it: name → address of each defined
-        symbol, without file and section symbols, local absolutes, ``__crc_*``,
-        ``__kstrtab*`` and assembler labels (the filter of the kernel's scripts/mksysmap).
+        symbol, without file and section symbols, local absolutes, ``__crc_*`` and
+        assembler labels (the filter of the kernel's scripts/mksysmap; ``__kstrtab*``,
+        which 6.1's System.map leaves out and 5.10's keeps, are kept: a superset is safe).
         A name defined twice keeps its global definition, else its lowest address, as in
         :func:`build.parse_system_map`. Empty for a stripped image."""
         symtab = next((s for s in self.section_list if s.type == 2), None)  # SHT_SYMTAB
@@ -318,7 +319,7 @@ class KernelImage:
             if not name_off or end < 0:
                 continue
             name = strtab[name_off:end].decode("latin-1")
-            if name.startswith(("__crc_", "__kstrtab_", "__kstrtabns_", ".L", "L0", "$")):
+            if name.startswith(("__crc_", ".L", "L0", "$")):
                 continue
             found.append((not glob, value, name))
         out: dict[str, int] = {}
