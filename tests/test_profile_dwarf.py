@@ -306,3 +306,26 @@ def test_an_elf_of_another_machine_is_one_clear_error(
     (tmp_path / "vmlinux").write_bytes(bytes(data))
     with pytest.raises(ProfileError, match="not x86"):
         build_profile_from_dwarf(tmp_path / "vmlinux")
+
+
+# Volatility's schema module warns about its own $schema reference (jsonschema 4.26).
+@pytest.mark.filterwarnings("ignore:The metaschema specified by:DeprecationWarning")
+def test_volatility_reads_the_profile_with_the_kernels_pointer_size(
+        built: tuple[Path, dict[str, Any], str], tmp_path: Path) -> None:
+    from volatility3.framework import contexts
+    from volatility3.framework.symbols import intermed
+
+    _vmlinux, isf, truth = built
+    path = tmp_path / "prof.json"
+    path.write_text(json.dumps(isf))
+    table = intermed.IntermediateSymbolTable(contexts.Context(), "test", "tiny",
+                                             isf_url=path.as_uri())
+    said = {" ".join(line.split()[:-1]): int(line.split()[-1]) for line in truth.splitlines()}
+    offsets = {" ".join(line.split()[1:3]): int(line.split()[3])
+               for line in truth.splitlines() if line.startswith("field ")}
+    assert table.get_type("pointer").size == said["pointer"]
+    task = table.get_type("task_struct")
+    assert task.size == said["size task_struct"]
+    assert task.relative_child_offset("comm") == offsets["task_struct comm"]
+    assert task.relative_child_offset("handler") == offsets["task_struct handler"]
+    assert table.get_symbol("init_task").address == isf["symbols"]["init_task"]["address"]
