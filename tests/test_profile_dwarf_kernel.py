@@ -79,8 +79,10 @@ def fetch_debug_vmlinux(release: str, apt: PrivateApt | None = None) -> tuple[Pa
             apt.download([package], debs)
         else:
             debs.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["apt-get", "download", "-q", package], cwd=debs, check=True,
-                           capture_output=True)
+            done = subprocess.run(["apt-get", "download", "-q", package], cwd=debs,
+                                  capture_output=True, text=True)
+            if done.returncode != 0:  # e.g. a lab kernel from a suite the host lacks
+                pytest.fail(f"apt-get download {package}: {done.stderr.strip()[-300:]}")
     deb = sorted(debs.glob("*.deb"))[-1]
     members = [f"./usr/lib/debug/boot/{p.name}" for p in (vmlinux, system_map)]
     tarball = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
