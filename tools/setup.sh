@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: QEMU for the lab, busybox for its initramfs, multilib gcc for the
 # 32-bit test programs, strace for the in-guest cross-check, zstd for the kernel-image
-# decompression test (kernels compressed with zstd are read through it).
-packages=(qemu-system-x86 busybox-static gcc gcc-multilib strace zstd)
+# decompression test (kernels compressed with zstd are read through it), dwarves for
+# pahole, which encodes a -dbg vmlinux's DWARF to BTF (profile build --dwarf), gdb as the
+# independent DWARF reader that 'make dwarf' checks those profiles against.
+packages=(qemu-system-x86 busybox-static gcc gcc-multilib strace zstd dwarves gdb)
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do

@@ -3,7 +3,7 @@
 - :class:`Profile` answers symbol addresses and struct layouts from an ISF file.
 - :func:`find_profile` picks the ISF whose banner matches a guest's ``linux_banner``.
 - :func:`build_profile` / :func:`write_profile` make an ISF from a kernel image's own BTF
-  and kallsyms (or BTF + System.map).
+  and kallsyms (or BTF + System.map); :mod:`xenhpt.profile.dwarf` from a vmlinux's DWARF.
 """
 
 from typing import Any

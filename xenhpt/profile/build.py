@@ -7,6 +7,7 @@ Two ways in (``xenhpt profile build``):
 - ``--btf FILE --system-map FILE``: raw BTF (``/sys/kernel/btf/vmlinux``) or an image for
   the types, a real ``System.map`` (``addr type name`` lines) for the symbols. The banner is
   only available when some input is an image.
+- ``--dwarf VMLINUX`` (kernels without BTF): see :mod:`xenhpt.profile.dwarf`.
 
 The result is a standard ISF (format 6.2.0) as dwarf2json writes it. Its metadata names the
 sources: the schema only knows the kinds ``dwarf``/``symtab``/``system-map``, so BTF is
@@ -94,7 +95,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _source(kind: str, path: Path, what: str = "") -> dict[str, str]:
+def source_entry(kind: str, path: Path, what: str = "") -> dict[str, str]:
+    """One ``metadata.linux`` source entry of the ISF: what was read, and its sha256."""
     return {
         "kind": kind,
         "name": path.name + what,
@@ -165,21 +167,21 @@ def build_profile(
     if btf is not None:
         btf_bytes, btf_image = _open_types_source(btf)
         image = image or btf_image
-        types_sources.append(_source("dwarf", btf, ":.BTF" if btf_image else " (BTF)"))
+        types_sources.append(source_entry("dwarf", btf, ":.BTF" if btf_image else " (BTF)"))
     else:
         assert image is not None and kernel is not None
         data = image.section_data(".BTF")
         if data is None:
             raise ProfileError(f"{kernel}: no .BTF section (CONFIG_DEBUG_INFO_BTF=n); use --btf")
         btf_bytes = data
-        types_sources.append(_source("dwarf", kernel, ":.BTF"))
+        types_sources.append(source_entry("dwarf", kernel, ":.BTF"))
 
     if system_map is not None:
         symbols = parse_system_map(system_map)
-        symbol_sources = [_source("system-map", system_map)]
+        symbol_sources = [source_entry("system-map", system_map)]
     elif image is not None:
         symbols = _kallsyms_of(image)
-        symbol_sources = [_source("symtab", image.path, ":kallsyms")]
+        symbol_sources = [source_entry("symtab", image.path, ":kallsyms")]
     else:
         raise ProfileError("raw BTF has no symbols: add --system-map FILE (or use --kernel IMAGE)")
 
@@ -283,7 +285,7 @@ def _isf_symbols(
             if desc["kind"] == "pointer" and image is not None:
                 text = (symbols.get("_stext"), symbols.get("_etext"))
                 count = _trim_tail(image, symbols[name], count, elem_size,
-                                   text if None not in text else None)
+                                   text if None not in text else None, builder.pointer_size)
             desc = {"kind": "array", "count": count, "subtype": desc}
         elif shape.startswith("["):
             desc = {"kind": "array", "count": int(shape[1:-1]), "subtype": desc}
@@ -292,7 +294,7 @@ def _isf_symbols(
 
 
 def _trim_tail(image: KernelBytes, address: int, count: int, size: int,
-               text: tuple[int, int] | None) -> int:
+               text: tuple[int, int] | None, pointer_size: int = 8) -> int:
     # A pointer table (sys_call_table) is followed by alignment padding, or by data no
     # symbol names (5.10's ia32_sys_call_table: a string), up to the next symbol. Its
     # initialised entries are never NULL and, for a table of functions, all lie in the
@@ -303,7 +305,7 @@ def _trim_tail(image: KernelBytes, address: int, count: int, size: int,
         return count
     while count > 1:
         last = int.from_bytes(data[(count - 1) * size : count * size], "little")
-        if last and (text is None or size != 8 or text[0] <= last < text[1]):
+        if last and (text is None or size != pointer_size or text[0] <= last < text[1]):
             break
         count -= 1
     return count

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import bz2
 import lzma
+import mmap
+import os
 import shutil
 import struct
 import subprocess
@@ -27,6 +29,8 @@ from xenhpt.errors import ProfileError
 # A vmlinux is 30-100 MB; anything far above is not a kernel and must not eat all memory.
 MAX_IMAGE_BYTES = 1 << 30
 MAX_VMLINUX_BYTES = 512 << 20
+# A vmlinux with DWARF (a -dbg package's) is mapped, not read: a looser bound.
+MAX_DEBUG_VMLINUX_BYTES = 4 << 30
 
 BTF_MAGIC = b"\x9f\xeb"  # 0xeB9F little-endian; the only byte order we support (x86)
 ELF_MAGIC = b"\x7fELF"
@@ -48,6 +52,8 @@ class Section:
     offset: int
     size: int
     nobits: bool  # SHT_NOBITS (.bss): occupies memory but no file bytes
+    type: int = 0  # sh_type: 2 = SHT_SYMTAB, 3 = SHT_STRTAB, ...
+    link: int = 0  # sh_link: for a symbol table, the index of its string table
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +199,10 @@ class KernelImage:
         self.elf = elf
         self.config = config
         self.sections: dict[str, Section] = {}
+        self.section_list: list[Section] = []  # by index, for sh_link references
         self.segments: list[Segment] = []
+        self.bits = 64
+        self.machine = 0
         self._parse_elf()
 
     @classmethod
@@ -203,38 +212,77 @@ class KernelImage:
         elf = extract_vmlinux(read_file(path), str(path))
         return cls(path, elf, read_config_beside(path))
 
+    @classmethod
+    def open_mapped(cls, path: Path | str) -> KernelImage:
+        """Map an uncompressed vmlinux ELF (32- or 64-bit) instead of reading it.
+
+        A ``-dbg`` package's vmlinux is 0.5-1 GB, mostly DWARF that pahole reads on its own;
+        mapping it means only the pages we touch (section headers, symbol table, banner)
+        are read into memory.
+        """
+        path = Path(path)
+        try:
+            with path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > MAX_DEBUG_VMLINUX_BYTES:
+                    raise ProfileError(f"{path}: {size} bytes is too large for a vmlinux")
+                if f.read(4) != ELF_MAGIC:
+                    raise ProfileError(f"{path}: not an ELF file (give the vmlinux of the "
+                                       "kernel's -dbg package, not a vmlinuz)")
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise ProfileError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return cls(path, data, read_config_beside(path))  # type: ignore[arg-type]
+
     # -- ELF ------------------------------------------------------------------------------
     def _parse_elf(self) -> None:
         d = self.elf
         where = str(self.path)
-        if len(d) < 64 or d[4] != 2 or d[5] != 1:
-            raise ProfileError(f"{where}: only little-endian 64-bit ELF kernels are supported")
-        phoff, shoff = struct.unpack_from("<QQ", d, 0x20)
-        phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", d, 0x36)
-        if phnum and (phentsize < 56 or phoff + phnum * phentsize > len(d)):
+        if len(d) < 52 or d[4] not in (1, 2) or d[5] != 1:
+            raise ProfileError(f"{where}: only little-endian ELF kernels are supported")
+        elf64 = d[4] == 2
+        self.bits = 64 if elf64 else 32
+        (self.machine,) = struct.unpack_from("<H", d, 0x12)  # e_machine: 3 i386, 62 x86-64
+        if elf64:
+            if len(d) < 64:
+                raise ProfileError(f"{where}: truncated ELF header")
+            phoff, shoff = struct.unpack_from("<QQ", d, 0x20)
+            phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", d, 0x36)
+            ph_fmt, ph_min = "<IIQQQQ", 56  # type, flags, offset, vaddr, paddr, filesz
+            sh_fmt, sh_min = "<IIQQQQI", 64  # name, type, flags, addr, offset, size, link
+        else:
+            phoff, shoff = struct.unpack_from("<II", d, 0x1C)
+            phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", d, 0x2A)
+            ph_fmt, ph_min = "<IIIIII", 32  # type, offset, vaddr, paddr, filesz, memsz
+            sh_fmt, sh_min = "<IIIIIII", 40
+        if phnum and (phentsize < ph_min or phoff + phnum * phentsize > len(d)):
             raise ProfileError(f"{where}: ELF program headers lie outside the file")
-        if shnum and (shentsize < 64 or shoff + shnum * shentsize > len(d)):
+        if shnum and (shentsize < sh_min or shoff + shnum * shentsize > len(d)):
             raise ProfileError(f"{where}: ELF section headers lie outside the file")
         for i in range(phnum):
-            p_type, _flags, off, vaddr, _paddr, filesz = struct.unpack_from(
-                "<IIQQQQ", d, phoff + i * phentsize
-            )
+            fields = struct.unpack_from(ph_fmt, d, phoff + i * phentsize)
+            if elf64:
+                p_type, _flags, off, vaddr, _paddr, filesz = fields
+            else:
+                p_type, off, vaddr, _paddr, filesz, _memsz = fields
             if p_type == 1 and off + filesz <= len(d):  # PT_LOAD
                 self.segments.append(Segment(vaddr, off, filesz))
         raw = []
         for i in range(shnum):
-            raw.append(struct.unpack_from("<IIQQQQ", d, shoff + i * shentsize))
+            raw.append(struct.unpack_from(sh_fmt, d, shoff + i * shentsize))
         if not raw or shstrndx >= len(raw):
             return  # no section table: segments still map addresses
-        _n, _t, _f, _a, stroff, strsize = raw[shstrndx]
+        _n, _t, _f, _a, stroff, strsize, _l = raw[shstrndx]
         strtab = d[stroff : stroff + strsize]
-        for name_off, sh_type, _flags, addr, off, size in raw:
+        for name_off, sh_type, _flags, addr, off, size, link in raw:
             end = strtab.find(b"\0", name_off)
             name = strtab[name_off:end].decode("ascii", "replace") if end >= 0 else ""
             nobits = sh_type == 8
             if not nobits and off + size > len(d):
                 raise ProfileError(f"{where}: ELF section {name!r} lies outside the file")
-            self.sections.setdefault(name, Section(name, addr, off, size, nobits))
+            sec = Section(name, addr, off, size, nobits, sh_type, link)
+            self.section_list.append(sec)
+            self.sections.setdefault(name, sec)
 
     def section_data(self, name: str) -> bytes | None:
         """The file bytes of section ``name`` (e.g. ``.BTF``), or None if absent."""
@@ -242,6 +290,42 @@ class KernelImage:
         if sec is None or sec.nobits:
             return None
         return self.elf[sec.offset : sec.offset + sec.size]
+
+    def symbol_table(self) -> dict[str, int]:
+        """The ELF ``.symtab`` as ``System.map`` lists it: name → address of each defined
+        symbol, without file and section symbols, local absolutes, ``__crc_*`` and
+        assembler labels (the filter of the kernel's scripts/mksysmap; ``__kstrtab*``,
+        which 6.1's System.map leaves out and 5.10's keeps, are kept: a superset is safe).
+        A name defined twice keeps its global definition, else its lowest address, as in
+        :func:`build.parse_system_map`. Empty for a stripped image."""
+        symtab = next((s for s in self.section_list if s.type == 2), None)  # SHT_SYMTAB
+        if symtab is None or not 0 < symtab.link < len(self.section_list):
+            return {}
+        strsec = self.section_list[symtab.link]
+        strtab = self.elf[strsec.offset : strsec.offset + strsec.size]
+        entsize = 24 if self.bits == 64 else 16
+        data = self.elf[symtab.offset : symtab.offset + symtab.size // entsize * entsize]
+        rows = struct.iter_unpack("<IBBHQQ" if self.bits == 64 else "<IIIBBH", data)
+        found: list[tuple[bool, int, str]] = []
+        for row in rows:
+            if self.bits == 64:
+                name_off, info, _other, shndx, value, _size = row
+            else:
+                name_off, value, _size, info, _other, shndx = row
+            kind, glob = info & 0xF, (info >> 4) != 0  # STB_GLOBAL / STB_WEAK: not local
+            if shndx == 0 or kind in (3, 4) or (shndx == 0xFFF1 and not glob):
+                continue  # undefined, STT_SECTION/STT_FILE, local absolute
+            end = strtab.find(b"\0", name_off)
+            if not name_off or end < 0:
+                continue
+            name = strtab[name_off:end].decode("latin-1")
+            if name.startswith(("__crc_", ".L", "L0", "$")):
+                continue
+            found.append((not glob, value, name))
+        out: dict[str, int] = {}
+        for _local, value, name in sorted(found):
+            out.setdefault(name, value)
+        return out
 
     def vaddr_to_offset(self, vaddr: int) -> int | None:
         """File offset holding virtual address ``vaddr``, or None if no segment has it."""
