@@ -70,10 +70,12 @@ def test_calls_are_decoded_through_the_fault(smp_lab: machine.LabState) -> None:
 
 
 def test_32bit_programs_through_each_mechanism(smp_lab: machine.LabState) -> None:
-    trace = checks.Trace(*EXCEPTION, "--comm", "mech32", "--json", "--duration", "40")
+    # Ended by Ctrl-C once the three programs have run, not by --duration: every call of
+    # every vCPU traps here, and on a loaded host three runs did not fit in 40 s.
+    trace = checks.Trace(*EXCEPTION, "--comm", "mech32", "--json")
     said = {m: checks.in_guest(f"/opt/xenhpt/bin/mech32 {m}").stdout
             for m in ("syscall", "sysenter", "int80")}
-    out, _ = trace.finish()
+    out, _ = trace.interrupt()
     for mechanism, text in said.items():
         pid = int(dict(line.split("=") for line in text.splitlines() if "=" in line)["getpid"])
         calls = [r for r in checks.records(out) if r.get("type") == "syscall"
