@@ -479,3 +479,31 @@ def test_a_domain_whose_xenstore_entry_is_gone_does_not_exist(monkeypatch):
     monkeypatch.setattr(domain.shutil, "which", lambda name: f"/usr/sbin/{name}")
     monkeypatch.setattr(domain.subprocess, "run", read)
     assert domain.domain_exists("lab", 1) is False
+
+
+def test_without_xenstore_tools_xl_tells_whether_the_domain_exists(monkeypatch):
+    """A dom0 without xenstore-utils (the Xen lab's, until run 9 showed the tracer waiting
+    forever on a rebooted domU): ``xl domname`` answers instead."""
+    import subprocess
+
+    from xenhpt.vmi.xen import domain
+
+    answers = {}
+
+    def run(command, **kwargs):
+        assert command[:2] == ["xl", "domname"], command
+        return answers[command[2]]
+
+    monkeypatch.setattr(domain.shutil, "which",
+                        lambda name: None if name.startswith("xenstore") else f"/usr/sbin/{name}")
+    monkeypatch.setattr(domain.subprocess, "run", run)
+    answers["1"] = subprocess.CompletedProcess(
+        ["xl"], 1, "", "Can't get domain name of domain id '1', maybe this domain does not "
+        "exist.\n")
+    answers["2"] = subprocess.CompletedProcess(["xl"], 0, "lab\n", "")
+    answers["3"] = subprocess.CompletedProcess(["xl"], 0, "web01\n", "")
+    answers["4"] = subprocess.CompletedProcess(["xl"], 1, "", "libxl: cannot lock\n")
+    assert domain.domain_exists("lab", 1) is False
+    assert domain.domain_exists("lab", 2) is True
+    assert domain.domain_exists("lab", 3) is False  # the domid now names another domain
+    assert domain.domain_exists("lab", 4) is True  # xl failed for another reason: can't tell

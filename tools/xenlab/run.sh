@@ -47,7 +47,7 @@ for tool in cpio gzip; do
 done
 PY=python3.11
 PACKAGES=(xen-hypervisor-$XENV-amd64 xen-utils-$XENV xen-utils-common libxenmisc$XENV
-          libxenstore4 libxentoollog1 libxenevtchn1 libxengnttab1 libxenforeignmemory1
+          libxenstore4 xenstore-utils libxentoollog1 libxenevtchn1 libxengnttab1 libxenforeignmemory1
           libxendevicemodel1 libxencall1 libxentoolcore1 libxenhypfs1 libyajl2
           linux-image-$KREL-amd64 busybox-static
           # the HVM domU's device model and firmware, and the libraries it adds
@@ -121,12 +121,15 @@ build_dom0() {
     for m in xen-privcmd xenfs/xenfs xen-evtchn xen-gntdev xen-gntalloc; do
         cp "$R/lib/modules/$KREL-amd64/kernel/drivers/xen/$m.ko" "$D/lib/modules/"
     done
-    local tools="xl xenstored xen-init-dom0 xenconsoled xenstore-read xenstore-list xenstore-write xen-access xenctx"
+    local tools="xl xenstored xen-init-dom0 xenconsoled xen-access xenctx"
     for t in $tools; do
         [ -f "$R/usr/lib/xen-$XENV/bin/$t" ] && cp "$R/usr/lib/xen-$XENV/bin/$t" "$D/usr/lib/xen-$XENV/bin/"
     done
+    # xenstore-read and the others (xenstore-utils, which every Debian dom0 has through
+    # xen-utils-common): the tracer asks xenstore whether its domain still exists.
+    mkdir -p "$D/usr/bin" && cp -a "$R"/usr/bin/xenstore* "$D/usr/bin/"
     cp -a "$R/usr/lib/x86_64-linux-gnu/." "$D/usr/lib/x86_64-linux-gnu/" 2>/dev/null || true
-    copy_libs "$D"/usr/lib/xen-$XENV/bin/*
+    copy_libs "$D"/usr/lib/xen-$XENV/bin/* "$D"/usr/bin/xenstore
     # dlopen()ed, so ldd does not list it: pthread_cancel in xl aborts without it.
     mkdir -p "$D/lib/x86_64-linux-gnu" && cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$D/lib/x86_64-linux-gnu/"
     : > "$D/etc/xen/xl.conf"

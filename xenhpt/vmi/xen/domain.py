@@ -73,20 +73,27 @@ def _list_domids() -> list[int]:
 
 
 def domain_exists(name: str, domid: int) -> bool:
-    """False once domain ``domid`` is no longer ``name`` in xenstore (destroyed; a reboot
-    makes a new domid). True whenever xenstore cannot tell."""
+    """False once domain ``domid`` is no longer ``name`` (destroyed; a reboot makes a new
+    domid): asked of xenstore, else of ``xl domname``. True whenever neither can tell.
+
+    A rebooted domain whose memory the tracer still maps lingers as ``(null) --psrd`` in
+    ``xl list`` until the tracer lets go: only its name entry says it is dead."""
     try:
-        if shutil.which("xenstore-read") is None:
+        if shutil.which("xenstore-read") is not None:
+            done = subprocess.run(["xenstore-read", f"/local/domain/{domid}/name"],
+                                  capture_output=True, text=True, timeout=10)
+            # xenstore-read's words for a path that is gone (xl removes /local/domain/ID
+            # at destroy)
+            gone = ("ENOENT", "No such file", "couldn't read path")
+        elif shutil.which("xl") is not None:  # a dom0 without xenstore-utils
+            done = subprocess.run(["xl", "domname", str(domid)], capture_output=True,
+                                  text=True, timeout=10)
+            gone = ("does not exist",)  # "Can't get domain name of domain id 1, maybe ..."
+        else:
             return True
-        done = subprocess.run(["xenstore-read", f"/local/domain/{domid}/name"],
-                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return True
     if done.returncode != 0:
-        # xenstore-read says "couldn't read path ..." for a path that is gone (xl removes
-        # /local/domain/ID at destroy; the Xen lab's rebooted domU: the tracer waited on,
-        # holding the dead domain's memory, which stayed "(null) --psrd" in `xl list`).
-        gone = ("ENOENT", "No such file", "couldn't read path")
         return not any(word in done.stderr for word in gone)
     return done.stdout.strip() == name
 
