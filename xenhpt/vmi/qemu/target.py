@@ -21,7 +21,7 @@ from ..x86.fast_syscall import (
     undo_fault,
     user_state_of_fault,
 )
-from ..x86.paging import PagedMemory, PageWalker, levels_from_cr4
+from ..x86.paging import PagedMemory, PageWalker, levels_from_registers
 from .gdbremote import GdbRemote
 from .memory import GdbPhysicalMemory, MappedRam
 
@@ -105,7 +105,7 @@ class QemuTarget(PagedMemory):
             self._memory = GdbPhysicalMemory(self.remote, memory_size or (1 << 32))
         self.paging = PageWalker(self.read_physical)
         # QEMU stopped the VM when we connected: a good moment to learn the paging mode.
-        self.paging.levels = levels_from_cr4(self.registers(0)["cr4"])
+        self.paging.levels = levels_from_registers(self.registers(0))
         if attach_clean:
             self.resume()  # (otherwise the caller repairs first, then resumes)
 
