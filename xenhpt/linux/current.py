@@ -107,7 +107,8 @@ class CurrentTask:
         return None
 
     def _from_cr3(self, cr3: int) -> int | None:
-        wanted = {dtb_from_cr3(cr3), kernel_dtb(cr3)}
+        # (PAE: a user PDPT is 32-byte aligned, CR3 bits 5..11 are part of its address.)
+        wanted = {dtb_from_cr3(cr3, self.kernel.layout.levels), kernel_dtb(cr3)}
         try:
             walk = self.reader.processes()
         except (MemoryReadError, ProfileError):
