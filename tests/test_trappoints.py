@@ -1,8 +1,19 @@
-"""Which entry stub (mechanism and ABI) a selective trap's call came through (no VM)."""
+"""Where the tracer traps (no VM): which entry stub (mechanism and ABI) a selective trap's
+call came through, and the full plan of an i386 kernel."""
 
 from __future__ import annotations
 
-from xenhpt.tracer.trappoints import STUB_SPAN, stub_of_return
+import pytest
+
+from xenhpt.errors import ProfileError
+from xenhpt.tracer.trappoints import (
+    ARGS_INT80,
+    ARGS_SYSENTER_32,
+    STUB_SPAN,
+    first_argument,
+    full_plan,
+    stub_of_return,
+)
 
 # Laid out as in a 6.1 kernel's .entry.text: 64-bit syscall first, then the compat stubs.
 STUBS = [(0xFFFF_FFFF_8200_0040, "syscall", "x86_64"),
@@ -21,3 +32,44 @@ def test_an_address_outside_every_stub_names_none() -> None:
     assert stub_of_return(STUBS, 0xFFFF_FFFF_8100_0000) is None
     assert stub_of_return(STUBS, 0xFFFF_FFFF_8200_1D20 + STUB_SPAN) is None
     assert stub_of_return([], 0xFFFF_FFFF_8200_00A3) is None
+
+
+class _SymbolsOnly:
+    """Just what the plan needs of a Kernel: symbols and the pointer size."""
+
+    def __init__(self, symbols: dict[str, int], pointer_size: int) -> None:
+        self.symbols, self.pointer_size = symbols, pointer_size
+
+    def has_symbol(self, name: str) -> bool:
+        return name in self.symbols
+
+    def symbol(self, name: str) -> int:
+        return self.symbols[name]
+
+
+# Debian 6.1 686-pae (System.map of its -dbg package).
+I386_SYMBOLS = {"entry_SYSENTER_32": 0xC193_21A0, "entry_INT80_32": 0xC193_229C,
+                "syscall_exit_to_user_mode": 0xC192_6140, "bprm_execve": 0xC12E_9B80}
+
+
+def test_an_i386_kernel_is_trapped_at_its_own_stubs_with_the_exit_argument_in_eax() -> None:
+    kernel = _SymbolsOnly(I386_SYMBOLS, 4)
+    points = full_plan(kernel)  # type: ignore[arg-type]
+    stubs = {p.symbol: p for p in points.values() if p.role == "entry-stub"}
+    assert set(stubs) == {"entry_SYSENTER_32", "entry_INT80_32"}
+    assert (stubs["entry_INT80_32"].mechanism, stubs["entry_INT80_32"].abi) == ("int80", "i386")
+    assert stubs["entry_INT80_32"].arg_registers == ARGS_INT80
+    # SYSENTER: the user's esp is in ebp (the kernel's esp is loaded from the MSR).
+    assert stubs["entry_SYSENTER_32"].arg_registers == ARGS_SYSENTER_32
+    assert ARGS_SYSENTER_32[5] == "[rbp]"
+    assert any(p.role == "exit" for p in points.values())
+    assert first_argument(kernel) == "rax"  # type: ignore[arg-type]
+    assert first_argument(_SymbolsOnly({}, 8)) == "rdi"  # type: ignore[arg-type]
+
+
+def test_a_64bit_kernel_without_its_syscall_stub_is_still_refused() -> None:
+    with pytest.raises(ProfileError, match="entry_SYSCALL_64"):
+        full_plan(_SymbolsOnly({"entry_INT80_compat": 1,  # type: ignore[arg-type]
+                                "syscall_exit_to_user_mode": 2}, 8))
+    with pytest.raises(ProfileError, match="no system-call entry stub"):
+        full_plan(_SymbolsOnly({"syscall_exit_to_user_mode": 2}, 4))  # type: ignore[arg-type]

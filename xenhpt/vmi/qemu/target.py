@@ -110,8 +110,9 @@ class QemuTarget(PagedMemory):
         self._registers: dict[int, dict[str, int]] = {}
         self._raw_registers: dict[int, bytes] = {}  # the whole 'g' reply, for 'G' writes
         self._selected: int | None = None
-        # Execute the instruction under a breakpoint ourselves instead of stepping over it.
-        self.emulate_breakpoints = True
+        # Execute the instruction under a breakpoint ourselves instead of stepping over it
+        # (emulate.py decodes 64-bit code only: on an i386 guest, step over it).
+        self.emulate_breakpoints = not self.i386
         self.emulated = 0
         self.stepped = 0
         # The vCPU that stopped on a breakpoint must step over it before running on.
