@@ -264,5 +264,5 @@ class BreakpointCapture:
         pending = self.engine.pending.get(identity.task)
         read = self._user_reader(registers["cr3"], pending.entry.abi if pending else None)
         self.engine.feed(TrapRecord("exit", now, vcpu, identity, None, None, -1,
-                                    ret=signed(registers["rax"], 64), read=read,
+                                    ret=signed(registers["rax"], self._bits), read=read,
                                     reads_live=True))
