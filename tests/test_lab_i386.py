@@ -18,7 +18,7 @@ from xenhpt.lab.kernel import image_bits, package_architecture
 @pytest.mark.parametrize(("package", "arch"), [
     ("linux-image-686-pae/bookworm", "i386"),
     ("linux-image-686", "i386"),
-    ("linux-image-6.1.0-50-686-pae", "i386"),
+    ("linux-image-6.1.0-99-686-pae", "i386"),
     ("linux-image-rt-686-pae/bullseye", "i386"),
     ("linux-image-cloud-amd64/trixie", "amd64"),
     ("linux-image-5.10.0-32-cloud-amd64", "amd64"),
