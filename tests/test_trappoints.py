@@ -12,6 +12,8 @@ from xenhpt.tracer.trappoints import (
     STUB_SPAN,
     first_argument,
     full_plan,
+    handler_addresses,
+    selected_handlers,
     stub_of_return,
 )
 
@@ -73,3 +75,16 @@ def test_a_64bit_kernel_without_its_syscall_stub_is_still_refused() -> None:
                                 "syscall_exit_to_user_mode": 2}, 8))
     with pytest.raises(ProfileError, match="no system-call entry stub"):
         full_plan(_SymbolsOnly({"syscall_exit_to_user_mode": 2}, 4))  # type: ignore[arg-type]
+
+
+def test_an_i386_kernel_selects_its_native_handler_where_the_table_names_the_compat_one(
+        ) -> None:
+    # The i386 table names a 64-bit kernel's compat handlers; an i386 kernel has none.
+    kernel = _SymbolsOnly({**I386_SYMBOLS, "__ia32_sys_openat": 0xC12D_F9E0,
+                           "__ia32_sys_write": 0xC12E_2710}, 4)
+    points = selected_handlers(kernel, {"i386": {295, 4}})  # type: ignore[arg-type]
+    assert {p.symbol for p in points.values()} == {"__ia32_sys_openat", "__ia32_sys_write"}
+    assert handler_addresses(kernel, {"i386": {295}}) == {0xC12D_F9E0}  # type: ignore[arg-type]
+    compat = _SymbolsOnly({"__ia32_compat_sys_openat": 1, "__ia32_sys_openat": 2}, 8)
+    assert {p.symbol for p in selected_handlers(
+        compat, {"i386": {295}}).values()} == {"__ia32_compat_sys_openat"}  # type: ignore[arg-type]

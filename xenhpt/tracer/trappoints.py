@@ -199,6 +199,20 @@ def exception_plan(kernel: Kernel) -> dict[int, TrapPoint]:
     return points
 
 
+COMPAT_PREFIX, NATIVE_I386_PREFIX = "__ia32_compat_sys_", "__ia32_sys_"
+
+
+def handler_symbol(kernel: Kernel, entry: str | None) -> str | None:
+    """The symbol of a call's handler in this kernel. The i386 table names the handlers
+    of a 64-bit kernel's compat layer (``__ia32_compat_sys_openat``); an i386 kernel has
+    no compat layer, and the same call's handler there is ``__ia32_sys_openat``."""
+    if entry and entry.startswith(COMPAT_PREFIX) and not kernel.has_symbol(entry):
+        native = NATIVE_I386_PREFIX + entry.removeprefix(COMPAT_PREFIX)
+        if kernel.has_symbol(native):
+            return native
+    return entry
+
+
 def selected_handlers(kernel: Kernel, numbers: dict[str, set[int]]) -> dict[int, TrapPoint]:
     """Trap points at the selected calls' handlers (``__x64_sys_openat``...), as the tables
     name them for each ABI."""
@@ -208,7 +222,7 @@ def selected_handlers(kernel: Kernel, numbers: dict[str, set[int]]) -> dict[int,
         for nr in wanted:
             template = table.by_number(nr)
             if template is not None:
-                entries[(abi, nr)] = template.entry
+                entries[(abi, nr)] = handler_symbol(kernel, template.entry)
     return selective_plan(kernel, entries)
 
 
@@ -225,8 +239,9 @@ def handler_addresses(kernel: Kernel, numbers: dict[str, set[int]]) -> set[int] 
             template = table.by_number(nr)
             if template is None:
                 return None
-            if template.entry and kernel.has_symbol(template.entry):
-                found.add(kernel.symbol(template.entry))
+            entry = handler_symbol(kernel, template.entry)
+            if entry and kernel.has_symbol(entry):
+                found.add(kernel.symbol(entry))
             elif fallback is not None:
                 found.add(kernel.symbol(fallback))
             else:
