@@ -90,16 +90,17 @@ def _type(spec: str | tuple) -> dict:
 
 
 def write_isf(path: Path, structs: dict[str, tuple[int, dict[str, tuple[int, object]]]],
-              symbols: dict[str, int | dict]) -> Path:
+              symbols: dict[str, int | dict], pointer_size: int = 8) -> Path:
     """``structs``: name -> (size, {field: (offset, type spec)}); ``symbols``: name ->
-    address, or the ISF's whole symbol object (to give it a type)."""
+    address, or the ISF's whole symbol object (to give it a type); ``pointer_size`` 4 for
+    an i386 kernel (pointers and unsigned long)."""
     isf = {
         "metadata": {"format": "6.2.0", "producer": {"name": "xenhpt-tests"}},
-        "base_types": {"long unsigned int": {"kind": "int", "size": 8, "signed": False,
-                                             "endian": "little"},
+        "base_types": {"long unsigned int": {"kind": "int", "size": pointer_size,
+                                             "signed": False, "endian": "little"},
                        "unsigned int": {"kind": "int", "size": 4, "signed": False,
                                         "endian": "little"},
-                       "pointer": {"kind": "int", "size": 8, "signed": False,
+                       "pointer": {"kind": "int", "size": pointer_size, "signed": False,
                                    "endian": "little"}},
         "user_types": {name: {"kind": "struct", "size": size, "fields": {
             field: {"offset": offset, "type": _type(spec)}

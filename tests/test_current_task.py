@@ -21,7 +21,7 @@ def _field(offset: int, kind: str = "base", name: str = "long unsigned int") -> 
     return {"offset": offset, "type": {"kind": kind, "name": name}}
 
 
-def _profile(symbols: dict[str, int]) -> Profile:
+def _profile(symbols: dict[str, int], base_types: dict | None = None) -> Profile:
     ptr = {"kind": "pointer", "subtype": {"kind": "struct", "name": "task_struct"}}
     task_fields = {
         "state": _field(0x0, name="long int"), "stack": {"offset": 0x8, "type": ptr},
@@ -49,7 +49,7 @@ def _profile(symbols: dict[str, int]) -> Profile:
             "pcpu_hot": {"kind": "struct", "size": 64,
                          "fields": {"current_task": {"offset": 0, "type": ptr}}},
         },
-        "base_types": {}, "enums": {}, "banner": None,
+        "base_types": base_types or {}, "enums": {}, "banner": None,
     }
     return Profile(Path("synthetic-3.2.json"), content)
 
@@ -173,3 +173,51 @@ def test_pcpu_hot_is_preferred_when_the_profile_has_it() -> None:
     assert current.strategy == "pcpu_hot.current_task"
     assert current.address(0, {"gs_base": percpu, "k_gs_base": 0, "rsp": 0,
                                 "cr3": 0x1000}) == 0xFFFF_8880_0000_1000
+
+
+# i386 (6.1 686-pae): 4-byte pointers, per-CPU symbols are addresses in .data..percpu and
+# the base (__per_cpu_offset[cpu], FS's base in the kernel) a delta added to them.
+I386_POINTER = {"pointer": {"kind": "int", "size": 4, "signed": False, "endian": "little"}}
+I386_INIT_TASK = 0xC1C5_F4C0
+I386_CURRENT_TASK = 0xC1E8_0808
+I386_PER_CPU_OFFSET = 0xC1BD_76A0
+
+
+def _i386_kernel(symbols: dict[str, int]) -> tuple[Kernel, FlatKernelMemory]:
+    target = SyntheticTarget()
+    target.paging_levels = 3
+    memory = target.memory
+    memory.put(I386_INIT_TASK + 0x100, struct.pack("<I", I386_INIT_TASK + 0x100))
+    layout = KernelLayout(slide=0, dtb=0x1E98000, levels=3,
+                          banner=Banner("Linux version 6.1.0", "6.1.0", 0))
+    profile = _profile({"init_task": I386_INIT_TASK, "_text": 0xC100_0000, **symbols},
+                       I386_POINTER)
+    return Kernel(target, profile, layout), memory
+
+
+def test_i386_current_task_is_read_at_per_cpu_offset_plus_the_symbol() -> None:
+    kernel, memory = _i386_kernel({"current_task": I386_CURRENT_TASK,
+                                   "__per_cpu_offset": I386_PER_CPU_OFFSET})
+    assert kernel.pointer_size == 4 and kernel.kernel_start == 0xC000_0000
+    delta, task = 0x3300_0000, 0xC250_3A00  # a base that looks like a user address
+    memory.put(I386_PER_CPU_OFFSET, struct.pack("<II", 0x32F0_0000, delta))
+    memory.put(I386_CURRENT_TASK + delta, struct.pack("<I", task))
+    current = CurrentTask(kernel)
+    assert current.strategy == "per-CPU current_task"
+    # At entry_INT80_32 FS still holds the user's selector: __per_cpu_offset[vcpu] is used.
+    assert current.address(1, {"fs": 0, "fs_base": 0, "rsp": 0xBF80_0000,
+                                "cr3": 0x1E98000}) == task
+    # Inside the kernel FS is __KERNEL_PERCPU and its base the per-CPU delta.
+    assert current.address(0, {"fs": 0xD8, "fs_base": delta, "rsp": 0xC250_0000,
+                                "cr3": 0x1E98000}) == task
+
+
+def test_i386_esp_masking_reads_4_byte_pointers_on_an_8k_stack() -> None:
+    kernel, memory = _i386_kernel({})
+    stack, task = 0xC7A4_6000, 0xC250_3A00  # 8 KiB aligned, not 16 KiB aligned
+    memory.put(stack, struct.pack("<I", task))  # thread_info.task
+    memory.put(task + 0x8, struct.pack("<I", stack))  # task_struct.stack points back
+    current = CurrentTask(kernel)
+    assert current.strategy == "ESP masking"
+    assert current.address(0, {"rsp": stack + 0x1E58, "cr3": 0x1000}) == task
+    assert current.address(0, {"rsp": 0xBFFF_F000, "cr3": 0x1000}) is None  # user stack

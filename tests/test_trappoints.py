@@ -1,10 +1,18 @@
-"""Which entry stub (mechanism and ABI) a selective trap's call came through (no VM)."""
+"""Where the tracer traps (no VM): which entry stub (mechanism and ABI) a selective trap's
+call came through, and the full plan of an i386 kernel."""
 
 from __future__ import annotations
 
+import pytest
+
+from xenhpt.errors import ProfileError
 from xenhpt.syscalls.table import SyscallTable
 from xenhpt.tracer.trappoints import (
+    ARGS_INT80,
+    ARGS_SYSENTER_32,
     STUB_SPAN,
+    first_argument,
+    full_plan,
     handler_addresses,
     handler_symbols,
     selected_handlers,
@@ -30,17 +38,58 @@ def test_an_address_outside_every_stub_names_none() -> None:
     assert stub_of_return([], 0xFFFF_FFFF_8200_00A3) is None
 
 
-class SymbolTable:
-    """A kernel's symbols only: what choosing handlers asks of it."""
+class _SymbolsOnly:
+    """Just what the plan needs of a Kernel: symbols and the pointer size."""
 
-    def __init__(self, symbols: dict[str, int]) -> None:
-        self.symbols = symbols
+    def __init__(self, symbols: dict[str, int], pointer_size: int) -> None:
+        self.symbols, self.pointer_size = symbols, pointer_size
 
     def has_symbol(self, name: str) -> bool:
         return name in self.symbols
 
     def symbol(self, name: str) -> int:
         return self.symbols[name]
+
+
+# Debian 6.1 686-pae (System.map of its -dbg package).
+I386_SYMBOLS = {"entry_SYSENTER_32": 0xC193_21A0, "entry_INT80_32": 0xC193_229C,
+                "syscall_exit_to_user_mode": 0xC192_6140, "bprm_execve": 0xC12E_9B80}
+
+
+def test_an_i386_kernel_is_trapped_at_its_own_stubs_with_the_exit_argument_in_eax() -> None:
+    kernel = _SymbolsOnly(I386_SYMBOLS, 4)
+    points = full_plan(kernel)  # type: ignore[arg-type]
+    stubs = {p.symbol: p for p in points.values() if p.role == "entry-stub"}
+    assert set(stubs) == {"entry_SYSENTER_32", "entry_INT80_32"}
+    assert (stubs["entry_INT80_32"].mechanism, stubs["entry_INT80_32"].abi) == ("int80", "i386")
+    assert stubs["entry_INT80_32"].arg_registers == ARGS_INT80
+    # SYSENTER: the user's esp is in ebp (the kernel's esp is loaded from the MSR).
+    assert stubs["entry_SYSENTER_32"].arg_registers == ARGS_SYSENTER_32
+    assert ARGS_SYSENTER_32[5] == "[rbp]"
+    assert any(p.role == "exit" for p in points.values())
+    assert first_argument(kernel) == "rax"  # type: ignore[arg-type]
+    assert first_argument(_SymbolsOnly({}, 8)) == "rdi"  # type: ignore[arg-type]
+
+
+def test_a_64bit_kernel_without_its_syscall_stub_is_still_refused() -> None:
+    with pytest.raises(ProfileError, match="entry_SYSCALL_64"):
+        full_plan(_SymbolsOnly({"entry_INT80_compat": 1,  # type: ignore[arg-type]
+                                "syscall_exit_to_user_mode": 2}, 8))
+    with pytest.raises(ProfileError, match="no system-call entry stub"):
+        full_plan(_SymbolsOnly({"syscall_exit_to_user_mode": 2}, 4))  # type: ignore[arg-type]
+
+
+def test_an_i386_kernel_selects_its_native_handler_where_the_table_names_the_compat_one(
+        ) -> None:
+    # The i386 table names a 64-bit kernel's compat handlers; an i386 kernel has none.
+    kernel = _SymbolsOnly({**I386_SYMBOLS, "__ia32_sys_openat": 0xC12D_F9E0,
+                           "__ia32_sys_write": 0xC12E_2710}, 4)
+    points = selected_handlers(kernel, {"i386": {295, 4}})  # type: ignore[arg-type]
+    assert {p.symbol for p in points.values()} == {"__ia32_sys_openat", "__ia32_sys_write"}
+    assert handler_addresses(kernel, {"i386": {295}}) == {0xC12D_F9E0}  # type: ignore[arg-type]
+    compat = _SymbolsOnly({"__ia32_compat_sys_openat": 1, "__ia32_sys_openat": 2}, 8)
+    assert {p.symbol for p in selected_handlers(
+        compat, {"i386": {295}}).values()} == {"__ia32_compat_sys_openat"}  # type: ignore[arg-type]
 
 
 def _entry(abi: str, nr: int) -> str:
@@ -53,12 +102,12 @@ OPENAT, WRITE = 257, 1
 
 
 def test_each_selected_call_is_trapped_at_its_own_handler() -> None:
-    kernel = SymbolTable({_entry("x86_64", OPENAT): 0x1000, _entry("x86_64", WRITE): 0x2000,
-                          "__x64_sys_ni_syscall": 0x3000})
+    kernel = _SymbolsOnly({_entry("x86_64", OPENAT): 0x1000, _entry("x86_64", WRITE): 0x2000,
+                           "__x64_sys_ni_syscall": 0x3000}, 8)
     numbers = {"x86_64": {OPENAT, WRITE}}
-    assert handler_symbols(kernel, numbers) == {("x86_64", OPENAT): _entry("x86_64", OPENAT),
-                                                ("x86_64", WRITE): _entry("x86_64", WRITE)}
-    points = selected_handlers(kernel, numbers)
+    assert handler_symbols(kernel, numbers) == {  # type: ignore[arg-type]
+        ("x86_64", OPENAT): _entry("x86_64", OPENAT), ("x86_64", WRITE): _entry("x86_64", WRITE)}
+    points = selected_handlers(kernel, numbers)  # type: ignore[arg-type]
     assert points is not None and set(points) == {0x1000, 0x2000}
     assert {p.role for p in points.values()} == {"syscall-function"}
 
@@ -66,15 +115,15 @@ def test_each_selected_call_is_trapped_at_its_own_handler() -> None:
 def test_a_call_this_kernel_lacks_is_trapped_where_it_still_goes() -> None:
     """A number the kernel does not implement still enters sys_ni_syscall (ENOSYS): the
     selection traps it there rather than never seeing it."""
-    kernel = SymbolTable({_entry("x86_64", WRITE): 0x2000, "__x64_sys_ni_syscall": 0x3000})
+    kernel = _SymbolsOnly({_entry("x86_64", WRITE): 0x2000, "__x64_sys_ni_syscall": 0x3000}, 8)
     numbers = {"x86_64": {OPENAT, WRITE}}
-    assert handler_addresses(kernel, numbers) == {0x2000, 0x3000}
-    points = selected_handlers(kernel, numbers)
+    assert handler_addresses(kernel, numbers) == {0x2000, 0x3000}  # type: ignore[arg-type]
+    points = selected_handlers(kernel, numbers)  # type: ignore[arg-type]
     assert points is not None and set(points) == {0x2000, 0x3000}
 
 
 def test_a_call_with_no_nameable_handler_means_trapping_every_call() -> None:
-    kernel = SymbolTable({_entry("x86_64", WRITE): 0x2000})  # no sys_ni_syscall either
-    assert handler_symbols(kernel, {"x86_64": {OPENAT}}) is None
-    assert selected_handlers(kernel, {"x86_64": {OPENAT}}) is None
-    assert handler_addresses(kernel, {"x86_64": {100_000}}) is None  # unknown to the tables
+    kernel = _SymbolsOnly({_entry("x86_64", WRITE): 0x2000}, 8)  # no sys_ni_syscall either
+    assert handler_symbols(kernel, {"x86_64": {OPENAT}}) is None  # type: ignore[arg-type]
+    assert selected_handlers(kernel, {"x86_64": {OPENAT}}) is None  # type: ignore[arg-type]
+    assert handler_addresses(kernel, {"x86_64": {100_000}}) is None  # type: ignore[arg-type]

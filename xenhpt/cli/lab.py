@@ -61,9 +61,11 @@ def prepare(quiet: bool, no_plugin: bool) -> None:
               help="More kernel command-line words, e.g. --append 'pti=on'.")
 @click.option("--kernel", "kernel_package", metavar="PACKAGE",
               help="Boot this Debian kernel image package instead of the current bookworm "
-                   "cloud kernel, e.g. linux-image-cloud-amd64/trixie or "
-                   "linux-image-5.10.0-32-cloud-amd64 (fetched into the cache, never "
-                   "installed).")
+                   "cloud kernel, e.g. linux-image-cloud-amd64/trixie, "
+                   "linux-image-5.10.0-32-cloud-amd64, or the 32-bit "
+                   "linux-image-686-pae/bookworm (booted under qemu-system-i386 with an "
+                   "i386 userland; its profile comes from the -dbg package, ~750 MB). "
+                   "Fetched into the cache, never installed.")
 def up(smp: int, memory_mib: int, kaslr: bool, accel: str, capture: str,
        ring_mib: int, extra_append: str, kernel_package: str | None) -> None:
     """Boot the lab guest and wait until it is ready.

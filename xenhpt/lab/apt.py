@@ -22,10 +22,14 @@ MIRROR = "http://deb.debian.org/debian"
 class PrivateApt:
     """apt-get/apt-cache with their own package list in ``root`` (suites of ``MIRROR``)."""
 
-    def __init__(self, root: Path, suites: tuple[str, ...]) -> None:
+    def __init__(self, root: Path, suites: tuple[str, ...],
+                 foreign: tuple[str, ...] = ()) -> None:
+        """``foreign``: Debian architectures besides the host's whose packages we may fetch
+        (``("i386",)`` for a 32-bit guest kernel and userland); they get their own lists."""
         self.root = root
         self.suites = suites
-        self._state = root / "apt"
+        self.foreign = foreign
+        self._state = root / ("apt" if not foreign else "apt-" + "-".join(foreign))
 
     def _options(self) -> list[str]:
         state = self._state
@@ -36,6 +40,8 @@ class PrivateApt:
             "-o", f"Dir::Cache={state / 'cache'}",
             # apt's sandbox user cannot write into root's cache; the download is ours anyway.
             "-o", "APT::Sandbox::User=root",
+            *(option for arch in self.foreign
+              for option in ("-o", f"APT::Architectures::={arch}")),
         ]
 
     def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:

@@ -1,5 +1,9 @@
 """Build the lab guest's initramfs: busybox-static, an /init, the exec agent, workloads.
 
+A 32-bit (i386) guest kernel gets a 32-bit userland: Debian's busybox-static:i386 (fetched
+and unpacked, never installed), every workload built with ``-m32``, and no strace (the
+host's is a 64-bit binary with 64-bit libraries).
+
 Written as an uncompressed newc cpio by Python itself (no cpio tool needed), because
 the kernel unpacks it faster than a gzip one under TCG.
 """
@@ -54,17 +58,38 @@ class CpioWriter:
         return bytes(self._data)
 
 
-def _guest_inputs() -> list[Path]:
-    files = [BUSYBOX, STRACE] + sorted(p for p in GUEST_FILES.iterdir() if p.is_file())
+def _guest_inputs(busybox: Path, bits: int) -> list[Path]:
+    files = [busybox] + ([STRACE] if bits == 64 else [])
+    files += sorted(p for p in GUEST_FILES.iterdir() if p.is_file())
     return files + sorted(GUEST_SOURCES.glob("*.[ch]")) + _bench_files()
+
+
+def busybox_i386(out_dir: Path) -> Path:
+    """Debian's static i386 busybox, unpacked from its package into ``out_dir`` once."""
+    unpacked = out_dir / "busybox-i386" / "bin" / "busybox"
+    if unpacked.exists():
+        return unpacked
+    from .apt import unpack
+    from .kernel import kernel_apt
+
+    apt = kernel_apt("i386")
+    apt.update()
+    debs = apt.download(["busybox-static:i386/bookworm"], out_dir / "debs")
+    if not debs:
+        raise LabError("apt-get download busybox-static:i386 produced no .deb")
+    unpack(debs[0], out_dir / "busybox-i386")
+    if not unpacked.exists():
+        raise LabError(f"{debs[0].name} holds no /bin/busybox")
+    return unpacked
 
 
 def _bench_files() -> list[Path]:
     return sorted(p for p in GUEST_BENCH.glob("*") if p.is_file())
 
 
-def _compile_programs(out_dir: Path) -> dict[str, bytes]:
-    """The guest's test programs, built from source here (32-bit static for mech32)."""
+def _compile_programs(out_dir: Path, bits: int = 64) -> dict[str, bytes]:
+    """The guest's test programs, built from source here (32-bit static for mech32, and
+    for all of them when the guest kernel is 32-bit)."""
     if shutil.which("gcc") is None:
         raise LabError("gcc not found: install the Debian packages gcc and gcc-multilib")
     programs = {}
@@ -72,11 +97,11 @@ def _compile_programs(out_dir: Path) -> dict[str, bytes]:
     build.mkdir(parents=True, exist_ok=True)
     for source in sorted(GUEST_SOURCES.glob("*.c")):
         binary = build / source.stem
-        bits = "-m32" if source.stem.endswith("32") else "-m64"
-        done = subprocess.run(["gcc", bits, "-static", "-O1", "-o", str(binary), str(source)],
+        mode = "-m32" if source.stem.endswith("32") or bits == 32 else "-m64"
+        done = subprocess.run(["gcc", mode, "-static", "-O1", "-o", str(binary), str(source)],
                               capture_output=True, text=True)
         if done.returncode != 0:
-            hint = " (install gcc-multilib)" if bits == "-m32" else ""
+            hint = " (install gcc-multilib)" if mode == "-m32" else ""
             raise LabError(f"cannot build {source.name}{hint}: "
                            f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
         programs[source.stem] = binary.read_bytes()
@@ -89,12 +114,17 @@ def _shared_libraries(binary: Path) -> list[Path]:
     return [Path(p) for p in re.findall(r"(/\S+\.so[.\d]*)", done.stdout)]
 
 
-def build_initramfs(out_dir: Path) -> Path:
-    """Build (or reuse) the initramfs; its name carries a hash of everything in it."""
-    if not BUSYBOX.exists():
+def build_initramfs(out_dir: Path, bits: int = 64) -> Path:
+    """Build (or reuse) the initramfs; its name carries a hash of everything in it.
+    ``bits=32``: the userland of a 32-bit guest kernel (see the module doc)."""
+    if bits == 32:
+        busybox = busybox_i386(out_dir)
+    elif BUSYBOX.exists():
+        busybox = BUSYBOX
+    else:
         raise LabError("/bin/busybox not found: install the Debian package busybox-static")
-    digest = hashlib.sha256()
-    for path in _guest_inputs():
+    digest = hashlib.sha256(b"" if bits == 64 else b"32-bit\0")
+    for path in _guest_inputs(busybox, bits):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     out = out_dir / f"initramfs-{digest.hexdigest()[:12]}.cpio"
     if out.exists():
@@ -103,18 +133,31 @@ def build_initramfs(out_dir: Path) -> Path:
     for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "run", "root", "usr",
               "usr/bin", "usr/sbin", "opt", "opt/xenhpt"):
         cpio.directory(d)
-    cpio.file("bin/busybox", BUSYBOX.read_bytes(), executable=True)
+    cpio.file("bin/busybox", busybox.read_bytes(), executable=True)
     cpio.symlink("bin/sh", "busybox")
     cpio.file("init", (GUEST_FILES / "init").read_bytes(), executable=True)
     cpio.file("etc/inittab", (GUEST_FILES / "inittab").read_bytes())
     cpio.file("sbin/xenhpt-agent", (GUEST_FILES / "xenhpt-agent").read_bytes(), executable=True)
     cpio.directory("opt/xenhpt/bin")
-    for name, body in _compile_programs(out_dir).items():
+    for name, body in _compile_programs(out_dir, bits).items():
         cpio.file(f"opt/xenhpt/bin/{name}", body, executable=True)
     cpio.directory("opt/xenhpt/bench")
     for path in _bench_files():
         cpio.file(f"opt/xenhpt/bench/{path.name}", path.read_bytes(),
                   executable=path.suffix == ".sh")
+    if bits == 64:
+        _add_strace(cpio)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("initramfs-*.cpio"):
+        stale.unlink()
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(cpio.finish())
+    shutil.move(tmp, out)
+    return out
+
+
+def _add_strace(cpio: CpioWriter) -> None:
+    """The host's strace and the shared libraries it needs (64-bit guests only)."""
     if not STRACE.exists():
         raise LabError("/usr/bin/strace not found: install the Debian package strace")
     cpio.file("usr/bin/strace", STRACE.read_bytes(), executable=True)
@@ -125,10 +168,3 @@ def build_initramfs(out_dir: Path) -> Path:
                 cpio.directory(str(parent).lstrip("/"))
                 made.add(str(parent))
         cpio.file(str(library).lstrip("/"), library.resolve().read_bytes(), executable=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("initramfs-*.cpio"):
-        stale.unlink()
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(cpio.finish())
-    shutil.move(tmp, out)
-    return out

@@ -27,6 +27,9 @@ from .qmp import Qmp
 
 READY_MARKER = "XENHPT-READY"
 QEMU = "qemu-system-x86_64"
+# A 32-bit kernel runs under QEMU's i386 system emulator, whose gdbstub then speaks the
+# i386 register set (an x86_64 QEMU would describe a 32-bit guest in its 64-bit layout).
+QEMU_32 = "qemu-system-i386"
 
 
 @dataclass
@@ -113,8 +116,16 @@ def prepare(kernel_package: str | None = None) -> Prepared:
     if not profile.exists():
         from ..profile import build_profile, write_profile  # the builder is heavy: only here
 
-        write_profile(build_profile(kernel=kernel.image, btf=None, system_map=None), profile)
-    return Prepared(kernel, build_initramfs(cache_dir() / "initramfs"), profile)
+        if kernel.bits == 64:
+            isf = build_profile(kernel=kernel.image, btf=None, system_map=None)
+        else:  # Debian's i386 kernels have no BTF: their types come from the -dbg package
+            from .debug_profile import debug_profile
+
+            isf = debug_profile(kernel)
+        write_profile(isf, profile)
+    initramfs = (build_initramfs(cache_dir() / "initramfs") if kernel.bits == 64
+                 else build_initramfs(cache_dir() / "initramfs-i386", bits=32))
+    return Prepared(kernel, initramfs, profile)
 
 
 # gdbstub: Debian's QEMU, traced through its gdbstub; plugin: QEMU 10 with the capture
@@ -148,13 +159,19 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
             raise LabError(f"the lab is already running (QEMU pid {old.pid}); "
                            "'xenhpt lab down' first")
         _cleanup(directory)
+    prepared = prepare(kernel_package)
+    kernel, initramfs = prepared.kernel, prepared.initramfs
+    if kernel.bits == 32 and capture != "gdbstub":
+        raise LabError(f"--capture {capture} needs QEMU 10's x86-64 emulator: a 32-bit "
+                       "kernel boots only with the gdbstub capture for now")
     plugin_args: list[str] = []
     capture_file = ""
+    qemu: str | None
     if capture in ("plugin", "qemu10"):
         from .qemu10 import ensure_plugin, ensure_qemu10
 
         qemu10 = ensure_qemu10()
-        qemu: str | None = str(qemu10.binary)
+        qemu = str(qemu10.binary)
         if capture == "plugin":
             capture_file = str(Path("/dev/shm") / f"xenhpt-lab-{uuid.uuid4().hex[:8]}.cap")
             plugin_args = ["-plugin", f"{ensure_plugin()},shm={capture_file},"
@@ -162,11 +179,10 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
         for firmware in qemu10.firmware:
             plugin_args += ["-L", str(firmware)]
     else:
-        qemu = shutil.which(QEMU)
-    if qemu is None:
-        raise LabError(f"{QEMU} not found: install the Debian package qemu-system-x86")
-    prepared = prepare(kernel_package)
-    kernel, initramfs = prepared.kernel, prepared.initramfs
+        wanted = QEMU if kernel.bits == 64 else QEMU_32
+        qemu = shutil.which(wanted)
+        if qemu is None:
+            raise LabError(f"{wanted} not found: install the Debian package qemu-system-x86")
     directory.mkdir(parents=True, exist_ok=True)
     console = directory / "console.log"
     exec_socket = directory / "exec.sock"

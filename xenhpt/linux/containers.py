@@ -97,8 +97,8 @@ class ContainerReader:
     def _pid_namespace(self, task: int) -> tuple[int | None, int | None]:
         k = self.kernel
         try:
-            leader = k.u64(task + self.group_leader) or task
-            pid = k.u64(leader + self.thread_pid)
+            leader = k.pointer(task + self.group_leader) or task
+            pid = k.pointer(leader + self.thread_pid)
             if not pid:
                 return None, None  # a task being torn down has detached its pid
             level = k.u32(pid + self.pid_level)
@@ -106,7 +106,7 @@ class ContainerReader:
                 return None, None
             upid = k.read(pid + self.pid_numbers + level * self.upid_size, self.upid_size)
             nr = struct.unpack_from("<i", upid, self.upid_nr)[0]
-            ns = struct.unpack_from("<Q", upid, self.upid_ns)[0]
+            ns = k.pointer_at(upid, self.upid_ns)
             inum = k.u32(ns + self.ns_inum) if ns else None
         except MemoryReadError:
             return None, None
@@ -115,9 +115,9 @@ class ContainerReader:
     def _cgroup(self, task: int) -> str | None:
         k = self.kernel
         try:
-            css_set = k.u64(task + self.cgroups)
-            cgroup = k.u64(css_set + self.dfl_cgrp) if css_set else 0
-            node = k.u64(cgroup + self.cgroup_kn) if cgroup else 0
+            css_set = k.pointer(task + self.cgroups)
+            cgroup = k.pointer(css_set + self.dfl_cgrp) if css_set else 0
+            node = k.pointer(cgroup + self.cgroup_kn) if cgroup else 0
         except MemoryReadError:
             return None
         if not node:
@@ -136,10 +136,10 @@ class ContainerReader:
                 break
             seen.add(node)
             try:
-                parent = k.u64(node + self.kn_parent)
+                parent = k.pointer(node + self.kn_parent)
                 if not parent:  # the hierarchy's root: its name is not in the path
                     return "/" + "/".join(reversed(names))
-                names.append(self._name(k.u64(node + self.kn_name)))
+                names.append(self._name(k.pointer(node + self.kn_name)))
             except MemoryReadError:
                 break
             node = parent

@@ -90,7 +90,7 @@ def pid_idr_tasks(reader: TaskReader, walk: Walk) -> list[Task]:
     links = p.offset("task_struct", "pid_links")
     entries: list[int] = []
     try:
-        stack = [k.u64(head)]
+        stack = [k.pointer(head)]
     except MemoryReadError:
         walk.problems.append("pid idr: init_pid_ns unreadable")
         return []
@@ -105,18 +105,18 @@ def pid_idr_tasks(reader: TaskReader, walk: Walk) -> list[Task]:
                 continue
             seen.add(node)
             try:
-                slots = k.read(node + slots_at, XA_CHUNK * 8)
+                slots = k.read(node + slots_at, XA_CHUNK * k.pointer_size)
             except MemoryReadError:
                 walk.problems.append(f"pid idr: node {node:#x} unreadable; skipped")
                 continue
-            stack += reversed([int.from_bytes(slots[i:i + 8], "little")
-                               for i in range(0, len(slots), 8)])
+            stack += reversed([k.pointer_at(slots, i)
+                               for i in range(0, len(slots), k.pointer_size)])
         elif entry and entry & 3 == 0:  # a struct pid
             entries.append(entry)
     found = []
     for pid in entries:
         try:
-            first = k.u64(pid + pid_tasks)
+            first = k.pointer(pid + pid_tasks)
             if not first:
                 continue  # a pid no task uses any more (or a pgid/sid only)
             task = reader.read(first - links)
@@ -135,7 +135,7 @@ def runqueue_processes(reader: TaskReader, walk: Walk) -> list[Task]:
     leaders: set[int] = set()
     for address in runqueue_task_addresses(reader, walk):
         try:
-            leaders.add(k.u64(address + leader_at) or address)
+            leaders.add(k.pointer(address + leader_at) or address)
         except MemoryReadError:
             walk.problems.append(f"runqueue: task {address:#x} unreadable")
     found = []

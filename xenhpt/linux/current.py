@@ -23,12 +23,9 @@ from .kernel import Kernel
 from .kpti import kernel_dtb
 from .tasks import TaskReader
 
-KERNEL_HALF = 1 << 63
 THREAD_SIZES = (0x4000, 0x2000)
-
-
-def _is_kernel_address(value: int) -> bool:
-    return bool(value & KERNEL_HALF)
+# i386: GDT_ENTRY_PERCPU (27) * 8, the selector the kernel loads into FS on entry.
+I386_KERNEL_PERCPU = 27 * 8
 
 
 class CurrentTask:
@@ -67,42 +64,51 @@ class CurrentTask:
 
     def _from_percpu(self, vcpu: int, registers: dict[str, int]) -> int | None:
         assert self.percpu_offset is not None
-        bases = [b for b in (registers.get("gs_base", 0), registers.get("k_gs_base", 0))
-                 if _is_kernel_address(b)]
-        if not bases and self.kernel.has_symbol("__per_cpu_offset"):
+        k = self.kernel
+        if k.pointer_size == 8:
+            bases = [b for b in (registers.get("gs_base", 0), registers.get("k_gs_base", 0))
+                     if k.is_kernel_address(b)]
+        else:
+            bases = ([registers["fs_base"]]
+                     if registers.get("fs") == I386_KERNEL_PERCPU and "fs_base" in registers
+                     else [])
+        if not bases and k.has_symbol("__per_cpu_offset"):
             try:
-                bases.append(self.kernel.u64(self.kernel.symbol("__per_cpu_offset") + 8 * vcpu))
+                bases.append(k.pointer(k.symbol("__per_cpu_offset") + k.pointer_size * vcpu))
             except MemoryReadError:
                 pass
+        mask = (1 << (8 * k.pointer_size)) - 1
         for base in bases:
             try:
-                task = self.kernel.u64(base + self.percpu_offset)
+                task = k.pointer((base + self.percpu_offset) & mask)
             except MemoryReadError:
                 continue
-            if _is_kernel_address(task):
+            if k.is_kernel_address(task):
                 return task
         return None
 
     def _from_stack(self, rsp: int) -> int | None:
-        if not _is_kernel_address(rsp):
+        k = self.kernel
+        if not k.is_kernel_address(rsp):
             return None
-        task_offset = self.kernel.profile.offset("thread_info", "task")
+        task_offset = k.profile.offset("thread_info", "task")
         for size in THREAD_SIZES:
             base = rsp & ~(size - 1)
             try:
-                task = self.kernel.u64(base + task_offset)
-                if not _is_kernel_address(task):
+                task = k.pointer(base + task_offset)
+                if not k.is_kernel_address(task):
                     continue
                 # Accept only if the task agrees that this is its stack.
                 if (self._stack_field is None
-                        or self.kernel.u64(task + self._stack_field) == base):
+                        or k.pointer(task + self._stack_field) == base):
                     return task
             except MemoryReadError:
                 continue
         return None
 
     def _from_cr3(self, cr3: int) -> int | None:
-        wanted = {dtb_from_cr3(cr3), kernel_dtb(cr3)}
+        # (PAE: a user PDPT is 32-byte aligned, CR3 bits 5..11 are part of its address.)
+        wanted = {dtb_from_cr3(cr3, self.kernel.layout.levels), kernel_dtb(cr3)}
         try:
             walk = self.reader.processes()
         except (MemoryReadError, ProfileError):

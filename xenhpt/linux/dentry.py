@@ -65,7 +65,7 @@ class DentryReader:
         self.qstr_len = p.offset("qstr", "len")
         self.qstr_name = p.offset("qstr", "name")
         self.d_inode = p.offset("dentry", "d_inode")
-        self.d_hash_pprev = p.offset("dentry", "d_hash") + 8  # hlist_bl_node.pprev
+        self.d_hash_pprev = p.offset("dentry", "d_hash") + kernel.pointer_size  # .pprev
         self.mount_mnt = p.offset("mount", "mnt")
         self.mnt_parent = p.offset("mount", "mnt_parent")
         self.mnt_mountpoint = p.offset("mount", "mnt_mountpoint")
@@ -80,11 +80,11 @@ class DentryReader:
         """The task's root directory; (0, 0), the global root, if it cannot be read."""
         k = self.kernel
         try:
-            fs = k.u64(task_address + self.task_fs)
+            fs = k.pointer(task_address + self.task_fs)
             if not fs:
                 return PathRoot(0, 0)
             root = fs + self.fs_root
-            return PathRoot(k.u64(root + self.path_mnt), k.u64(root + self.path_dentry))
+            return PathRoot(k.pointer(root + self.path_mnt), k.pointer(root + self.path_dentry))
         except MemoryReadError:
             return PathRoot(0, 0)
 
@@ -92,16 +92,16 @@ class DentryReader:
         """Path, inode and device of the ``struct file`` at ``file_address``."""
         k = self.kernel
         try:
-            vfsmount = k.u64(file_address + self.file_path + self.path_mnt)
-            dentry = k.u64(file_address + self.file_path + self.path_dentry)
+            vfsmount = k.pointer(file_address + self.file_path + self.path_mnt)
+            dentry = k.pointer(file_address + self.file_path + self.path_dentry)
         except MemoryReadError:
             return FileIdentity(UNKNOWN_PREFIX, -1, -1, False)
         inode = device = -1
         try:
-            node = k.u64(dentry + self.d_inode)
+            node = k.pointer(dentry + self.d_inode)
             if node:
-                inode = k.u64(node + self.i_ino)
-                device = k.u32(k.u64(node + self.i_sb) + self.s_dev)
+                inode = k.pointer(node + self.i_ino)
+                device = k.u32(k.pointer(node + self.i_sb) + self.s_dev)
         except MemoryReadError:
             pass
         path, complete = self.path(vfsmount, dentry, root)
@@ -119,15 +119,15 @@ class DentryReader:
                         (vfsmount, dentry) in seen:
                     break
                 seen.add((vfsmount, dentry))
-                parent = k.u64(dentry + self.d_parent)
-                if dentry == k.u64(vfsmount + self.mnt_root) or dentry == parent:
-                    if dentry != k.u64(vfsmount + self.mnt_root):
+                parent = k.pointer(dentry + self.d_parent)
+                if dentry == k.pointer(vfsmount + self.mnt_root) or dentry == parent:
+                    if dentry != k.pointer(vfsmount + self.mnt_root):
                         break  # a root dentry that is not its mount's root: detached
                     mount = vfsmount - self.mount_mnt
-                    up = k.u64(mount + self.mnt_parent)
+                    up = k.pointer(mount + self.mnt_parent)
                     if up == mount or not up:
                         break  # the global root
-                    dentry = k.u64(mount + self.mnt_mountpoint)
+                    dentry = k.pointer(mount + self.mnt_mountpoint)
                     vfsmount = up + self.mount_mnt
                     continue
                 names.append(self.name(dentry))
@@ -143,14 +143,14 @@ class DentryReader:
         """One dentry's own name (at most NAME_MAX bytes)."""
         k = self.kernel
         length = min(k.u32(dentry + self.d_name + self.qstr_len), NAME_MAX)
-        pointer = k.u64(dentry + self.d_name + self.qstr_name)
+        pointer = k.pointer(dentry + self.d_name + self.qstr_name)
         return k.read(pointer, length).split(b"\0", 1)[0] if length else b""
 
     def _unlinked(self, dentry: int) -> bool:
         """d_unlinked(): no longer in the dentry hash, and not a root."""
         k = self.kernel
         try:
-            return (k.u64(dentry + self.d_hash_pprev) == 0
-                    and k.u64(dentry + self.d_parent) != dentry)
+            return (k.pointer(dentry + self.d_hash_pprev) == 0
+                    and k.pointer(dentry + self.d_parent) != dentry)
         except MemoryReadError:
             return False

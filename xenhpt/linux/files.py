@@ -91,12 +91,12 @@ class FilesReader:
     def open_files(self, task: Task, problems: list[str]) -> ProcessFiles:
         k = self.kernel
         try:
-            files = k.u64(task.address + self.task_files)
+            files = k.pointer(task.address + self.task_files)
             if not files:
                 return ProcessFiles(task, [])  # an exiting task, or a kernel thread's
-            table = k.u64(files + self.fdt)
+            table = k.pointer(files + self.fdt)
             count = k.u32(table + self.max_fds)
-            array = k.u64(table + self.fd)
+            array = k.pointer(table + self.fd)
         except MemoryReadError as exc:
             return ProcessFiles(task, [], f"descriptor table unreadable ({exc})")
         if count > MAX_FDS:
@@ -104,7 +104,9 @@ class FilesReader:
                             f"only the first {MAX_FDS} read")
             count = MAX_FDS
         try:
-            slots = struct.unpack(f"<{count}Q", k.read(array, count * 8)) if count else ()
+            width = k.pointer_size
+            raw = k.read(array, count * width) if count else b""
+            slots = tuple(k.pointer_at(raw, i) for i in range(0, len(raw), width))
         except MemoryReadError:
             slots = self._slots_by_page(array, count, task, problems)
         root = self.dentries.task_root(task.address)
@@ -129,14 +131,17 @@ class FilesReader:
         """The slots of a table that spans an unreadable page: the first slot of each
         unreadable stretch is None (a marked row), the rest of it UNREAD (no row)."""
         slots: list[int | None] = []
-        at, end = array, array + count * 8
+        k = self.kernel
+        width = k.pointer_size
+        at, end = array, array + count * width
         while at < end:
             size = min(end, (at | (PAGE - 1)) + 1) - at
             try:
-                slots += struct.unpack(f"<{size // 8}Q", self.kernel.read(at, size))
+                raw = k.read(at, size)
+                slots += [k.pointer_at(raw, i) for i in range(0, size, width)]
             except MemoryReadError:
                 first = len(slots)
-                slots += [UNREAD] * (size // 8)
+                slots += [UNREAD] * (size // width)
                 if first == 0 or slots[first - 1] != UNREAD:
                     slots[first] = None
                     problems.append(f"pid {task.pid}: descriptors from {first} unreadable "
@@ -148,9 +153,9 @@ class FilesReader:
         """A struct file's f_inode is its dentry's d_inode: garbage fails that."""
         k = self.kernel
         try:
-            dentry = k.u64(address + self.dentries.file_path + self.dentries.path_dentry)
-            return dentry != 0 and k.u64(address + self.f_inode) == \
-                k.u64(dentry + self.dentries.d_inode)
+            dentry = k.pointer(address + self.dentries.file_path + self.dentries.path_dentry)
+            return dentry != 0 and k.pointer(address + self.f_inode) == \
+                k.pointer(dentry + self.dentries.d_inode)
         except MemoryReadError:
             return False
 
@@ -159,8 +164,8 @@ class FilesReader:
         identity: FileIdentity = self.dentries.file(address, root)
         kind = "?"
         try:
-            dentry = k.u64(address + self.dentries.file_path + self.dentries.path_dentry)
-            inode = k.u64(dentry + self.dentries.d_inode)
+            dentry = k.pointer(address + self.dentries.file_path + self.dentries.path_dentry)
+            inode = k.pointer(dentry + self.dentries.d_inode)
             if inode:
                 mode = struct.unpack("<H", k.read(inode + self.i_mode, 2))[0]
                 kind = FILE_TYPES.get(mode & S_IFMT, "?")
@@ -174,10 +179,10 @@ class FilesReader:
     def _pseudo_name(self, dentry: int, inode: int, ino: int) -> bytes | None:
         """The name the kernel's d_dname gives this dentry, or None for a real path."""
         k = self.kernel
-        ops = k.u64(dentry + self.d_op)
+        ops = k.pointer(dentry + self.d_op)
         if not ops:
             return None
-        dname = k.u64(ops + self.d_dname)
+        dname = k.pointer(ops + self.d_dname)
         if not dname:
             return None
         which = self.dname.get(dname)
@@ -191,10 +196,10 @@ class FilesReader:
             return b"/" + self.dentries.name(dentry) + b" (deleted)"
         if which == "ns_dname" and self.ns_ops_name is not None:
             if self.ns_via_inode:
-                ops_struct = k.u64(k.u64(inode + self.i_private) + self.ns_common_ops)
+                ops_struct = k.pointer(k.pointer(inode + self.i_private) + self.ns_common_ops)
             else:
-                ops_struct = k.u64(dentry + self.d_fsdata)
-            pointer = k.u64(ops_struct + self.ns_ops_name)
+                ops_struct = k.pointer(dentry + self.d_fsdata)
+            pointer = k.pointer(ops_struct + self.ns_ops_name)
             kind = k.read(pointer, 16).split(b"\0", 1)[0]
             return kind + b":[%d]" % ino
         return b"?d_dname@%x:[%d]" % (dname, ino)  # a d_dname this view does not know

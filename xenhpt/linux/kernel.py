@@ -5,10 +5,13 @@ This is the entry point of the ``linux`` layer: open a :class:`Kernel` on any
 through it. Nothing here knows which backend is underneath.
 
 How the slide is found without any vCPU register (so snapshots work too): the
-profile's banner is searched in physical memory; ``init_top_pgt`` lies a fixed
-distance from ``linux_banner`` in the same physically contiguous image, which
-gives the kernel page tables; the virtual slide is then the 2 MiB-aligned shift
-for which those tables map ``linux_banner`` onto the banner we found.
+profile's banner is searched in physical memory; ``init_top_pgt`` (i386:
+``swapper_pg_dir``) lies a fixed distance from ``linux_banner`` in the same physically
+contiguous image, which gives the kernel page tables; the virtual slide is then the
+2 MiB-aligned shift for which those tables map ``linux_banner`` onto the banner we found.
+
+Pointers are as wide as the profile says (4 bytes on i386, 8 on x86-64): read them
+with :meth:`Kernel.pointer`, and tell kernel addresses with :meth:`Kernel.is_kernel_address`.
 """
 
 from __future__ import annotations
@@ -50,7 +53,32 @@ class KernelLayout:
     slide: int  # added to every profile symbol address
     dtb: int  # physical address of the kernel's top page table (init_top_pgt)
     banner: Banner
-    levels: int = 4  # paging levels the kernel tables use
+    levels: int = 4  # paging levels the kernel tables use (2 and 3: 32-bit and PAE)
+
+
+# The kernel's top page table: x86-64 calls it init_top_pgt, i386 swapper_pg_dir (the
+# PDPT with PAE), which is what CR3 holds once paging_init() has run.
+TOP_TABLE_SYMBOLS = ("init_top_pgt", "swapper_pg_dir")
+# A 32-bit kernel's half of the address space starts at PAGE_OFFSET (0xc0000000 with the
+# default 3G/1G split; 0x80000000, 0xb0000000, 0x40000000 with the others), which no
+# symbol names: the kernel is linked at PAGE_OFFSET + 16 MiB (CONFIG_PHYSICAL_START), so
+# _text rounded down to 256 MiB is PAGE_OFFSET for every split.
+_SPLIT_ALIGN = 0x1000_0000
+
+
+def pointer_size(profile: Profile) -> int:
+    """The kernel's pointer size: 4 on i386, 8 on x86-64 (a profile without the base type
+    ``pointer`` is taken to be 64-bit, as all were before i386 kernels)."""
+    try:
+        return profile.size("pointer")
+    except ProfileError:
+        return 8
+
+
+def paging_modes(pointer_size: int) -> tuple[int, ...]:
+    """The paging modes (levels) a kernel with pointers of that size may run in, most
+    likely first."""
+    return (4, 5) if pointer_size == 8 else (3, 2)
 
 
 class Kernel:
@@ -62,6 +90,9 @@ class Kernel:
         self.layout = layout
         self.slide = layout.slide
         self.dtb = layout.dtb
+        self.pointer_size = pointer_size(profile)
+        self._pointer_format = "<Q" if self.pointer_size == 8 else "<I"
+        self.kernel_start = self._kernel_start()
         # Reads go through the target's translations (dropped whenever a live guest runs),
         # in the paging mode locate() found; Linux's KPTI rule tells a backend that places
         # traps by physical address where kernel text is when a user PGD is loaded.
@@ -140,6 +171,24 @@ class Kernel:
     def u32(self, address: int) -> int:
         return struct.unpack("<I", self.read(address, 4))[0]
 
+    def pointer(self, address: int) -> int:
+        """A kernel pointer at ``address`` (4 or 8 bytes, as the profile says)."""
+        return struct.unpack(self._pointer_format, self.read(address, self.pointer_size))[0]
+
+    def pointer_at(self, raw: bytes, offset: int) -> int:
+        """A kernel pointer inside bytes already read (a structure read whole)."""
+        return struct.unpack_from(self._pointer_format, raw, offset)[0]
+
+    def is_kernel_address(self, value: int) -> bool:
+        """Whether ``value`` lies in the kernel's half of the address space."""
+        return value >= self.kernel_start and value < 1 << (8 * self.pointer_size)
+
+    def _kernel_start(self) -> int:
+        if self.pointer_size == 8:
+            return 1 << 63
+        text = self.profile.symbol("_text")
+        return ((text + self.slide) & ~(_SPLIT_ALIGN - 1)) if text is not None else 0xC000_0000
+
     def physical(self, address: int) -> int:
         return self.target.translate(self.dtb, address)
 
@@ -173,13 +222,17 @@ def locate(target: Target, profile: Profile, progress: Progress | None = None,
            ) -> KernelLayout | None:
     """Slide and kernel page tables for ``profile`` in ``target``, or None if it does not fit."""
     banner_va = profile.symbol("linux_banner")
-    pgt_va = profile.symbol("init_top_pgt")
+    pgt_va = next((profile.symbol(name) for name in TOP_TABLE_SYMBOLS
+                   if profile.has_symbol(name)), None)
     expected = profile.banner
     if banner_va is None or pgt_va is None or not expected:
-        raise ProfileError(f"profile {profile.path.name} lacks linux_banner/init_top_pgt")
-    # The paging mode comes from CR4 where the target knows it; a raw file does not, so both.
+        raise ProfileError(f"profile {profile.path.name} lacks linux_banner or the top page "
+                           f"table ({'/'.join(TOP_TABLE_SYMBOLS)})")
+    # The paging mode comes from the vCPU where the target knows it; a raw file does not,
+    # so every mode a kernel with the profile's pointer size can use.
     known = target.paging_levels
-    walkers = [PageWalker(target.read_physical, levels=n) for n in ((known,) if known else (4, 5))]
+    walkers = [PageWalker(target.read_physical, levels=n)
+               for n in ((known,) if known else paging_modes(pointer_size(profile)))]
     needle = expected.rstrip("\n\0").encode()
     for banner in _aligned_banners(target, needle, banner_va) or find_banners(
             target, needle, progress):

@@ -12,7 +12,6 @@ far with the address where reading stopped, instead of an error.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -85,13 +84,14 @@ class MmReader:
     def address_space(self, task: Task) -> AddressSpace:
         """The ``mm_struct`` of ``task``; MemoryReadError if it is unreadable."""
         k = self.kernel
-        end = max(self.off.values()) + 8
+        end = max(self.off.values()) + k.pointer_size
         raw = k.read(task.mm, end)
-        values = {name: struct.unpack_from("<Q", raw, at)[0] for name, at in self.off.items()}
+        # (unsigned long fields: as wide as a pointer)
+        values = {name: k.pointer_at(raw, at) for name, at in self.off.items()}
         vdso = 0
         if self.vdso is not None:
             try:
-                vdso = k.u64(task.mm + self.vdso)
+                vdso = k.pointer(task.mm + self.vdso)
             except MemoryReadError:
                 vdso = 0
         return AddressSpace(address=task.mm, vdso=vdso, **values)

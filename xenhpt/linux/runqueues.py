@@ -50,11 +50,12 @@ def runqueue_task_addresses(reader: TaskReader, walk: Walk) -> set[int]:
     found: set[int] = set()
     for cpu in range(cpus):
         try:
-            rq = (rq_offset + k.u64(k.symbol("__per_cpu_offset") + 8 * cpu)) & (1 << 64) - 1
+            base = k.pointer(k.symbol("__per_cpu_offset") + k.pointer_size * cpu)
+            rq = (rq_offset + base) & (1 << 8 * k.pointer_size) - 1
             if rq_cpu is not None and k.u32(rq + rq_cpu) != cpu:
                 walk.problems.append(f"runqueue: rq of CPU {cpu} names another CPU; skipped")
                 continue
-            current = k.u64(rq + p.offset("rq", "curr"))
+            current = k.pointer(rq + p.offset("rq", "curr"))
         except MemoryReadError:
             walk.problems.append(f"runqueue: rq of CPU {cpu} unreadable; skipped")
             continue
@@ -69,7 +70,7 @@ def runqueue_task_addresses(reader: TaskReader, walk: Walk) -> set[int]:
                 group = 0
                 if my_q is not None:
                     try:
-                        group = k.u64(entity + my_q)
+                        group = k.pointer(entity + my_q)
                     except MemoryReadError:
                         walk.problems.append(f"runqueue: entity {entity:#x} unreadable")
                         continue
@@ -87,7 +88,7 @@ def _rb_nodes(k: Kernel, root: int, seen: set[int], walk: Walk) -> list[int]:
     """The nodes of the rbtree whose ``rb_root`` is at ``root`` (any order), bounded."""
     left_at, right_at = (k.profile.offset("rb_node", f) for f in ("rb_left", "rb_right"))
     try:
-        stack = [k.u64(root)]
+        stack = [k.pointer(root)]
     except MemoryReadError:
         walk.problems.append(f"runqueue: tree root {root:#x} unreadable")
         return []
@@ -101,7 +102,7 @@ def _rb_nodes(k: Kernel, root: int, seen: set[int], walk: Walk) -> list[int]:
             continue
         seen.add(node)
         try:
-            left, right = k.u64(node + left_at), k.u64(node + right_at)
+            left, right = k.pointer(node + left_at), k.pointer(node + right_at)
         except MemoryReadError:
             walk.problems.append(f"runqueue: node {node:#x} unreadable")
             continue

@@ -93,13 +93,13 @@ class SocketReader:
         unknown = Socket(open_file.fd, open_file.inode, "?", "?", "", "?", complete=False)
         try:
             if self.socket_ops is not None and \
-                    k.u64(open_file.file + self.f_op) != self.socket_ops:
+                    k.pointer(open_file.file + self.f_op) != self.socket_ops:
                 return None
             if self.socket_ops is None and open_file.kind != "SOCK":
                 return None
-            sock_struct = k.u64(open_file.file + self.private_data)
+            sock_struct = k.pointer(open_file.file + self.private_data)
             state = k.u32(sock_struct + self.socket_state)
-            sk = k.u64(sock_struct + self.socket_sk)
+            sk = k.pointer(sock_struct + self.socket_sk)
             o = self.off
             family = struct.unpack("<H", k.read(sk + o["skc_family"], 2))[0]
             sk_state = k.read(sk + o["skc_state"], 1)[0]
@@ -124,7 +124,7 @@ class SocketReader:
                 return Socket(**base, **self._inet6(sk))
             if family == AF_UNIX:
                 return Socket(**base, local=self._unix_name(sk),
-                              remote=self._unix_name(k.u64(sk + self.unix_peer)))
+                              remote=self._unix_name(k.pointer(sk + self.unix_peer)))
         except MemoryReadError:
             return Socket(**base, complete=False)
         return Socket(**base)
@@ -148,7 +148,7 @@ class SocketReader:
         if not sk:
             return b""
         k = self.kernel
-        addr = k.u64(sk + self.unix_addr)
+        addr = k.pointer(sk + self.unix_addr)
         if not addr:
             return b""
         length = min(k.u32(addr + self.addr_len), 2 + SUN_PATH_MAX) - 2  # minus sun_family

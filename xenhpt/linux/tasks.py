@@ -80,14 +80,14 @@ class TaskReader:
         raw = k.read(address, self.size)
         o = self.off
 
-        def u64(name: str) -> int:
-            return struct.unpack_from("<Q", raw, o[name])[0]
+        def pointer(name: str) -> int:
+            return k.pointer_at(raw, o[name])
 
         def i32(name: str) -> int:
             return struct.unpack_from("<i", raw, o[name])[0]
 
-        parent = u64("real_parent")
-        mm = u64("mm")
+        parent = pointer("real_parent")
+        mm = pointer("mm")
         pgd = 0
         uid = -1
         try:
@@ -96,11 +96,11 @@ class TaskReader:
             ppid = -1
         try:
             if mm:
-                pgd = k.physical(k.u64(mm + self.mm_pgd))
+                pgd = k.physical(k.pointer(mm + self.mm_pgd))
         except MemoryReadError:
             pgd = 0
         try:
-            cred = u64("cred")
+            cred = pointer("cred")
             uid = k.u32(cred + self.cred_uid) if cred else -1
         except MemoryReadError:
             uid = -1
@@ -108,15 +108,15 @@ class TaskReader:
         return Task(address=address, pid=i32("tgid"), tid=i32("pid"), comm=comm,
                     state=struct.unpack_from("<I", raw, o["state"])[0],
                     parent_address=parent, ppid=ppid, uid=uid, mm=mm, pgd=pgd,
-                    start_time=u64("start_time"), flags=struct.unpack_from("<I", raw,
-                                                                           o["flags"])[0])
+                    start_time=struct.unpack_from("<Q", raw, o["start_time"])[0],
+                    flags=struct.unpack_from("<I", raw, o["flags"])[0])
 
     def _list(self, head: int, link_offset: int, walk: Walk, what: str,
               limit: int = MAX_TASKS) -> Iterator[int]:
         """Addresses of the structures linked from the list_head at ``head``."""
         seen = {head}
         try:
-            node = self.kernel.u64(head)
+            node = self.kernel.pointer(head)
         except MemoryReadError:
             walk.problems.append(f"{what}: list head {head:#x} unreadable")
             return
@@ -129,7 +129,7 @@ class TaskReader:
             seen.add(node)
             yield node - link_offset
             try:
-                node = self.kernel.u64(node)
+                node = self.kernel.pointer(node)
             except MemoryReadError:
                 walk.problems.append(f"{what}: link {node:#x} unreadable; walk stopped")
                 return
@@ -158,7 +158,7 @@ class TaskReader:
         if self.thread_head is not None:
             _, signal_off, head_off = self.thread_head
             try:
-                head = self.kernel.u64(leader.address + signal_off) + head_off
+                head = self.kernel.pointer(leader.address + signal_off) + head_off
             except MemoryReadError:
                 walk.problems.append(f"pid {leader.pid}: signal_struct unreadable")
                 return [leader]

@@ -27,6 +27,7 @@ from .trappoints import (
     PT_REGS_X86_64,
     TrapPoint,
     entry_stubs,
+    first_argument,
     selected_handlers,
     stub_of_return,
 )
@@ -53,8 +54,12 @@ class BreakpointCapture:
         self.current = CurrentTask(kernel, self.tasks)
         self.stats = CaptureStats()
         profile = kernel.profile
+        # (an i386 kernel's pt_regs has no r8..r15)
         self._pt_regs = {name: profile.offset("pt_regs", name) for name in (
-            "di", "si", "dx", "r10", "r8", "r9", "bx", "cx", "bp", "ax", "orig_ax", "sp")}
+            "di", "si", "dx", "r10", "r8", "r9", "bx", "cx", "bp", "ax", "orig_ax", "sp")
+            if profile.has_field("pt_regs", name)}
+        self._argument = first_argument(kernel)  # where pt_regs is at the exit function
+        self._bits = 8 * kernel.pointer_size
         # Selective mode: return addresses armed while calls are in flight, per task.
         self._returns: dict[int, int] = {}  # address -> number of tasks waiting there
         self._waiting: dict[int, int] = {}  # task address -> its return address
@@ -155,7 +160,7 @@ class BreakpointCapture:
         return read
 
     def _pt_regs_value(self, regs_address: int, name: str) -> int:
-        return self.kernel.u64(regs_address + self._pt_regs[name])
+        return self.kernel.pointer(regs_address + self._pt_regs[name])
 
     def _handle(self, point: TrapPoint, vcpu: int) -> None:
         now = time.time()
@@ -174,10 +179,10 @@ class BreakpointCapture:
                                          point.mechanism, nr, args, read=read,
                                          stack_pointer=registers["rsp"], reads_live=True))
         elif point.role == "exit":
-            regs = registers["rdi"]
+            regs = registers[self._argument]
             try:
-                nr = signed(self._pt_regs_value(regs, "orig_ax"), 64)
-                ret = signed(self._pt_regs_value(regs, "ax"), 64)
+                nr = signed(self._pt_regs_value(regs, "orig_ax"), self._bits)
+                ret = signed(self._pt_regs_value(regs, "ax"), self._bits)
             except MemoryReadError:
                 return
             read = self._user_reader(registers["cr3"], self._abi_of(identity))
@@ -198,19 +203,20 @@ class BreakpointCapture:
 
     def _stub_arg(self, name: str, registers: dict[str, int],
                   read: Callable[[int, int], bytes]) -> int:
-        if name == "[rsp]":
+        if name in ("[rsp]", "[rbp]"):
             try:
-                return struct.unpack("<I", read(registers["rsp"] & MASK32, 4))[0]
+                return struct.unpack("<I", read(registers[name[1:-1]] & MASK32, 4))[0]
             except MemoryReadError:
                 return 0
         return registers[name] & MASK32
 
     def _function_entry(self, point: TrapPoint, vcpu: int, registers: dict[str, int],
                         identity: TaskIdentity, now: float) -> None:
-        regs = registers["rdi"]  # __x64_sys_*(const struct pt_regs *regs)
+        regs = registers[self._argument]  # __x64_sys_*(const struct pt_regs *regs)
         abi, mechanism = point.abi, None
+        word = self.kernel.pointer_size
         try:  # the entry stub's call to its C function sits just below pt_regs
-            stub = stub_of_return(self._stubs, self.kernel.u64(regs - 8))
+            stub = stub_of_return(self._stubs, self.kernel.pointer(regs - word))
         except MemoryReadError:
             stub = None
         if stub is not None:
@@ -220,7 +226,7 @@ class BreakpointCapture:
             nr = self._pt_regs_value(regs, "orig_ax")
             args = tuple(self._pt_regs_value(regs, name) for name in arg_registers)
             user_sp = self._pt_regs_value(regs, "sp")
-            return_address = self.kernel.u64(registers["rsp"])
+            return_address = self.kernel.pointer(registers["rsp"])
         except MemoryReadError:
             return
         if abi == "i386":
@@ -261,5 +267,5 @@ class BreakpointCapture:
         pending = self.engine.pending.get(identity.task)
         read = self._user_reader(registers["cr3"], pending.entry.abi if pending else None)
         self.engine.feed(TrapRecord("exit", now, vcpu, identity, None, None, -1,
-                                    ret=signed(registers["rax"], 64), read=read,
+                                    ret=signed(registers["rax"], self._bits), read=read,
                                     reads_live=True))

@@ -11,6 +11,8 @@ symbol                              mechanism   ABI      where the CPU arrives f
 ``entry_SYSENTER_compat``           sysenter    i386     MSR_SYSENTER_EIP
 ``entry_INT80_compat`` or           int80       i386     IDT vector 0x80 (Debian's 6.1.192
 ``asm_int80_emulation``                                  backports the IDTENTRY form)
+``entry_SYSENTER_32``               sysenter    i386     MSR_SYSENTER_EIP (i386 kernel)
+``entry_INT80_32``                  int80       i386     IDT vector 0x80 (i386 kernel)
 ``syscall_exit_to_user_mode``       (exit)      any      every syscall return path
 ``bprm_execve``                     (exec)      any      an exec's arguments, readable again
 ==================================  ==========  =======  =================================
@@ -19,7 +21,8 @@ The capture plugin also names a caller it could not read at the instruction (KPT
 the first C function of the entry path (:data:`IDENTITY_FUNCTIONS`).
 
 At an entry stub the registers still hold the user's: number in rax, arguments in
-registers (below). At ``syscall_exit_to_user_mode(regs)`` rdi points at ``pt_regs``.
+registers (below). At ``syscall_exit_to_user_mode(regs)`` rdi points at ``pt_regs``
+(an i386 kernel is built with ``-mregparm=3``: there eax does, see :func:`first_argument`).
 
 Selective tracing traps only ``__x64_sys_NAME`` / ``__ia32_sys_NAME`` of the chosen calls
 (rdi = ``pt_regs``), and the return address found on the stack there, armed only while
@@ -45,6 +48,9 @@ ARGS_INT80 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
 ARGS_COMPAT_SYSCALL = ("rbx", "rbp", "rdx", "rsi", "rdi", "[rsp]")
 # SYSENTER loses esp/eip; the vDSO sets ebp = esp, and arg 6 is at the user's [esp].
 ARGS_SYSENTER = ("rbx", "rcx", "rdx", "rsi", "rdi", "[rsp]")
+# The same on an i386 kernel, where esp at entry_SYSENTER_32 is already the kernel's
+# (MSR_IA32_SYSENTER_ESP): the user's esp is in ebp, and arg 6 (the pushed ebp) at [ebp].
+ARGS_SYSENTER_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "[rbp]")
 # The same arguments once the kernel saved them in pt_regs.
 PT_REGS_X86_64 = ("di", "si", "dx", "r10", "r8", "r9")
 PT_REGS_I386 = ("bx", "cx", "dx", "si", "di", "bp")
@@ -67,6 +73,9 @@ _ENTRY_STUBS = (
     ("entry_SYSENTER_compat", "sysenter", "i386", ARGS_SYSENTER),
     ("entry_INT80_compat", "int80", "i386", ARGS_INT80),
     ("asm_int80_emulation", "int80", "i386", ARGS_INT80),
+    # An i386 kernel's own stubs: the user's 32-bit registers, as above.
+    ("entry_SYSENTER_32", "sysenter", "i386", ARGS_SYSENTER_32),
+    ("entry_INT80_32", "int80", "i386", ARGS_INT80),
 )
 # A return address this far past a stub's start is not in that stub (the stubs are a few
 # hundred bytes; the guard keeps an unrelated address from being attributed).
@@ -86,6 +95,12 @@ IDENTITY_FUNCTIONS = (("do_syscall_64",), ("do_fast_syscall_32",),
                       ("int80_emulation", "do_int80_syscall_32"))
 # Where an exec's arguments are readable again (see SyscallEngine.refresh).
 EXEC_REFRESH = "bprm_execve"
+
+
+def first_argument(kernel: Kernel) -> str:
+    """The register holding a kernel C function's first argument: rdi on x86-64, eax on
+    an i386 kernel (built with -mregparm=3: eax, edx, ecx)."""
+    return "rdi" if kernel.pointer_size == 8 else "rax"
 
 
 def _exec_refresh(kernel: Kernel, points: dict[int, TrapPoint]) -> None:
@@ -134,8 +149,11 @@ def full_plan(kernel: Kernel) -> dict[int, TrapPoint]:
             address = kernel.symbol(symbol)
             points[address] = TrapPoint(address, "entry-stub", abi, mechanism, registers,
                                         symbol=symbol)
-    if not any(p.abi == "x86_64" for p in points.values()):
+    if kernel.pointer_size == 8 and not any(p.abi == "x86_64" for p in points.values()):
         raise ProfileError("profile has no entry_SYSCALL_64: cannot trap system calls")
+    if not points:
+        raise ProfileError("profile has no system-call entry stub (entry_INT80_32, "
+                           "entry_SYSENTER_32): cannot trap system calls")
     if not kernel.has_symbol(EXIT_FUNCTION):
         raise ProfileError(f"profile has no {EXIT_FUNCTION}: cannot see return values "
                            "(kernels before 5.8 need another exit point)")
@@ -181,6 +199,20 @@ def exception_plan(kernel: Kernel) -> dict[int, TrapPoint]:
     return points
 
 
+COMPAT_PREFIX, NATIVE_I386_PREFIX = "__ia32_compat_sys_", "__ia32_sys_"
+
+
+def handler_symbol(kernel: Kernel, entry: str | None) -> str | None:
+    """The symbol of a call's handler in this kernel. The i386 table names the handlers
+    of a 64-bit kernel's compat layer (``__ia32_compat_sys_openat``); an i386 kernel has
+    no compat layer, and the same call's handler there is ``__ia32_sys_openat``."""
+    if entry and entry.startswith(COMPAT_PREFIX) and not kernel.has_symbol(entry):
+        native = NATIVE_I386_PREFIX + entry.removeprefix(COMPAT_PREFIX)
+        if kernel.has_symbol(native):
+            return native
+    return entry
+
+
 def selected_handlers(kernel: Kernel, numbers: dict[str, set[int]]
                       ) -> dict[int, TrapPoint] | None:
     """Trap points at the selected calls' handlers (``__x64_sys_openat``...); None when
@@ -211,8 +243,9 @@ def handler_symbols(kernel: Kernel, numbers: dict[str, set[int]]
             template = table.by_number(nr)
             if template is None:
                 return None
-            if template.entry and kernel.has_symbol(template.entry):
-                found[(abi, nr)] = template.entry
+            entry = handler_symbol(kernel, template.entry)
+            if entry and kernel.has_symbol(entry):
+                found[(abi, nr)] = entry
             elif fallback is not None:
                 found[(abi, nr)] = fallback
             else:

@@ -21,7 +21,7 @@ from ..x86.fast_syscall import (
     undo_fault,
     user_state_of_fault,
 )
-from ..x86.paging import PagedMemory, PageWalker, levels_from_cr4
+from ..x86.paging import PagedMemory, PageWalker, levels_from_registers
 from .gdbremote import GdbRemote
 from .memory import GdbPhysicalMemory, MappedRam
 
@@ -43,13 +43,30 @@ _FPU_BYTES = 8 * 10 + 8 * 4 + 16 * 16 + 4  # st0-7, fctrl..fop, xmm0-15, mxcsr
 _G_BYTES_64 = sum(size for _, size in _G_LAYOUT) + _FPU_BYTES
 REGISTER_NUMBER = {name: number for number, (name, _) in enumerate(_G_LAYOUT)}
 _REGISTER_SIZE = dict(_G_LAYOUT)
+# qemu-system-i386's 'g' packet (its i386 target description): every register 4 bytes,
+# the general ones in gdb's i386 order (eax ecx edx ebx esp ebp esi edi). They are named
+# here like their 64-bit counterparts, so the layers above read "rip", "rsp", "cr3" alike.
+_G_LAYOUT_I386 = (
+    [(name, 4) for name in ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "rip",
+                            "eflags", "cs", "ss", "ds", "es", "fs", "gs")]
+    + [(name, 4) for name in _CONTROL]
+)
+_I386_NUMBER = {name: number for number, (name, _) in enumerate(_G_LAYOUT_I386)}
+_I386_SIZE = dict(_G_LAYOUT_I386)
 # Written last, one by one: a new CS can change the mode, and with it the size QEMU
 # expects for every field after it in a 'G' packet.
 _SEGMENT_SWITCH = ("cs", "ss")
 
 
-def _layout_of(raw: bytes) -> list[tuple[str, int]]:
+def _layout_of(raw: bytes, i386: bool = False) -> list[tuple[str, int]]:
+    if i386:
+        return _G_LAYOUT_I386
     return _G_LAYOUT if len(raw) >= _G_BYTES_64 else _G_LAYOUT_32
+
+
+def _describes_i386(target_xml: bytes) -> bool:
+    """Whether a gdbstub's target description is QEMU's i386 one (not x86-64)."""
+    return b"<architecture>i386</architecture>" in target_xml
 
 
 def _attach_clean(host: str, port: int) -> GdbRemote:
@@ -86,12 +103,16 @@ class QemuTarget(PagedMemory):
         self.description = description or f"qemu:{host}:{port}"
         self.capture_file = capture_file
         self._threads = self._list_threads()
+        # qemu-system-i386 (a 32-bit guest) or qemu-system-x86_64: their 'g' packets differ.
+        reply = self.remote.command("qXfer:features:read:target.xml:0,ffb")
+        self.i386 = _describes_i386(reply)
         self._breakpoints: set[int] = set()
         self._registers: dict[int, dict[str, int]] = {}
         self._raw_registers: dict[int, bytes] = {}  # the whole 'g' reply, for 'G' writes
         self._selected: int | None = None
-        # Execute the instruction under a breakpoint ourselves instead of stepping over it.
-        self.emulate_breakpoints = True
+        # Execute the instruction under a breakpoint ourselves instead of stepping over it
+        # (emulate.py decodes 64-bit code only: on an i386 guest, step over it).
+        self.emulate_breakpoints = not self.i386
         self.emulated = 0
         self.stepped = 0
         # The vCPU that stopped on a breakpoint must step over it before running on.
@@ -105,7 +126,7 @@ class QemuTarget(PagedMemory):
             self._memory = GdbPhysicalMemory(self.remote, memory_size or (1 << 32))
         self.paging = PageWalker(self.read_physical)
         # QEMU stopped the VM when we connected: a good moment to learn the paging mode.
-        self.paging.levels = levels_from_cr4(self.registers(0)["cr4"])
+        self.paging.levels = levels_from_registers(self.registers(0))
         if attach_clean:
             self.resume()  # (otherwise the caller repairs first, then resumes)
 
@@ -154,7 +175,7 @@ class QemuTarget(PagedMemory):
         self._raw_registers[vcpu] = raw
         values: dict[str, int] = {}
         offset = 0
-        for name, size in _layout_of(raw):
+        for name, size in _layout_of(raw, self.i386):
             values[name] = int.from_bytes(raw[offset : offset + size], "little")
             offset += size
         self._registers[vcpu] = values
@@ -171,9 +192,10 @@ class QemuTarget(PagedMemory):
     def write_register(self, vcpu: int, name: str, value: int) -> None:
         self._require_stopped()
         self._select(vcpu)
-        size = _REGISTER_SIZE[name]
+        size = (_I386_SIZE if self.i386 else _REGISTER_SIZE)[name]
         data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little").hex()
-        packet = f"P{REGISTER_NUMBER[name]:x}={data}"
+        number = (_I386_NUMBER if self.i386 else REGISTER_NUMBER)[name]
+        packet = f"P{number:x}={data}"
         reply = self.remote.checked(packet)
         if reply == b"":
             # QEMU before 8.0 answers P (unsupported) until the client has read the
@@ -275,7 +297,7 @@ class QemuTarget(PagedMemory):
         segment may change the mode, and the sizes of the fields after it)."""
         blob = bytearray(raw)
         offset = 0
-        for name, size in _layout_of(raw):
+        for name, size in _layout_of(raw, self.i386):
             if name in values and name not in _SEGMENT_SWITCH:
                 value = values[name] & ((1 << (8 * size)) - 1)
                 blob[offset : offset + size] = value.to_bytes(size, "little")

@@ -1,0 +1,126 @@
+"""The process view on a 32-bit guest: Debian's i386 (686-pae) kernel with a 32-bit
+busybox userland under qemu-system-i386, read from outside live and from a snapshot.
+
+The kernels are bookworm's ``linux-image-686-pae`` (PAE paging, 3 levels) and
+``linux-image-686`` (32-bit paging, 2 levels) meta packages, resolved to whatever Debian
+ships when the test runs; each profile comes from the -dbg package (no BTF on i386), which
+the first boot fetches (≈ 750 MB each, cached). Slow: marked ``matrix`` (``make matrix``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xenhpt.lab import machine
+
+from . import test_trace as checks
+from .conftest import current_lab, guest, run_xenhpt
+from .test_processes import _proc_name, guest_ps, ps_json
+from .test_trace import Trace, counts, in_guest, records
+
+pytestmark = [pytest.mark.lab, pytest.mark.matrix]
+
+# package -> the paging levels its kernel runs with
+I386_KERNELS = {"linux-image-686-pae/bookworm": 3, "linux-image-686/bookworm": 2}
+BOOTED: dict[str, str] = {}  # the package of the lab the module fixture booted
+
+
+@pytest.fixture(scope="module", params=sorted(I386_KERNELS), ids=lambda p: p.split("/")[0])
+def i386_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[machine.LabState]:
+    with current_lab(tmp_path_factory.mktemp("i386"), kernel_package=request.param) as state:
+        guest("sleep 1000 >/dev/null 2>&1 & sleep 1001 >/dev/null 2>&1 & true")
+        BOOTED["package"] = request.param
+        yield state
+
+
+def _outside(rows: list[dict], inside: set[tuple[int, int, str]]) -> set[tuple[int, int, str]]:
+    names = {pid: comm for pid, _, comm in inside}
+    return {(r["pid"], r["ppid"], _proc_name(r["pid"], r["ppid"], r["comm"], names))
+            for r in rows}
+
+
+def _tree_edges(nodes: list[dict], parent: int = 0) -> set[tuple[int, int, str]]:
+    edges = set()
+    for node in nodes:
+        edges.add((node["pid"], parent, node["comm"]))
+        edges |= _tree_edges(node["children"], node["pid"])
+    return edges
+
+
+def test_the_guest_is_a_32bit_kernel_with_a_32bit_userland(i386_lab: machine.LabState) -> None:
+    assert guest("uname -m").strip() in ("i686", "i586", "i386")
+    assert guest("uname -r").strip() == i386_lab.release
+    assert guest("head -c 5 /bin/busybox | tail -c 1 | od -An -tx1").strip() == "01"  # ELF32
+    info = run_xenhpt("info", "lab").stdout
+    levels = I386_KERNELS[BOOTED["package"]]
+    assert "32-bit protected mode" in info and f"{levels}-level" in info, info
+
+
+def test_ps_equals_the_guests_own_ps(i386_lab: machine.LabState) -> None:
+    inside = guest_ps(machine.run_dir())
+    rows = ps_json("lab")
+    outside = _outside(rows, inside)
+    assert outside == inside, (f"only outside: {sorted(outside - inside)}\n"
+                               f"only inside: {sorted(inside - outside)}")
+    # Task addresses are 32-bit kernel (lowmem) addresses.
+    assert all(0xC000_0000 <= int(r["task"], 16) < 1 << 32 for r in rows)
+    assert {r["comm"] for r in rows} >= {"busybox", "sleep", "xenhpt-agent"}  # (init: busybox)
+
+
+def test_pstree_has_the_guests_parent_links(i386_lab: machine.LabState) -> None:
+    inside = guest_ps(machine.run_dir())
+    tree = json.loads(run_xenhpt("pstree", "lab", "--json").stdout)
+    edges = _outside([{"pid": p, "ppid": pp, "comm": c} for p, pp, c in _tree_edges(tree)
+                      if p != 0], inside)
+    assert edges == inside, (f"only in the tree: {sorted(edges - inside)}\n"
+                             f"only inside: {sorted(inside - edges)}")
+    text = run_xenhpt("pstree", "lab").stdout
+    assert "busybox(1)" in text and "sleep(" in text
+
+
+def test_ps_on_a_snapshot_equals_the_guests_own_ps(i386_lab: machine.LabState,
+                                                    tmp_path: Path) -> None:
+    inside = guest_ps(machine.run_dir())
+    raw = machine.snapshot(tmp_path / "i386.raw")
+    outside = _outside(ps_json(str(raw)), inside)
+    assert outside == inside, (f"only in the snapshot: {sorted(outside - inside)}\n"
+                               f"only inside: {sorted(inside - outside)}")
+    assert "sleep(" in run_xenhpt("pstree", str(raw)).stdout
+
+
+@pytest.mark.parametrize("mechanism", ["int80", "sysenter"])
+def test_32bit_mechanisms_are_traced_with_exact_returns(i386_lab: machine.LabState,
+                                                        mechanism: str) -> None:
+    # (a 32-bit kernel has no 32-bit `syscall` path: the AMD model's instruction faults)
+    checks.test_32bit_programs_are_seen_through_their_mechanism(i386_lab, mechanism)
+
+
+@pytest.mark.parametrize("selective", [False, True], ids=["full", "selective"])
+def test_random_write_is_decoded(i386_lab: machine.LabState, selective: bool) -> None:
+    path = f"/tmp/xenhpt-{secrets.token_hex(4)}"
+    text = secrets.token_urlsafe(12)
+    trace = Trace(*(["-e", "trace=openat,write"] if selective else []), "--json",
+                  "--duration", "20")
+    result = in_guest(f"echo $$; echo {text} > {path}")
+    out, err = trace.finish()
+    shell = int(result.stdout.split()[0])
+    calls = [r for r in records(out) if r.get("type") == "syscall" and r["pid"] == shell]
+    opens = [r for r in calls if r["name"] == "openat" and f'"{path}"' in r["decoded"]]
+    assert opens, f"no openat of {path} in {calls}"
+    assert "O_WRONLY|O_CREAT|O_TRUNC" in opens[0]["decoded"]
+    assert opens[0]["ret"] >= 0 and opens[0]["errno"] is None
+    writes = [r for r in calls if r["name"] == "write" and f'"{text}\\n"' in r["decoded"]]
+    assert writes, f"no write of {text!r} in {calls}"
+    assert writes[0]["ret"] == len(text) + 1
+    for record in (opens[0], writes[0]):
+        assert record["comm"] == "sh" and record["tid"] == shell and record["ppid"] > 0
+        # i386 numbers: write 4, openat 295; busybox's libc enters through the vDSO.
+        assert record["abi"] == "i386" and record["nr"] in (4, 295)
+        assert record["mechanism"] in ("sysenter", "int80")
+    assert counts(err)["captured"] == counts(err)["printed"]
