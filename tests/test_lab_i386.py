@@ -3,15 +3,12 @@ image's word size, the banner of a 32-bit vmlinux (no guest needed)."""
 
 from __future__ import annotations
 
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from xenhpt.errors import LabError
-from xenhpt.lab.debug_profile import elf32_cstring
 from xenhpt.lab.kernel import image_bits, package_architecture
 
 
@@ -49,22 +46,3 @@ def test_an_old_or_foreign_image_is_refused(tmp_path: Path) -> None:
     other.write_bytes(b"not a kernel" * 100)
     with pytest.raises(LabError):
         image_bits(other)
-
-
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc with -m32 (gcc-multilib)")
-def test_banner_is_read_from_a_32bit_elf_at_its_symbol(tmp_path: Path) -> None:
-    source = tmp_path / "banner.c"
-    source.write_text('const char linux_banner[] = "Linux version 6.1.0-test (x@y) #1 SMP";\n'
-                      "char zeroes[64];\n")
-    obj = tmp_path / "banner.elf"
-    done = subprocess.run(["gcc", "-m32", "-nostdlib", "-static", "-Wl,-e,0", "-o", str(obj),
-                           str(source)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"no 32-bit toolchain: {done.stderr.strip()[-80:]}")
-    assert image_bits(obj) == 32
-    symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True).stdout
-    address = next(int(line.split()[0], 16) for line in symbols.splitlines()
-                   if line.endswith(" linux_banner"))
-    assert elf32_cstring(obj, address) == b"Linux version 6.1.0-test (x@y) #1 SMP\0"
-    with pytest.raises(LabError, match="no section"):
-        elf32_cstring(obj, 0x10)

@@ -1,28 +1,18 @@
 """The profile of a lab kernel built without BTF (Debian's i386 kernels), from its -dbg package.
 
 Debian's 686-pae kernels have no ``CONFIG_DEBUG_INFO_BTF``: their types exist only as
-DWARF in ``linux-image-<release>-dbg`` (≈ 750 MB, cached). Until the profile builder reads
-DWARF itself, the lab converts that DWARF to BTF with Debian's ``pahole`` and feeds the
-existing BTF builder, with the package's real System.map for the symbols. The builder
-reads the banner only from 64-bit images, so the banner is taken from the 32-bit vmlinux
-here and put into the ISF the way the builder writes it.
+DWARF in ``linux-image-<release>-dbg`` (≈ 750 MB, cached). The lab fetches its vmlinux;
+the profile is what ``xenhpt profile build --dwarf`` makes of it (``profile/dwarf.py``).
 """
 
 from __future__ import annotations
 
-import base64
-import shutil
-import struct
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from ..errors import LabError
 from .kernel import GuestKernel, _other_root, _safe, kernel_apt, package_architecture
-
-BANNER_MAX = 1024
-_SHT_NOBITS = 8
-_SHF_ALLOC = 0x2
 
 
 def debug_vmlinux(kernel: GuestKernel) -> tuple[Path, Path]:
@@ -49,59 +39,9 @@ def debug_vmlinux(kernel: GuestKernel) -> tuple[Path, Path]:
     return vmlinux, system_map
 
 
-def btf_of_dwarf(vmlinux: Path) -> Path:
-    """BTF encoded from ``vmlinux``'s DWARF by pahole (cached beside it)."""
-    btf = vmlinux.with_name(vmlinux.name + ".btf")
-    if btf.exists():
-        return btf
-    if shutil.which("pahole") is None:
-        raise LabError("pahole not found: install the Debian package dwarves")
-    partial = btf.with_name(btf.name + ".tmp")
-    done = subprocess.run(["pahole", f"--btf_encode_detached={partial}", str(vmlinux)],
-                          capture_output=True, text=True)
-    if done.returncode != 0 or not partial.exists():
-        raise LabError(f"pahole could not encode {vmlinux.name}: {done.stderr.strip()}")
-    partial.rename(btf)
-    return btf
-
-
-def elf32_cstring(path: Path, address: int, limit: int = BANNER_MAX) -> bytes:
-    """The NUL-terminated bytes at virtual ``address`` of a little-endian ELF32 file."""
-    with open(path, "rb") as f:
-        header = f.read(52)
-        if header[:4] != b"\x7fELF" or header[4] != 1 or header[5] != 1:
-            raise LabError(f"{path} is not a little-endian ELF32 file")
-        shoff, = struct.unpack_from("<I", header, 32)
-        shentsize, shnum = struct.unpack_from("<HH", header, 46)
-        f.seek(shoff)
-        table = f.read(shentsize * shnum)
-        for i in range(shnum):
-            _, sh_type, flags, addr, offset, size = struct.unpack_from("<IIIIII", table,
-                                                                       i * shentsize)
-            loaded = flags & _SHF_ALLOC and sh_type != _SHT_NOBITS
-            if loaded and addr <= address < addr + size:
-                f.seek(offset + address - addr)
-                data = f.read(min(limit, addr + size - address))
-                return data.split(b"\0", 1)[0] + b"\0"
-    raise LabError(f"{path}: no section holds {address:#x}")
-
-
 def debug_profile(kernel: GuestKernel) -> dict[str, Any]:
     """The ISF of ``kernel`` from its -dbg package."""
-    from ..profile import build_profile  # the builder is heavy: only here
+    from ..profile.dwarf import build_profile_from_dwarf  # the builder is heavy: only here
 
-    vmlinux, system_map = debug_vmlinux(kernel)
-    isf = build_profile(kernel=None, btf=btf_of_dwarf(vmlinux), system_map=system_map)
-    banner_at = isf["symbols"].get("linux_banner", {}).get("address")
-    if banner_at is None:
-        raise LabError(f"{system_map.name} has no linux_banner")
-    banner = elf32_cstring(vmlinux, banner_at)
-    if not banner.startswith(b"Linux version "):
-        raise LabError(f"{vmlinux.name}: no banner at linux_banner ({banner[:20]!r})")
-    isf["symbols"] = {"linux_banner": {
-        "address": banner_at,
-        "constant_data": base64.b64encode(banner).decode("ascii"),
-        "type": {"kind": "array", "count": len(banner),
-                 "subtype": {"kind": "base", "name": "char"}},
-    }} | {name: value for name, value in isf["symbols"].items() if name != "linux_banner"}
-    return isf
+    vmlinux, _ = debug_vmlinux(kernel)
+    return build_profile_from_dwarf(vmlinux)
