@@ -23,7 +23,14 @@ PAGE_MASK = ~(PAGE_SIZE - 1)
 _FRAME = 0x000F_FFFF_FFFF_F000
 _PRESENT = 1 << 0
 _PAGE_SIZE_BIT = 1 << 7
-_LARGE_PAE = 1 << 21
+# The 8-byte-entry walks, top level first: (shift, index mask, may map a large page).
+# Large pages exist only at the 1 GiB and 2 MiB levels; PAE's 4-entry PDPT maps none.
+_LEVELS = {
+    5: ((48, 0x1FF, False), (39, 0x1FF, False), (30, 0x1FF, True), (21, 0x1FF, True),
+        (12, 0x1FF, False)),
+    4: ((39, 0x1FF, False), (30, 0x1FF, True), (21, 0x1FF, True), (12, 0x1FF, False)),
+    3: ((30, 0x3, False), (21, 0x1FF, True), (12, 0x1FF, False)),  # PAE
+}
 _LARGE_32 = 1 << 22
 # CR3 low 12 bits are the PCID (with CR4.PCIDE) or PWT/PCD; bit 63 is "no flush" on writes.
 _CR3_FRAME = _FRAME
@@ -121,25 +128,21 @@ class PageWalker:
         return base + (address & (size - 1))
 
     def _walk(self, dtb: int, address: int) -> tuple[int, int]:
-        if self.levels == 3:
-            return self._walk_pae(dtb, address)
         if self.levels == 2:
             return self._walk_32(dtb, address)
         table = dtb
-        shifts = (48, 39, 30, 21, 12) if self.levels == 5 else (39, 30, 21, 12)
-        for shift in shifts:
+        for shift, index_mask, large in _LEVELS[self.levels]:
             try:
-                entry = self._entry(table, (address >> shift) & 0x1FF)
+                entry = self._entry(table, (address >> shift) & index_mask)
             except MemoryReadError:
                 raise MemoryReadError(address, "page table outside guest memory") from None
             if not entry & _PRESENT:
                 raise MemoryReadError(address, "virtual address not mapped")
             if shift == 12:
                 return entry & _FRAME, PAGE_SIZE
-            # Large pages exist only at the 1 GiB and 2 MiB levels.
-            if shift in (30, 21) and entry & _PAGE_SIZE_BIT:
+            if large and entry & _PAGE_SIZE_BIT:
                 size = 1 << shift
-                # A 1 GiB / 2 MiB frame is aligned to its size; PAT bit 12 is not address.
+                # A large frame is aligned to its size; PAT bit 12 is not address.
                 return entry & _FRAME & ~(size - 1), size
             table = entry & _FRAME
         raise AssertionError("unreachable")
@@ -153,23 +156,6 @@ class PageWalker:
         if not entry & _PRESENT:
             raise MemoryReadError(address, "virtual address not mapped")
         return entry
-
-    def _walk_pae(self, pdpt: int, address: int) -> tuple[int, int]:
-        """PAE: PDPT (bits 31..30), directory (29..21, 2 MiB pages), table (20..12)."""
-        table = pdpt
-        for shift, index_mask in ((30, 0x3), (21, 0x1FF), (12, 0x1FF)):
-            try:
-                entry = self._entry(table, (address >> shift) & index_mask)
-            except MemoryReadError:
-                raise MemoryReadError(address, "page table outside guest memory") from None
-            if not entry & _PRESENT:
-                raise MemoryReadError(address, "virtual address not mapped")
-            if shift == 12:
-                return entry & _FRAME, PAGE_SIZE
-            if shift == 21 and entry & _PAGE_SIZE_BIT:
-                return entry & _FRAME & ~(_LARGE_PAE - 1), _LARGE_PAE
-            table = entry & _FRAME
-        raise AssertionError("unreachable")
 
     def _walk_32(self, directory: int, address: int) -> tuple[int, int]:
         """32-bit paging: directory (bits 31..22, 4 MiB pages with PSE), table (21..12).
