@@ -53,6 +53,21 @@ def test_an_unknown_caller_has_no_container_and_costs_no_read() -> None:
     assert reader.reads == []
 
 
+def test_after_the_trace_detached_only_what_was_read_is_answered() -> None:
+    """Calls still in the kernel when a trace ends are emitted after the guest is closed
+    (CI: a JSON trace died reading a closed memory map there): known tasks keep their
+    facts, a task never read gets null ones, and nothing is read."""
+    reader = CountingReader()
+    cache = ContainerCache(reader)  # type: ignore[arg-type]
+    seen = TaskIdentity(0xFFFF888001000000, 7, 7, 1, b"sh", start_time=5)
+    unseen = TaskIdentity(0xFFFF888002000000, 8, 8, 1, b"cat", start_time=6)
+    known = cache.of(seen)
+    cache.detach()
+    assert cache.of(seen) == known
+    assert cache.of(unseen) == Container(None, None, None)
+    assert reader.reads == [seen.task]
+
+
 def test_json_has_all_three_fields_even_when_unknown_and_escapes_the_cgroup() -> None:
     assert container_fields(None) == {"pidns": None, "ns_pid": None, "cgroup": None}
     fields = container_fields(Container(4026531836, 1, "/evil\x1b[2J"))

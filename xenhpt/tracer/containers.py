@@ -33,12 +33,20 @@ class ContainerCache:
         self.reader = reader
         self._known: dict[tuple[int, int, int], Container] = {}
         self.reads = 0  # tasks read from guest memory (the tests check it is per task)
+        self._detached = False
+
+    def detach(self) -> None:
+        """The guest is no longer attached (the trace ended, or it is gone): from now on
+        answer from what was read, and None fields for a task never read."""
+        self._detached = True
 
     def of(self, task: TaskIdentity) -> Container | None:
         if not task.task:
             return None  # the capture could not tell who called
         key = (task.task, task.tid, task.start_time)
         found = self._known.get(key)
+        if found is None and self._detached:
+            return Container(None, None, None)
         if found is None:
             if len(self._known) >= MAX_TASKS:
                 for old in list(self._known)[: MAX_TASKS // 2]:

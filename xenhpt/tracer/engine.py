@@ -250,7 +250,11 @@ class SyscallEngine:
                    for table in self.tables.values())
 
     def finish(self) -> None:
-        """The trace ends: every call still in the kernel is reported as unfinished."""
+        """The trace ends: every call still in the kernel is reported as unfinished. The
+        guest is detached by now (its memory may be unmapped, or gone): such a call's
+        container facts are the ones already read for its task, else null."""
+        if self.containers is not None:
+            self.containers.detach()
         for pending in list(self.pending.values()):
             self._emit_unfinished(pending)
         self.pending.clear()
