@@ -15,13 +15,13 @@ from ..errors import LabError
 from .kernel import GuestKernel, _other_root, _safe, kernel_apt, package_architecture
 
 
-def debug_vmlinux(kernel: GuestKernel) -> tuple[Path, Path]:
-    """The kernel's DWARF vmlinux and System.map from its -dbg package (fetched once)."""
+def debug_vmlinux(kernel: GuestKernel) -> Path:
+    """The kernel's DWARF vmlinux from its -dbg package (fetched once). Its own symbol
+    table serves the profile, so the package's System.map is not needed."""
     directory = _other_root() / _safe(kernel.package) / "dbg"
     vmlinux = directory / "usr/lib/debug/boot" / f"vmlinux-{kernel.release}"
-    system_map = vmlinux.with_name(f"System.map-{kernel.release}")
-    if vmlinux.exists() and system_map.exists():
-        return vmlinux, system_map
+    if vmlinux.exists():
+        return vmlinux
     arch = package_architecture(kernel.package)
     apt = kernel_apt(arch)
     apt.update()
@@ -36,12 +36,11 @@ def debug_vmlinux(kernel: GuestKernel) -> tuple[Path, Path]:
     if done.returncode != 0 or not vmlinux.exists():
         raise LabError(f"cannot unpack vmlinux from {debs[0].name}: {done.stderr.strip()}")
     debs[0].unlink()
-    return vmlinux, system_map
+    return vmlinux
 
 
 def debug_profile(kernel: GuestKernel) -> dict[str, Any]:
     """The ISF of ``kernel`` from its -dbg package."""
     from ..profile.dwarf import build_profile_from_dwarf  # the builder is heavy: only here
 
-    vmlinux, _ = debug_vmlinux(kernel)
-    return build_profile_from_dwarf(vmlinux)
+    return build_profile_from_dwarf(debug_vmlinux(kernel))
