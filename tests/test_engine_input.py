@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from xenhpt.errors import MemoryReadError
+from xenhpt.linux.containers import Container
 from xenhpt.syscalls.decode import Decoder
 from xenhpt.syscalls.table import SyscallTable
+from xenhpt.tracer.containers import ContainerCache
 from xenhpt.tracer.engine import CallFilter, SyscallEngine
 from xenhpt.tracer.recording import RecordingEngine, load_recording, replay
 from xenhpt.tracer.records import SyscallRecord, TaskIdentity, TrapRecord
@@ -146,3 +148,36 @@ def test_an_exec_is_not_read_again_at_its_exit_where_the_new_program_stands() ->
     for record in records:
         engine.feed(record)
     assert [c.decoded for c in sink.calls] == ['execve("/bin/true", NULL, NULL)']
+
+
+class _OneContainer:
+    """Stands for ContainerReader: every task is in one container; counts the reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read(self, task_address: int) -> Container:
+        self.reads += 1
+        return Container(4026532114, 3, "/box")
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_a_call_unfinished_at_the_end_carries_the_facts_read_at_its_entry(
+        tmp_path: Path, recorded: bool) -> None:
+    """CI, twice: a JSON trace ended with a wait4 still in the kernel; its container facts
+    were read only at the emit, after the guest was detached (null, or a crash of the
+    recording engine, which had no ``detach``). They are read at the entry now."""
+    sink = Collect()
+    reader = _OneContainer()
+    with open(tmp_path / "rec.jsonl", "w") as out:
+        engine = (RecordingEngine(out, Decoder(32), sink) if recorded
+                  else SyscallEngine(Decoder(32), sink))
+        engine.containers = ContainerCache(reader)  # type: ignore[arg-type]
+        wait4 = SyscallTable.load("x86_64").by_name("wait4")
+        assert wait4 is not None
+        engine.feed(TrapRecord("entry", 1.0, 0, SHELL, "x86_64", "syscall", wait4.nr,
+                               (-1, 0, 0, 0), read=_mapped))
+        engine.finish()
+    [call] = sink.calls
+    assert not call.finished and call.container is not None
+    assert call.container.pidns == 4026532114 and reader.reads == 1

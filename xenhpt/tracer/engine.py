@@ -131,6 +131,11 @@ class SyscallEngine:
         stale = self.pending.pop(record.task.task, None)
         if stale is not None:  # its exit was never seen (lost trap): keep it, unfinished
             self._emit_unfinished(stale)
+        if self.containers is not None:
+            # Read the task's container facts now, while it surely exists (a live guest
+            # waits at this trap): a call still in the kernel when the trace ends is
+            # emitted after the guest is detached, from what was read here.
+            self.containers.of(record.task)
         template = self.tables[abi].by_number(record.nr) or Template.unknown(abi, record.nr)
         read = record.read or _unreadable
         failures: list[int] = []

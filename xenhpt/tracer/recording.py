@@ -144,6 +144,9 @@ class _LoggedContainers:
     def forget(self, task_address: int) -> None:
         self.cache.forget(task_address)
 
+    def detach(self) -> None:
+        self.cache.detach()
+
 
 class _ReplayedContainers:
     """The container facts a recorded trace read, answered in the order it read them."""
@@ -156,6 +159,9 @@ class _ReplayedContainers:
 
     def forget(self, task_address: int) -> None:
         pass  # (the recorded lines already say when a task's facts changed)
+
+    def detach(self) -> None:
+        pass  # (a replay never reads a guest)
 
 
 # -- replay ------------------------------------------------------------------------------
