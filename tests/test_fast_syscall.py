@@ -1,12 +1,18 @@
 """The exception trap's instruction arithmetic (``vmi/x86/fast_syscall.py``), no VM: what
 ``syscall`` and ``sysret`` leave in the registers, per the instruction set, with Linux's
-STAR and FMASK; the fault frame; the sysret sites in a stub's bytes."""
+STAR and FMASK; the fault frame; the sysret sites in a stub's bytes; and the kernel on
+which there is nothing to make fault."""
 
 from __future__ import annotations
 
 import struct
+from types import SimpleNamespace
 
+import pytest
+
+from xenhpt.errors import BadUsage
 from xenhpt.linux.segments import KERNEL_CS, SYSCALL_MASK, SYSRET_BASE
+from xenhpt.tracer.exception_capture import ExceptionCapture
 from xenhpt.vmi.x86 import fast_syscall as fs
 
 LINUX = fs.SyscallSegments(KERNEL_CS, SYSRET_BASE, SYSCALL_MASK)
@@ -49,3 +55,12 @@ def test_sysret_sites_are_found_after_swapgs_across_patched_out_mitigations() ->
     code = b"\x90" * 16 + quad + b"\x90" * 8 + long + b"\x0f\x01\xf8\x48\xcf"  # + an iretq
     sites = fs.sysret_sites(code, 0x1000)
     assert sites == [(0x1000 + 16 + 12, True), (0x1000 + 16 + 16 + 8 + 12, False)]
+
+
+def test_the_exception_trap_on_a_32_bit_kernel_is_refused_in_one_line() -> None:
+    """An i386 kernel has no syscall path to make fault, and the gdbstub cannot break
+    int 0x80's or sysenter's conditions: the user is told which capture to use."""
+    kernel = SimpleNamespace(pointer_size=4)
+    target = SimpleNamespace(description="qemu:lab", write_registers=lambda *a: None)
+    with pytest.raises(BadUsage, match="32-bit kernel.*--capture breakpoints"):
+        ExceptionCapture(target, kernel, engine=None)  # type: ignore[arg-type]

@@ -63,6 +63,13 @@ class ExceptionCapture(BreakpointCapture):
         refuse = getattr(target, "insert_exception_trap", None)
         if refuse is not None:
             refuse("efer-sce")  # the backend says in one line why it cannot (Xen)
+        if kernel.pointer_size == 4:
+            # A 32-bit kernel has no `syscall` path at all (its calls come by int 0x80
+            # and sysenter): nothing would fault, and the other two cannot be made to.
+            raise BadUsage("the exception trap breaks syscall's condition (EFER.SCE); a "
+                           "32-bit kernel's calls come by int 0x80 and sysenter, whose "
+                           "conditions (the IDT limit, SYSENTER_CS) QEMU's gdbstub cannot "
+                           "write: use --capture breakpoints")
         write = getattr(target, "write_registers", None)
         if write is None:
             raise BadUsage(f"{target.description}: the exception trap needs a backend that "
