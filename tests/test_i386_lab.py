@@ -124,3 +124,24 @@ def test_random_write_is_decoded(i386_lab: machine.LabState, selective: bool) ->
         assert record["abi"] == "i386" and record["nr"] in (4, 295)
         assert record["mechanism"] in ("sysenter", "int80")
     assert counts(err)["captured"] == counts(err)["printed"]
+
+
+def test_maps_equals_the_guests_own_proc_maps(i386_lab: machine.LabState) -> None:
+    """A process's mappings read from outside (its maple tree in 4-byte words, VMAs of
+    4-byte fields, user space below the kernel's 3 GiB) are its /proc/PID/maps, line for
+    line: range, permissions, offset, device, inode, name."""
+    pid = int(guest("pidof sleep").split()[0])
+    inside = []
+    for line in guest(f"cat /proc/{pid}/maps").splitlines():
+        fields = line.split(None, 5)
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        major, minor = (int(x, 16) for x in fields[3].split(":"))
+        inside.append((start, end, fields[1], int(fields[2], 16), major, minor,
+                       int(fields[4]), fields[5].strip() if len(fields) > 5 else ""))
+    done = run_xenhpt("maps", "lab", "--json", "-p", str(pid))
+    assert done.stderr == "", done.stderr
+    outside = [(int(r["start"], 16), int(r["end"], 16), r["permissions"], r["offset"],
+                r["major"], r["minor"], r["inode"], r["name"])
+               for r in map(json.loads, done.stdout.splitlines()) if r["pid"] == pid]
+    assert outside == inside
+    assert any(name == "[stack]" for *_, name in outside) and inside[-1][1] <= 0xC000_0000

@@ -8,6 +8,7 @@ Each hostile case breaks one thing and checks the rows still come, with a marker
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -452,3 +453,47 @@ def test_sockstat_unix_names_are_bounded_and_abstract_ones_marked(lsof_guest: di
 
     assert ipv6_text(bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])) == b"::ffff:127.0.0.1"
     assert ipv6_text(bytes(16)) == b"::"
+
+
+# -- a 32-bit kernel's maple tree: 4-byte words, twice the slots -------------------------
+
+I386_STRUCTS = {
+    "maple_tree": (0xC, {"ma_root": (0x8, "ptr"), "ma_flags": (0x4, "u32")}),
+    "maple_node": (0x100, {"parent": (0, "ptr")}),
+    # include/linux/maple_tree.h without CONFIG_64BIT: MAPLE_RANGE64_SLOTS 32,
+    # MAPLE_ARANGE64_SLOTS 21 (the pivots one fewer), in the same 256-byte node.
+    "maple_range_64": (0x100, {"parent": (0, "ptr"), "pivot": (4, ("array", 31)),
+                               "slot": (128, ("array", 32))}),
+    "maple_arange_64": (0x100, {"parent": (0, "ptr"), "pivot": (4, ("array", 20)),
+                                "slot": (84, ("array", 21))}),
+}
+
+
+def test_a_32_bit_maple_tree_is_walked_in_4_byte_words(tmp_path: Path) -> None:
+    """An i386 guest's VMAs: the same tree with 4-byte pivots, slots and parent; the last
+    slot runs up to ULONG_MAX of that kernel, 0xffffffff."""
+    m = SparseMemory()
+    tree, root, leaf_a, leaf_b = 0xC100_0000, 0xC100_1000, 0xC100_1100, 0xC100_1200
+    vma_a, vma_b, vma_c = 0xC200_0000, 0xC200_0100, 0xC200_0200
+    word = "<{}I".format
+
+    def words(address: int, *values: int) -> None:
+        m.write(address, struct.pack(word(len(values)), *values))
+
+    words(tree + 0x8, root | (ARANGE_64 << 3) | 4 | 2)
+    words(root, tree | 1)
+    words(root + 4, 0x0804_9FFF)  # pivot 0: leaf A up to the end of the program
+    words(root + 84, leaf_a | (LEAF_64 << 3) | 4, leaf_b | (LEAF_64 << 3) | 4)
+    words(leaf_a, root)
+    words(leaf_a + 4, 0x0804_7FFF, 0x0804_8FFF, 0x0804_9FFF)
+    words(leaf_a + 128, 0, vma_a, vma_b)
+    words(leaf_b, root)
+    words(leaf_b + 4, 0xBFFD_EFFF, 0xBFFF_FFFF)
+    words(leaf_b + 128, 0, vma_c)
+    isf = write_isf(tmp_path / "i386.json", I386_STRUCTS, {"_text": 0xC100_0000},
+                    pointer_size=4)
+    walk = TreeWalk()
+    found = list(MapleTreeReader(kernel(m, isf)).entries(tree, walk))
+    assert walk.problems == []
+    assert found == [(0x0804_8000, 0x0804_8FFF, vma_a), (0x0804_9000, 0x0804_9FFF, vma_b),
+                     (0xBFFD_F000, 0xBFFF_FFFF, vma_c)]

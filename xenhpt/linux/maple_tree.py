@@ -9,8 +9,10 @@ outside needs (``include/linux/maple_tree.h``):
   node's non-empty slots are all encoded nodes, without the root mark.
 - Range nodes (``maple_range_64``: leaf or internal) have 15 pivots and 16 slots,
   allocation-range nodes (``maple_arange_64``: internal only, the mm tree's) 9 pivots and
-  10 slots. Slot ``i`` covers ``(pivot[i-1], pivot[i]]``; the last slot, or the first
-  whose pivot is 0 past slot 0, runs up to the node's own maximum, and ends the node.
+  10 slots (a 32-bit kernel's 256-byte node holds 4-byte words: 31/32 and 20/21; the
+  counts come from the profile). Slot ``i`` covers ``(pivot[i-1], pivot[i]]``; the last
+  slot, or the first whose pivot is 0 past slot 0, runs up to the node's own maximum, and
+  ends the node.
 - Each node's ``parent`` points back at its parent node (the root's, at the tree).
 
 The walk yields (first index, last index, entry) for every non-empty leaf slot, in
@@ -34,7 +36,6 @@ NODE_TYPE_MASK = 0x0F
 DENSE, LEAF_64, RANGE_64, ARANGE_64 = 0, 1, 2, 3
 MAX_HEIGHT = 31  # MAPLE_HEIGHT_MAX
 MAX_NODES = 1 << 16  # a process has at most vm.max_map_count (65530) VMAs by default
-ULONG_MAX = (1 << 64) - 1
 
 
 def is_node(entry: int) -> bool:
@@ -57,6 +58,9 @@ class MapleTreeReader:
         p = kernel.profile
         self.root_offset = p.offset("maple_tree", "ma_root")
         self.node_size = p.size("maple_node")
+        # Pivots, slots and the parent are unsigned longs and pointers: the kernel's word.
+        self.word = "<Q" if kernel.pointer_size == 8 else "<I"
+        self.index_max = (1 << 8 * kernel.pointer_size) - 1  # ULONG_MAX
         self.layout = {}
         for kind, struct_name in ((RANGE_64, "maple_range_64"), (LEAF_64, "maple_range_64"),
                                   (ARANGE_64, "maple_arange_64")):
@@ -69,7 +73,7 @@ class MapleTreeReader:
                 limit: int = MAX_NODES) -> Iterator[tuple[int, int, int]]:
         """(first, last, entry) for every non-empty leaf slot of the tree at ``tree``."""
         try:
-            root = self.kernel.u64(tree + self.root_offset)
+            root = self.kernel.pointer(tree + self.root_offset)
         except MemoryReadError:
             walk.problems.append(f"maple tree {tree:#x} unreadable")
             return
@@ -79,8 +83,8 @@ class MapleTreeReader:
             yield 0, 0, root  # a single entry at index 0, held in the root itself
             return
         budget = [limit]
-        yield from self._node(root, tree & ~NODE_ALIGN_MASK, 0, ULONG_MAX, 1, set(), walk,
-                              budget)
+        yield from self._node(root, tree & ~NODE_ALIGN_MASK, 0, self.index_max, 1, set(),
+                              walk, budget)
 
     def _node(self, entry: int, parent: int, low: int, high: int, depth: int,
               seen: set[int], walk: TreeWalk, budget: list[int],
@@ -105,13 +109,14 @@ class MapleTreeReader:
             walk.problems.append(f"maple node {address:#x} unreadable; its range "
                                  f"{low:#x}-{high:#x} skipped")
             return
-        if struct.unpack_from("<Q", raw, 0)[0] & ~NODE_ALIGN_MASK != parent:
+        if struct.unpack_from(self.word, raw, 0)[0] & ~NODE_ALIGN_MASK != parent:
             walk.problems.append(f"maple node {address:#x} does not point back at its "
                                  f"parent {parent:#x}; skipped")
             return
         pivot_at, pivots, slot_at, slots = self.layout[kind]
-        pivot = struct.unpack_from(f"<{pivots}Q", raw, pivot_at)
-        slot = struct.unpack_from(f"<{slots}Q", raw, slot_at)
+        word = self.word[1]
+        pivot = struct.unpack_from(f"<{pivots}{word}", raw, pivot_at)
+        slot = struct.unpack_from(f"<{slots}{word}", raw, slot_at)
         first = low
         for i in range(slots):
             last = pivot[i] if i < pivots else high

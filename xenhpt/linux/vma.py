@@ -15,7 +15,6 @@ path, else a special mapping's own name (``[vdso]``, ``[vvar]``: ``vm_ops`` is
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from .tasks import Task
 
 PAGE = 4096
 USER_TOP = 1 << 47  # x86-64 user half (4-level paging; 5-level adds more, still < 2**63)
+# (a 32-bit kernel's user space ends where the kernel starts: PAGE_OFFSET, 3 GiB by default)
 MAX_VMAS = 1 << 16  # vm.max_map_count defaults to 65530
 SPECIAL_NAME_MAX = 64
 
@@ -81,7 +81,9 @@ class VmaReader:
         self.kernel = kernel
         p = kernel.profile
         self.off = {name: p.offset("vm_area_struct", name) for name in VMA_FIELDS}
-        self.size = max(self.off.values()) + 8
+        # (every field read is an unsigned long or a pointer: the kernel's word)
+        self.size = max(self.off.values()) + kernel.pointer_size
+        self.user_top = USER_TOP if kernel.pointer_size == 8 else kernel.kernel_start
         if p.has_field("mm_struct", "mm_mt"):
             self.tree = MapleTreeReader(kernel)
             self.mm_mt = p.offset("mm_struct", "mm_mt")
@@ -122,7 +124,7 @@ class VmaReader:
             return
         seen: set[int] = set()
         try:
-            vma = self.kernel.u64(mm + self.mmap)
+            vma = self.kernel.pointer(mm + self.mmap)
             for _ in range(MAX_VMAS):
                 if not vma:
                     return
@@ -130,8 +132,8 @@ class VmaReader:
                     walk.problems.append(f"pid {pid}: cycle in the VMA list at {vma:#x}")
                     return
                 seen.add(vma)
-                yield vma, 0, (1 << 64) - 1
-                vma = self.kernel.u64(vma + self.vm_next)
+                yield vma, 0, self.user_top
+                vma = self.kernel.pointer(vma + self.vm_next)
             walk.problems.append(f"pid {pid}: more than {MAX_VMAS} VMAs; walk stopped")
         except MemoryReadError as exc:
             walk.problems.append(f"pid {pid}: VMA list unreadable ({exc}); walk stopped")
@@ -143,9 +145,9 @@ class VmaReader:
         except MemoryReadError:
             walk.problems.append(f"pid {pid}: VMA {vma:#x} unreadable; skipped")
             return None
-        v = {name: struct.unpack_from("<Q", raw, at)[0] for name, at in self.off.items()}
+        v = {name: self.kernel.pointer_at(raw, at) for name, at in self.off.items()}
         start, end = v["vm_start"], v["vm_end"]
-        if v["vm_mm"] != space.address or not start < end <= USER_TOP or \
+        if v["vm_mm"] != space.address or not start < end <= self.user_top or \
                 (start | end) & (PAGE - 1) or not low <= start and end - 1 <= high:
             walk.problems.append(f"pid {pid}: VMA {vma:#x} ({start:#x}-{end:#x}) is not "
                                  "a mapping of this process; skipped")
@@ -172,7 +174,7 @@ class VmaReader:
         if self.special_ops is None or self.special_name is None or ops != self.special_ops:
             return None
         try:
-            pointer = self.kernel.u64(private + self.special_name)
+            pointer = self.kernel.pointer(private + self.special_name)
             size = min(SPECIAL_NAME_MAX, PAGE - (pointer & (PAGE - 1)))  # not past its page
             return self.kernel.read(pointer, size).split(b"\0", 1)[0]
         except MemoryReadError:
