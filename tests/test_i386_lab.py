@@ -145,3 +145,14 @@ def test_maps_equals_the_guests_own_proc_maps(i386_lab: machine.LabState) -> Non
                for r in map(json.loads, done.stdout.splitlines()) if r["pid"] == pid]
     assert outside == inside
     assert any(name == "[stack]" for *_, name in outside) and inside[-1][1] <= 0xC000_0000
+
+
+def test_psxview_memory_scan_finds_every_process(i386_lab: machine.LabState) -> None:
+    """The scan for task_structs in 4-byte words (a leader's group_leader is PAGE_OFFSET
+    plus its physical address) finds every process the kernel's lists hold, and a clean
+    guest has nothing flagged."""
+    done = run_xenhpt("psxview", "lab", "--scan", "--json", check=False)
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0 and rows, done.stderr
+    assert [r for r in rows if not r["found"]["memory scan"] or r["flagged"]] == []
+    assert {"busybox", "sleep"} <= {r["comm"] for r in rows}
