@@ -125,6 +125,16 @@ def entry_stubs(kernel: Kernel) -> list[tuple[int, str, str]]:
                   for symbol, mechanism, abi, _ in _ENTRY_STUBS if kernel.has_symbol(symbol))
 
 
+def entry_arguments(kernel: Kernel) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(mechanism, ABI) -> where its arguments are, for each entry path this kernel has.
+
+    The registers at an entry stub are the user's, as at the instruction that entered it
+    (SYSENTER replaces esp, which its row does not read), so the capture plugin, which
+    reads them at the instruction, takes the same table."""
+    return {(mechanism, abi): registers for symbol, mechanism, abi, registers in _ENTRY_STUBS
+            if kernel.has_symbol(symbol)}
+
+
 def stub_of_return(stubs: list[tuple[int, str, str]], return_address: int
                    ) -> tuple[str, str] | None:
     """(mechanism, ABI) of the entry stub that ``return_address`` (the word below
