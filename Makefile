@@ -15,7 +15,8 @@ lint:
 	@.venv/bin/ruff check xenhpt tests tools
 
 # The kernel matrix (a bullseye 5.10, the bookworm default, a trixie 6.12; both capture
-# modes; one KPTI boot; bookworm's i386 686-pae and 686 kernels with a 32-bit userland):
+# modes; one KPTI boot; bookworm's i386 686-pae and 686 kernels with a 32-bit userland,
+# both capture modes too):
 # slow, so not part of 'make test'.
 matrix: setup
 	@.venv/bin/pytest -q -m matrix tests/test_kernel_matrix.py tests/test_i386_lab.py

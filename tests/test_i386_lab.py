@@ -4,12 +4,15 @@ busybox userland under qemu-system-i386, read from outside live and from a snaps
 The kernels are bookworm's ``linux-image-686-pae`` (PAE paging, 3 levels) and
 ``linux-image-686`` (32-bit paging, 2 levels) meta packages, resolved to whatever Debian
 ships when the test runs; each profile comes from the -dbg package (no BTF on i386), which
-the first boot fetches (≈ 750 MB each, cached). Slow: marked ``matrix`` (``make matrix``).
+the first boot fetches (≈ 750 MB each, cached). Each is booted once per capture: the
+system's QEMU traced through its gdbstub, and QEMU 10's qemu-system-i386 with the capture
+plugin. Slow: marked ``matrix`` (``make matrix``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,15 +30,20 @@ pytestmark = [pytest.mark.lab, pytest.mark.matrix]
 
 # package -> the paging levels its kernel runs with
 I386_KERNELS = {"linux-image-686-pae/bookworm": 3, "linux-image-686/bookworm": 2}
-BOOTED: dict[str, str] = {}  # the package of the lab the module fixture booted
+BOOTS = [(package, capture) for package in sorted(I386_KERNELS)
+         for capture in ("gdbstub", "plugin")]
+BOOTED: dict[str, str] = {}  # the package and capture of the lab the module fixture booted
 
 
-@pytest.fixture(scope="module", params=sorted(I386_KERNELS), ids=lambda p: p.split("/")[0])
+@pytest.fixture(scope="module", params=BOOTS,
+                ids=[f"{p.split('/')[0]}-{c}" for p, c in BOOTS])
 def i386_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[machine.LabState]:
-    with current_lab(tmp_path_factory.mktemp("i386"), kernel_package=request.param) as state:
+    package, capture = request.param
+    with current_lab(tmp_path_factory.mktemp("i386"), kernel_package=package,
+                     capture=capture) as state:
         guest("sleep 1000 >/dev/null 2>&1 & sleep 1001 >/dev/null 2>&1 & true")
-        BOOTED["package"] = request.param
+        BOOTED.update(package=package, capture=capture)
         yield state
 
 
@@ -60,6 +68,9 @@ def test_the_guest_is_a_32bit_kernel_with_a_32bit_userland(i386_lab: machine.Lab
     info = run_xenhpt("info", "lab").stdout
     levels = I386_KERNELS[BOOTED["package"]]
     assert "32-bit protected mode" in info and f"{levels}-level" in info, info
+    cmdline = Path(f"/proc/{i386_lab.pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[0].endswith(b"qemu-system-i386")
+    assert any(b"xenhpt_capture" in word for word in cmdline) == (BOOTED["capture"] == "plugin")
 
 
 def test_ps_equals_the_guests_own_ps(i386_lab: machine.LabState) -> None:
@@ -124,6 +135,9 @@ def test_random_write_is_decoded(i386_lab: machine.LabState, selective: bool) ->
         assert record["abi"] == "i386" and record["nr"] in (4, 295)
         assert record["mechanism"] in ("sysenter", "int80")
     assert counts(err)["captured"] == counts(err)["printed"]
+    # The trace took the lab's capture: the plugin's records, or breakpoints' traps.
+    source = re.search(r"\(\d+ (traps|records)\b", err)
+    assert source and source[1] == ("records" if BOOTED["capture"] == "plugin" else "traps"), err
 
 
 def test_maps_equals_the_guests_own_proc_maps(i386_lab: machine.LabState) -> None:

@@ -22,6 +22,9 @@ from xenhpt.tracer.plugin_records import RecordFeeder
 from xenhpt.vmi.qemu import plugin_channel as pc
 
 RING = 1 << 12
+X86_64 = pc.KernelView(word_size=8, kernel_start=1 << 63, first_argument="rdi",
+                       percpu_register="gs",
+                       arguments={("syscall", "x86_64"): ("rdi", "rsi", "rdx", "r10", "r8", "r9")})
 
 
 def make_file(path: Path, ring_size: int = RING) -> None:
@@ -97,7 +100,8 @@ def test_configure_writes_the_call_table_and_waits_for_the_plugin(tmp_path: Path
     thread.start()
     rules = [pc.Rule(pc.WHEN_ENTRY, pc.HOW_CSTRING, 1, PATH_BYTES)]
     channel.configure(pc.CaptureConfig(0xFFFFFFFF81000000, 0x1F000, 1, 2, 3, 4, 5, 6,
-                                       user32_cs=0x23, calls={(0, 257): rules, (1, 5): []}))
+                                       user32_cs=0x23, kernel=X86_64,
+                                       calls={(0, 257): rules, (1, 5): []}))
     thread.join()
     base = channel.config_offset
     enabled, _, exit_address = struct.unpack_from("<IIQ", channel._map, base)
@@ -116,15 +120,16 @@ def test_a_plugin_that_never_answers_is_a_clear_error(tmp_path: Path) -> None:
     make_file(path)
     channel = pc.PluginChannel(path)
     with pytest.raises(pc.ChannelError, match="did not take its configuration"):
-        channel.configure(pc.CaptureConfig(1, 2, 3, 4, 5, 6, 7, 8, user32_cs=0x23),
-                          timeout=0.05)
+        channel.configure(pc.CaptureConfig(1, 2, 3, 4, 5, 6, 7, 8, user32_cs=0x23,
+                                           kernel=X86_64), timeout=0.05)
     channel.close()
 
 
 def test_not_a_capture_file(tmp_path: Path) -> None:
     path = tmp_path / "cap"
     path.write_bytes(bytes(8192))
-    with pytest.raises(pc.ChannelError, match="not a version-1 xenhpt capture file"):
+    with pytest.raises(pc.ChannelError,
+                       match=f"not a version-{pc.LAYOUT_VERSION} xenhpt capture file"):
         pc.PluginChannel(path)
 
 

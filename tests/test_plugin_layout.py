@@ -47,6 +47,11 @@ LAYOUT = [
      ["enabled", "follow", "n_pids", "use_comm", "comm",
       *(f"pids[{i}]" for i in range(pc.MAX_FILTER_PIDS))]),
     ("rule", pc._RULE, 0, ["when", "how", "arg", "len_arg", "max", "count", "reserved"]),
+    ("kernel_view", pc._KERNEL_VIEW, 0,
+     ["word_size", "first_argument", "percpu_register", "percpu_selector", "kernel_start",
+      "percpu_offsets",
+      *(f"arguments[{m}][{a}][{i}]" for m in range(len(pc.MECHANISMS))
+        for a in range(len(pc.ABI_NAMES)) for i in range(6))]),
     ("record", pc._RECORD, 0,
      ["size", "type", "abi", "mechanism", "n_regions", "vcpu", "flags", "ts_ns", "task",
       "pid", "tid", "ppid", "reserved", "comm", "nr", *(f"args[{i}]" for i in range(6)),
@@ -57,11 +62,19 @@ LAYOUT = [
 # Whole structs whose size the Python side relies on (a record's regions follow it, the
 # rule table follows the call table, ...).
 WHOLE = {"call_spec": pc._CALL, "rule": pc._RULE, "record": pc._RECORD,
-         "region": pc._REGION, "stub": pc._STUB, "task_filter": pc._TASK_FILTER}
+         "region": pc._REGION, "stub": pc._STUB, "task_filter": pc._TASK_FILTER,
+         "kernel_view": pc._KERNEL_VIEW}
 # Single words the tracer reads or writes at a fixed offset of the header.
 WORDS = {"head": pc._HEAD, "applied_gen": pc._APPLIED_GEN, "tail": pc._TAIL,
          "config_gen": pc._CONFIG_GEN, "heartbeat_ns": pc._HEARTBEAT,
          "owner_pid": pc._OWNER}
+def c_register(name: str | None) -> str:
+    """REG_AX for rax, REG_R8 for r8, REG_NONE for None: channel_layout.h's names."""
+    if name is None:
+        return "NONE"
+    return name.upper() if name[1:].isdigit() else name[1:].upper()
+
+
 CONSTANTS = {
     "LAYOUT_VERSION": pc.LAYOUT_VERSION, "MAX_NR": pc.MAX_NR, "MAX_RULES": pc.MAX_RULES,
     "IDENTITY_POINTS": pc.IDENTITY_POINTS, "ABIS": len(pc.ABI_NAMES),
@@ -83,6 +96,9 @@ CONSTANTS = {
     "MAX_FILTER_PIDS": pc.MAX_FILTER_PIDS, "CALL_FORKS": pc.CALL_FORKS,
     "CALL_NO_RETURN": pc.CALL_NO_RETURN,
     "PR_FIELDS": len(pc.PT_REGS_FIELDS),
+    "MECHS": len(pc.MECHANISMS), "REG_GENERAL": len(pc.REGISTERS), "ARG_AT": pc.ARG_AT,
+    **{f"REG_{c_register(name)}": i for i, name in enumerate(pc.REGISTERS)},
+    **{f"PERCPU_{name.upper()}": i for i, name in enumerate(pc.PERCPU_REGISTERS)},
     **{f"PR_{name.upper()}": i for i, name in enumerate(pc.PT_REGS_FIELDS)},
 }
 
@@ -119,6 +135,7 @@ def c_program() -> str:
     lines.append('  printf("field config.rules %zu 0\\n", offsetof(struct config, rules));')
     lines.append('  printf("field config.handler %zu 0\\n", offsetof(struct config, handler));')
     lines.append('  printf("field config.tasks %zu 0\\n", offsetof(struct config, tasks));')
+    lines.append('  printf("field config.kernel %zu 0\\n", offsetof(struct config, kernel));')
     lines.append('  printf("sizeof handler_config %zu\\n", sizeof(struct handler_config));')
     lines.append('  printf("field handler_config.stubs %zu 0\\n", '
                  'offsetof(struct handler_config, stubs));')
@@ -183,6 +200,9 @@ def test_whole_structs_have_the_size_python_steps_by(c_layout) -> None:
     assert c_layout["sizeof handler_config"] == (pc._HANDLER_CONFIG_SIZE,)
     assert c_layout["field config.tasks"][0] == (
         c_layout["field config.handler"][0] + pc._HANDLER_CONFIG_SIZE)
+    # ... and what tells the kernel's architecture right after that.
+    assert c_layout["field config.kernel"][0] == (
+        c_layout["field config.tasks"][0] + pc._TASK_FILTER.size)
 
 
 def test_the_words_the_tracer_reads_and_writes_are_at_the_headers_offsets(c_layout) -> None:

@@ -9,7 +9,7 @@ from xenhpt.errors import ProfileError
 from xenhpt.syscalls.table import SyscallTable
 from xenhpt.tracer.trappoints import (
     ARGS_INT80,
-    ARGS_SYSENTER_32,
+    ARGS_SYSENTER,
     STUB_SPAN,
     first_argument,
     full_plan,
@@ -64,8 +64,8 @@ def test_an_i386_kernel_is_trapped_at_its_own_stubs_with_the_exit_argument_in_ea
     assert (stubs["entry_INT80_32"].mechanism, stubs["entry_INT80_32"].abi) == ("int80", "i386")
     assert stubs["entry_INT80_32"].arg_registers == ARGS_INT80
     # SYSENTER: the user's esp is in ebp (the kernel's esp is loaded from the MSR).
-    assert stubs["entry_SYSENTER_32"].arg_registers == ARGS_SYSENTER_32
-    assert ARGS_SYSENTER_32[5] == "[rbp]"
+    assert stubs["entry_SYSENTER_32"].arg_registers == ARGS_SYSENTER
+    assert ARGS_SYSENTER[5] == "[rbp]"
     assert any(p.role == "exit" for p in points.values())
     assert first_argument(kernel) == "rax"  # type: ignore[arg-type]
     assert first_argument(_SymbolsOnly({}, 8)) == "rdi"  # type: ignore[arg-type]

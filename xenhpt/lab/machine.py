@@ -161,9 +161,6 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
         _cleanup(directory)
     prepared = prepare(kernel_package)
     kernel, initramfs = prepared.kernel, prepared.initramfs
-    if kernel.bits == 32 and capture != "gdbstub":
-        raise LabError(f"--capture {capture} needs QEMU 10's x86-64 emulator: a 32-bit "
-                       "kernel boots only with the gdbstub capture for now")
     plugin_args: list[str] = []
     capture_file = ""
     qemu: str | None
@@ -171,7 +168,7 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
         from .qemu10 import ensure_plugin, ensure_qemu10
 
         qemu10 = ensure_qemu10()
-        qemu = str(qemu10.binary)
+        qemu = str(qemu10.binary if kernel.bits == 64 else qemu10.binary_32)
         if capture == "plugin":
             capture_file = str(Path("/dev/shm") / f"xenhpt-lab-{uuid.uuid4().hex[:8]}.cap")
             plugin_args = ["-plugin", f"{ensure_plugin()},shm={capture_file},"

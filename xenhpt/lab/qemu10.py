@@ -29,8 +29,13 @@ PLUGIN_SOURCE = Path(__file__).resolve().parent.parent / "vmi" / "qemu" / "plugi
 
 @dataclass(frozen=True)
 class Qemu10:
-    binary: Path
+    binary: Path  # qemu-system-x86_64
     firmware: tuple[Path, ...]  # for -L, in order
+
+    @property
+    def binary_32(self) -> Path:
+        """qemu-system-i386, from the same package: a 32-bit kernel's emulator."""
+        return self.binary.with_name("qemu-system-i386")
 
     def version(self) -> str:
         done = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True)

@@ -47,6 +47,12 @@ class CurrentTask:
             self.strategy = "ESP masking"
         else:
             self.strategy = "CR3 match"
+        # Where the per-CPU base is: GS (x86-64), or FS while it holds the kernel's per-CPU
+        # selector (i386); else the kernel's table of bases by CPU number.
+        self.percpu_segment = "gs" if kernel.pointer_size == 8 else "fs"
+        self.percpu_selector = 0 if kernel.pointer_size == 8 else I386_KERNEL_PERCPU
+        self.percpu_offsets = (kernel.symbol("__per_cpu_offset")
+                               if kernel.has_symbol("__per_cpu_offset") else None)
         self._stack_field = (profile.offset("task_struct", "stack")
                              if profile.has_field("task_struct", "stack") else None)
 
@@ -65,16 +71,16 @@ class CurrentTask:
     def _from_percpu(self, vcpu: int, registers: dict[str, int]) -> int | None:
         assert self.percpu_offset is not None
         k = self.kernel
-        if k.pointer_size == 8:
+        if self.percpu_segment == "gs":
             bases = [b for b in (registers.get("gs_base", 0), registers.get("k_gs_base", 0))
                      if k.is_kernel_address(b)]
         else:
             bases = ([registers["fs_base"]]
-                     if registers.get("fs") == I386_KERNEL_PERCPU and "fs_base" in registers
+                     if registers.get("fs") == self.percpu_selector and "fs_base" in registers
                      else [])
-        if not bases and k.has_symbol("__per_cpu_offset"):
+        if not bases and self.percpu_offsets is not None:
             try:
-                bases.append(k.pointer(k.symbol("__per_cpu_offset") + k.pointer_size * vcpu))
+                bases.append(k.pointer(self.percpu_offsets + k.pointer_size * vcpu))
             except MemoryReadError:
                 pass
         mask = (1 << (8 * k.pointer_size)) - 1

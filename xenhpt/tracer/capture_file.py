@@ -31,7 +31,13 @@ from typing import Any, BinaryIO
 from ..errors import BadUsage, MemoryReadError, XenhptError
 from ..linux.kernel import Kernel
 from ..linux.tasks import Task
-from ..vmi.qemu.plugin_channel import LAYOUT_VERSION, ChannelError, PluginChannel, parse_records
+from ..vmi.qemu.plugin_channel import (
+    LAYOUT_VERSION,
+    RECORD_LAYOUTS,
+    ChannelError,
+    PluginChannel,
+    parse_records,
+)
 from ..vmi.target import Target
 from .engine import CallFilter, SyscallEngine
 from .plugin_capture import PluginCapture, build_config
@@ -177,7 +183,7 @@ def open_capture_file(path: Path, engine_for: Callable[[dict[str, Any]], Syscall
         raise CaptureFileError(f"{path} is not a xenhpt capture file") from None
     if header.get("type") != FORMAT or header.get("version") != VERSION:
         raise CaptureFileError(f"{path} is not a version-{VERSION} xenhpt capture file")
-    if header.get("layout") != LAYOUT_VERSION:
+    if header.get("layout") not in RECORD_LAYOUTS:
         raise CaptureFileError(f"{path} holds plugin records of layout {header.get('layout')}"
                                f", this xenhpt reads layout {LAYOUT_VERSION}")
     try:

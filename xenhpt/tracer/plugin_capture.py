@@ -42,6 +42,7 @@ from ..vmi.qemu.plugin_channel import (
     CaptureConfig,
     ChannelCounters,
     HandlerConfig,
+    KernelView,
     PluginChannel,
     Rule,
     TaskFilter,
@@ -57,7 +58,9 @@ from .trappoints import (
     EXIT_FUNCTION,
     STUB_SPAN,
     SWITCH_FUNCTION,
+    entry_arguments,
     entry_stubs,
+    first_argument,
     handler_addresses,
     identity_points,
 )
@@ -105,7 +108,7 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
         refresh_address=kernel.symbol(EXEC_REFRESH) if kernel.has_symbol(EXEC_REFRESH) else 0,
         identity_addresses=identity_points(kernel),
         handlers=selective_handlers(kernel, numbers),
-        task_filter=plugin_task_filter(call_filter))
+        task_filter=plugin_task_filter(call_filter), kernel=kernel_view(kernel, current))
     for abi, index in ABI_INDEX.items():
         table = SyscallTable.load(abi)
         wanted = numbers[abi] if numbers is not None else None
@@ -124,6 +127,18 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
     return config
 
 
+def kernel_view(kernel: Kernel, current: CurrentTask) -> KernelView:
+    """What the plugin must know of this kernel's architecture (x86-64 or i386): the width
+    of its words, where its per-CPU base is, and where each of its entry paths takes its
+    arguments from (the breakpoints' table, ``trappoints.py``)."""
+    return KernelView(word_size=kernel.pointer_size, kernel_start=kernel.kernel_start,
+                      first_argument=first_argument(kernel),
+                      percpu_register=current.percpu_segment,
+                      percpu_selector=current.percpu_selector,
+                      percpu_offsets=current.percpu_offsets or 0,
+                      arguments=entry_arguments(kernel))
+
+
 def plugin_task_filter(call_filter: CallFilter | None) -> TaskFilter | None:
     """The tracer's -p / --comm / -f for the plugin (None: it records every task; also
     when the pids are more than it holds, then the tracer alone filters)."""
@@ -140,8 +155,8 @@ def selective_handlers(kernel: Kernel, numbers: dict[str, set[int]] | None
     """For a selection, the plugin's handler mode (calls outside it never enter the
     plugin); None — trap every instruction — for a full trace, or where this kernel lacks
     what the handler mode needs (then the selection is applied at the instruction)."""
-    if numbers is None:
-        return None
+    if numbers is None or kernel.pointer_size != 8:
+        return None  # (the plugin reads x86-64's pt_regs there: an i386 kernel's differs)
     profile = kernel.profile
     addresses = handler_addresses(kernel, numbers)
     stubs = entry_stubs(kernel)

@@ -46,11 +46,10 @@ ARGS_X86_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 ARGS_INT80 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
 # 32-bit SYSCALL clobbers ecx, so the vDSO passes arg 2 in ebp; arg 6 is at the user's [esp].
 ARGS_COMPAT_SYSCALL = ("rbx", "rbp", "rdx", "rsi", "rdi", "[rsp]")
-# SYSENTER loses esp/eip; the vDSO sets ebp = esp, and arg 6 is at the user's [esp].
-ARGS_SYSENTER = ("rbx", "rcx", "rdx", "rsi", "rdi", "[rsp]")
-# The same on an i386 kernel, where esp at entry_SYSENTER_32 is already the kernel's
-# (MSR_IA32_SYSENTER_ESP): the user's esp is in ebp, and arg 6 (the pushed ebp) at [ebp].
-ARGS_SYSENTER_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "[rbp]")
+# SYSENTER loads esp from MSR_IA32_SYSENTER_ESP (the kernel's stack, on x86-64 and i386
+# kernels alike), so the vDSO keeps the user's esp in ebp: the kernel takes it as the user
+# stack pointer (pt_regs->sp "stashed in bp") and arg 6, the pushed ebp, from [ebp].
+ARGS_SYSENTER = ("rbx", "rcx", "rdx", "rsi", "rdi", "[rbp]")
 # The same arguments once the kernel saved them in pt_regs.
 PT_REGS_X86_64 = ("di", "si", "dx", "r10", "r8", "r9")
 PT_REGS_I386 = ("bx", "cx", "dx", "si", "di", "bp")
@@ -74,7 +73,7 @@ _ENTRY_STUBS = (
     ("entry_INT80_compat", "int80", "i386", ARGS_INT80),
     ("asm_int80_emulation", "int80", "i386", ARGS_INT80),
     # An i386 kernel's own stubs: the user's 32-bit registers, as above.
-    ("entry_SYSENTER_32", "sysenter", "i386", ARGS_SYSENTER_32),
+    ("entry_SYSENTER_32", "sysenter", "i386", ARGS_SYSENTER),
     ("entry_INT80_32", "int80", "i386", ARGS_INT80),
 )
 # A return address this far past a stub's start is not in that stub (the stubs are a few
@@ -124,6 +123,16 @@ def entry_stubs(kernel: Kernel) -> list[tuple[int, str, str]]:
     """(address, mechanism, ABI) of every entry stub this kernel has, by address."""
     return sorted((kernel.symbol(symbol), mechanism, abi)
                   for symbol, mechanism, abi, _ in _ENTRY_STUBS if kernel.has_symbol(symbol))
+
+
+def entry_arguments(kernel: Kernel) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(mechanism, ABI) -> where its arguments are, for each entry path this kernel has.
+
+    The registers at an entry stub are the user's, as at the instruction that entered it
+    (SYSENTER replaces esp, which its row does not read), so the capture plugin, which
+    reads them at the instruction, takes the same table."""
+    return {(mechanism, abi): registers for symbol, mechanism, abi, registers in _ENTRY_STUBS
+            if kernel.has_symbol(symbol)}
 
 
 def stub_of_return(stubs: list[tuple[int, str, str]], return_address: int

@@ -27,7 +27,8 @@ from pathlib import Path
 from ...errors import XenhptError
 
 MAGIC = b"XHPTCAP1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # of the shared file (2: the configuration tells the kernel's architecture)
+RECORD_LAYOUTS = (1, 2)  # layouts whose records read alike: a capture saved under either decodes
 MAX_NR = 1024
 MAX_RULES = 8192
 ABI_INDEX = {"x86_64": 0, "i386": 1}
@@ -64,6 +65,12 @@ _STUB = struct.Struct("<QII")
 MAX_FILTER_PIDS = 64
 _TASK_FILTER = struct.Struct(f"<4I16s{MAX_FILTER_PIDS}i")
 _HANDLER_CONFIG_SIZE = _HANDLER_HEAD.size + MAX_STUBS * _STUB.size + MAX_HANDLERS * 8
+# struct kernel_view, after the task filter: what tells an x86-64 kernel from an i386 one.
+# Registers by their number in the plugin (REG_*), in x86-64's names whatever the target.
+REGISTERS = (None, "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10")
+ARG_AT = 0x80  # with a register's number: the 32-bit word at its address ("[rbp]")
+PERCPU_REGISTERS = ("gs", "fs")
+_KERNEL_VIEW = struct.Struct(f"<4IQQ{len(MECHANISMS) * len(ABI_NAMES) * 6}B")
 _RECORD = struct.Struct("<IBBBBIIQQiiii16sQ6QqQQQ")
 _REGION = struct.Struct("<QII")
 _WORD = struct.Struct("Q")  # one shared 64-bit word, native and aligned (see _set_u64)
@@ -98,6 +105,22 @@ class Rule:
     count: int = 0
 
 
+@dataclass(frozen=True)
+class KernelView:
+    """What tells an x86-64 kernel from an i386 one, in the plugin's terms
+    (``struct kernel_view``); the tracer reads it in the kernel's profile."""
+
+    word_size: int  # 8 or 4: pointers and pt_regs fields
+    kernel_start: int  # the lowest kernel address (a task pointer is above it)
+    first_argument: str  # the register holding a kernel C function's first argument
+    percpu_register: str  # "gs" (x86-64) or "fs" (i386): the per-CPU base's segment
+    # (mechanism, ABI) -> where arguments 1..6 are at its instruction: "rbx", or "[rbp]"
+    # for the 32-bit word at that register; a path missing here is not the kernel's.
+    arguments: dict[tuple[str, str], tuple[str, ...]]
+    percpu_selector: int = 0  # "fs": the selector FS holds while it is the per-CPU base
+    percpu_offsets: int = 0  # the per-CPU bases by CPU number (__per_cpu_offset), or 0
+
+
 @dataclass
 class CaptureConfig:
     exit_address: int
@@ -111,6 +134,7 @@ class CaptureConfig:
     # The code segment of 32-bit user code: a `syscall` from it is the i386 ABI. The guest
     # OS's choice (Linux: ``xenhpt/linux/segments.py``), so there is no default here.
     user32_cs: int = field(kw_only=True)
+    kernel: KernelView = field(kw_only=True)
     calls: dict[tuple[int, int], list[Rule]] = field(default_factory=dict)  # wanted ones
     # Calls whose caller is read again at exit (exec: the exit carries the new name).
     reread_at_exit: set[tuple[int, int]] = field(default_factory=set)
@@ -287,8 +311,27 @@ class PluginChannel:
             n_rules, config.heartbeat_timeout_ms)
         handlers_at = rules_at + MAX_RULES * _RULE.size
         self._pack_handlers(config.handlers, handlers_at)
-        self._pack_task_filter(config.task_filter, handlers_at + _HANDLER_CONFIG_SIZE)
+        tasks_at = handlers_at + _HANDLER_CONFIG_SIZE
+        self._pack_task_filter(config.task_filter, tasks_at)
+        self._pack_kernel_view(config.kernel, tasks_at + _TASK_FILTER.size)
         self._publish(timeout)
+
+    def _pack_kernel_view(self, kernel: KernelView, at: int) -> None:
+        sources = bytearray(len(MECHANISMS) * len(ABI_NAMES) * 6)
+        for (mechanism, abi), registers in kernel.arguments.items():
+            if len(registers) != 6:
+                raise ChannelError(f"{mechanism}/{abi}: 6 argument registers, not "
+                                   f"{len(registers)}")
+            at_slot = (MECHANISMS.index(mechanism) * len(ABI_NAMES) + ABI_INDEX[abi]) * 6
+            for i, name in enumerate(registers):
+                word_at = name.startswith("[")
+                sources[at_slot + i] = (REGISTERS.index(name.strip("[]"))
+                                        | (ARG_AT if word_at else 0))
+        _KERNEL_VIEW.pack_into(self._map, at, kernel.word_size,
+                               REGISTERS.index(kernel.first_argument),
+                               PERCPU_REGISTERS.index(kernel.percpu_register),
+                               kernel.percpu_selector, kernel.kernel_start,
+                               kernel.percpu_offsets, *sources)
 
     def _pack_task_filter(self, tasks: TaskFilter | None, at: int) -> None:
         if tasks is not None and len(tasks.pids) > MAX_FILTER_PIDS:

@@ -13,12 +13,13 @@
 #include <stdint.h>
 
 #define MAGIC "XHPTCAP1"
-#define LAYOUT_VERSION 1
+#define LAYOUT_VERSION 2
 #define HEADER_SIZE 4096
 #define CONFIG_SIZE (1u << 20)
 #define MAX_NR 1024
 #define MAX_RULES 8192
 enum { ABI_X86_64 = 0, ABI_I386 = 1, ABIS = 2 }; /* record.abi, config.calls[abi] */
+enum { MECH_NONE = 0, MECH_SYSCALL = 1, MECH_SYSENTER = 2, MECH_INT80 = 3, MECHS = 4 };
 
 struct header {
     char magic[8];
@@ -110,6 +111,29 @@ struct task_filter {
     int32_t pids[MAX_FILTER_PIDS];
 };
 
+/*
+ * What tells an x86-64 kernel from an i386 one, as the tracer found it in the profile: the
+ * width of a kernel word, where the per-CPU area is, which register holds a kernel C
+ * function's first argument, and where each entry path's arguments are (trappoints.py).
+ * Registers are named by REG_* (x86-64 names; QEMU's i386 target calls rax eax, ...).
+ */
+enum { REG_NONE, REG_AX, REG_BX, REG_CX, REG_DX, REG_SI, REG_DI, REG_BP, REG_SP, REG_R8,
+       REG_R9, REG_R10, REG_GENERAL };
+#define ARG_AT 0x80u /* with a REG_*: the 32-bit word at the register (the user stack) */
+enum { PERCPU_GS = 0, PERCPU_FS = 1 };
+struct kernel_view {
+    uint32_t word_size;       /* 8 or 4: pointers and pt_regs fields */
+    uint32_t first_argument;  /* REG_*: the pt_regs pointer at the exit */
+    uint32_t percpu_register; /* PERCPU_GS: GS base (KERNEL_GS_BASE in user mode);
+                               * PERCPU_FS: FS base while FS holds percpu_selector */
+    uint32_t percpu_selector;
+    uint64_t kernel_start;    /* the lowest kernel address: a task is above it */
+    uint64_t percpu_offsets;  /* the per-CPU bases by CPU number (the vCPU's), or 0 */
+    /* Arguments 1..6 at a system-call instruction, by mechanism and ABI: REG_* | ARG_AT
+     * each; a first one of REG_NONE: the kernel has no such entry path. */
+    uint8_t arguments[MECHS][ABIS][6];
+};
+
 #define IDENTITY_POINTS 3
 struct config {
     uint32_t enabled;
@@ -127,12 +151,12 @@ struct config {
     struct rule rules[MAX_RULES];
     struct handler_config handler;
     struct task_filter tasks;
+    struct kernel_view kernel;
 };
 _Static_assert(__builtin_offsetof(struct config, calls) == 112, "config layout");
 _Static_assert(sizeof(struct config) <= CONFIG_SIZE, "config layout");
 
 enum { TYPE_PAD = 0, TYPE_ENTRY = 1, TYPE_EXIT = 2, TYPE_REFRESH = 3 };
-enum { MECH_NONE = 0, MECH_SYSCALL = 1, MECH_SYSENTER = 2, MECH_INT80 = 3 };
 #define FLAG_TASK_UNKNOWN 1u
 /* Entry record: some argument memory was not mapped yet (demand paging: the kernel faults
  * it in during the call). Its exit record carries a second copy taken at the return. */

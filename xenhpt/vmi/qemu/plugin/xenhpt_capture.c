@@ -17,6 +17,11 @@
  * the context switch, to know when a selected call is in flight on a vCPU): calls outside
  * the selection never enter the plugin (see on_handler).
  *
+ * It runs in qemu-system-x86_64 and qemu-system-i386 alike: what tells an x86-64 kernel
+ * from an i386 one (the width of its words, where its per-CPU area is, the registers each
+ * entry path takes its arguments from) comes with the configuration (struct kernel_view),
+ * from the tracer, which read it in the kernel's profile.
+ *
  * Every point is armed or disarmed per vCPU through a scoreboard that QEMU tests inline
  * (conditional callbacks), so switching capture on, off or between modes needs no
  * re-translation, and an idle plugin costs a load and a branch per point, not a call.
@@ -52,11 +57,23 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = XENHPT_QEMU_PLUGIN_API_VERSION;
 
 /* ---- plugin state ------------------------------------------------------------------- */
 
-enum { R_RAX, R_RBX, R_RCX, R_RDX, R_RSI, R_RDI, R_RBP, R_RSP, R_R8, R_R9, R_R10,
-       R_CS, R_CR3, R_GS_BASE, R_K_GS_BASE, R_COUNT };
-static const char *const register_names[R_COUNT] = {
-    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
-    "cs", "cr3", "gs_base", "k_gs_base"};
+/* The registers read: the general ones by their REG_* number (the configuration names
+ * them so, channel_layout.h), then these. */
+enum { R_CS = REG_GENERAL, R_CR3, R_GS_BASE, R_K_GS_BASE, R_FS, R_FS_BASE, R_COUNT };
+/* What QEMU calls them: its x86_64 and i386 targets name the same registers differently
+ * (NULL: that target has none). Which a guest kernel uses is the configuration's business. */
+static const char *const names_x86_64[R_COUNT] = {
+    [REG_AX] = "rax", [REG_BX] = "rbx", [REG_CX] = "rcx", [REG_DX] = "rdx",
+    [REG_SI] = "rsi", [REG_DI] = "rdi", [REG_BP] = "rbp", [REG_SP] = "rsp",
+    [REG_R8] = "r8", [REG_R9] = "r9", [REG_R10] = "r10", [R_CS] = "cs", [R_CR3] = "cr3",
+    [R_GS_BASE] = "gs_base", [R_K_GS_BASE] = "k_gs_base", [R_FS] = "fs",
+    [R_FS_BASE] = "fs_base"};
+static const char *const names_i386[R_COUNT] = {
+    [REG_AX] = "eax", [REG_BX] = "ebx", [REG_CX] = "ecx", [REG_DX] = "edx",
+    [REG_SI] = "esi", [REG_DI] = "edi", [REG_BP] = "ebp", [REG_SP] = "esp",
+    [R_CS] = "cs", [R_CR3] = "cr3", [R_GS_BASE] = "gs_base", [R_K_GS_BASE] = "k_gs_base",
+    [R_FS] = "fs", [R_FS_BASE] = "fs_base"};
+static const char *const *register_names = names_x86_64; /* the target's (install) */
 
 struct vcpu_state;
 /* One record being built in a vCPU's scratch buffer. */
@@ -185,6 +202,32 @@ static bool read_u64(struct vcpu_state *v, uint64_t addr, uint64_t *out)
     return read_guest(v, addr, (uint8_t *)out, 8, false, &unused) == 8;
 }
 
+/* ---- the kernel's words (struct kernel_view: 8 bytes on x86-64, 4 on i386) ---------- */
+
+static uint64_t word_mask(void)
+{
+    return cfg.kernel.word_size == 4 ? 0xffffffffu : ~(uint64_t)0;
+}
+
+/* A pointer or pt_regs field of the kernel's width. */
+static bool read_word(struct vcpu_state *v, uint64_t addr, uint64_t *out)
+{
+    bool unused = false;
+    uint32_t size = cfg.kernel.word_size;
+    *out = 0;
+    return read_guest(v, addr & word_mask(), (uint8_t *)out, size, false, &unused) == size;
+}
+
+static int64_t signed_word(uint64_t word)
+{
+    return cfg.kernel.word_size == 4 ? (int64_t)(int32_t)word : (int64_t)word;
+}
+
+static bool kernel_address(uint64_t address)
+{
+    return address >= cfg.kernel.kernel_start && address <= word_mask();
+}
+
 /* ---- configuration ------------------------------------------------------------------ */
 
 static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
@@ -207,6 +250,20 @@ static void reinstall(qemu_plugin_id_t id)
 
 static bool config_valid(const struct config *c)
 {
+    const struct kernel_view *k = &c->kernel;
+    if ((k->word_size != 4 && k->word_size != 8) || k->first_argument == REG_NONE
+        || k->first_argument >= REG_GENERAL || k->percpu_register > PERCPU_FS) {
+        return false;
+    }
+    for (int m = 0; m < MECHS; m++) {
+        for (int abi = 0; abi < ABIS; abi++) {
+            for (int i = 0; i < 6; i++) {
+                if ((k->arguments[m][abi][i] & ~ARG_AT) >= REG_GENERAL) {
+                    return false;
+                }
+            }
+        }
+    }
     if (c->n_rules > MAX_RULES || c->max_record < sizeof(struct record)
         || c->max_record > SCRATCH_SIZE || c->max_record > ring_size / 4) {
         return false;
@@ -223,8 +280,9 @@ static bool config_valid(const struct config *c)
         return false;
     }
     const struct handler_config *h = &c->handler;
+    /* (the handler mode reads x86-64's pt_regs: 8-byte fields, the pointer in rdi) */
     if (h->enabled && (h->n_handlers > MAX_HANDLERS || h->n_stubs > MAX_STUBS
-                       || h->regs_size == 0 || h->regs_size > 512)) {
+                       || h->regs_size == 0 || h->regs_size > 512 || k->word_size != 8)) {
         return false;
     }
     for (int i = 0; h->enabled && i < PR_FIELDS; i++) {
@@ -361,15 +419,35 @@ static struct vcpu_state *vcpu_state(unsigned vcpu)
     return v;
 }
 
-/* The task running on this vCPU: the per-CPU current task through whichever GS base is
- * the kernel's (KERNEL_GS_BASE in user mode, before swapgs; GS_BASE in the kernel). */
+/* This vCPU's per-CPU base. x86-64: whichever GS base is the kernel's (KERNEL_GS_BASE in
+ * user mode, before swapgs; GS_BASE in the kernel). i386: the FS base once the kernel's
+ * entry code loaded its per-CPU selector; in user mode, FS is the user's, and the base
+ * is the kernel's table of them, by CPU number (QEMU's vCPU index). */
+static bool percpu_base(struct vcpu_state *v, bool user_mode, uint64_t *base)
+{
+    const struct kernel_view *k = &cfg.kernel;
+    if (k->percpu_register == PERCPU_GS) {
+        *base = read_reg(v, user_mode ? R_K_GS_BASE : R_GS_BASE);
+        if (!kernel_address(*base)) {
+            *base = read_reg(v, user_mode ? R_GS_BASE : R_K_GS_BASE);
+        }
+        if (kernel_address(*base)) {
+            return true;
+        }
+    } else if (!user_mode && (read_reg(v, R_FS) & 0xffff) == k->percpu_selector) {
+        *base = read_reg(v, R_FS_BASE);
+        return true;
+    }
+    uint64_t cpu = (uint64_t)(v - vcpus);
+    return k->percpu_offsets && read_word(v, k->percpu_offsets + cpu * k->word_size, base);
+}
+
+/* The task running on this vCPU: the per-CPU current task. */
 static uint64_t current_task(struct vcpu_state *v, bool user_mode)
 {
-    uint64_t base = read_reg(v, user_mode ? R_K_GS_BASE : R_GS_BASE), task = 0;
-    if (!(base >> 63)) {
-        base = read_reg(v, user_mode ? R_GS_BASE : R_K_GS_BASE);
-    }
-    if (!(base >> 63) || !read_u64(v, base + cfg.current_offset, &task) || !(task >> 63)) {
+    uint64_t base = 0, task = 0;
+    if (!percpu_base(v, user_mode, &base)
+        || !read_word(v, base + cfg.current_offset, &task) || !kernel_address(task)) {
         return 0;
     }
     return task;
@@ -396,7 +474,7 @@ static void read_identity(struct vcpu_state *v, uint64_t task, struct record *r)
     if (read_guest(v, task + cfg.task_comm, (uint8_t *)r->comm, 16, false, &unused) != 16) {
         return;
     }
-    if (read_u64(v, task + cfg.task_real_parent, &parent)
+    if (read_word(v, task + cfg.task_real_parent, &parent)
         && read_u64(v, parent + cfg.task_tgid, &word)) {
         r->ppid = (int32_t)word;
     }
@@ -642,7 +720,11 @@ static void on_syscall_insn(unsigned int vcpu, void *udata)
     flush_deferred(v);
     uint64_t cs = read_reg(v, R_CS) & 0xffff;
     int abi = (mechanism == MECH_SYSCALL && cs != cfg.user32_cs) ? ABI_X86_64 : ABI_I386;
-    uint64_t nr = read_reg(v, R_RAX);
+    const uint8_t *sources = cfg.kernel.arguments[mechanism][abi];
+    if (sources[0] == REG_NONE) {
+        return; /* the kernel has no such entry path (`syscall` on an i386 kernel: #UD) */
+    }
+    uint64_t nr = read_reg(v, REG_AX);
     if (abi == ABI_I386) {
         nr &= 0xffffffffu;
     }
@@ -655,31 +737,20 @@ static void on_syscall_insn(unsigned int vcpu, void *udata)
     r->mechanism = (uint8_t)mechanism;
     r->nr = nr;
     r->pc = (uint64_t)(uintptr_t)udata >> 2;
-    r->sp = read_reg(v, R_RSP);
+    r->sp = read_reg(v, REG_SP) & b.mask;
     r->cr3 = read_reg(v, R_CR3);
-    if (abi == ABI_X86_64) {
-        static const int regs64[6] = {R_RDI, R_RSI, R_RDX, R_R10, R_R8, R_R9};
-        for (int i = 0; i < 6; i++) {
-            r->args[i] = read_reg(v, regs64[i]);
-        }
-    } else {
-        /* As the kernel's entry code takes them: 32-bit `syscall` loses ecx, so the vDSO
-         * passes argument 2 in ebp; both fast paths find argument 6 on the user stack
-         * (sysenter loses esp too: the vDSO copies it to ebp). */
-        static const int regs32[6] = {R_RBX, R_RCX, R_RDX, R_RSI, R_RDI, R_RBP};
-        for (int i = 0; i < 6; i++) {
-            r->args[i] = read_reg(v, regs32[i]) & 0xffffffffu;
-        }
-        if (mechanism != MECH_INT80) {
-            uint64_t stack = mechanism == MECH_SYSENTER ? r->args[5] : r->sp & 0xffffffffu;
+    /* Where the kernel's entry path takes each argument (trappoints.py): a register, or a
+     * word on the user stack (the 32-bit fast paths' sixth: [esp] after `syscall`, [ebp]
+     * after `sysenter`, where the vDSO keeps the user's esp in ebp). */
+    for (int i = 0; i < 6; i++) {
+        uint64_t value = read_reg(v, sources[i] & ~ARG_AT) & b.mask;
+        if (sources[i] & ARG_AT) {
             uint64_t word = 0;
             bool unused = false;
-            if (mechanism == MECH_SYSCALL) {
-                r->args[1] = r->args[5];
-            }
-            read_guest(v, stack, (uint8_t *)&word, 4, false, &unused);
-            r->args[5] = word & 0xffffffffu;
+            read_guest(v, value, (uint8_t *)&word, 4, false, &unused);
+            value = word;
         }
+        r->args[i] = value;
     }
     uint32_t missing = 0;
     if (!name_and_copy(&b, current_task(v, true), known, &missing)) {
@@ -850,8 +921,8 @@ static void on_exit_point(unsigned int vcpu, void *udata)
     if (!found) {
         return; /* not a call we captured: unselected, a fork child's first return, ... */
     }
-    uint64_t regs = read_reg(v, R_RDI), orig_ax = 0, ax = 0;
-    if (!read_u64(v, regs + cfg.regs_orig_ax, &orig_ax) || !read_u64(v, regs + cfg.regs_ax, &ax)) {
+    uint64_t regs = read_reg(v, cfg.kernel.first_argument), orig_ax = 0, ax = 0;
+    if (!read_word(v, regs + cfg.regs_orig_ax, &orig_ax) || !read_word(v, regs + cfg.regs_ax, &ax)) {
         return;
     }
     struct builder b;
@@ -862,8 +933,8 @@ static void on_exit_point(unsigned int vcpu, void *udata)
     } else {
         identity_from_entry(r, task, &call);
     }
-    r->nr = orig_ax;
-    r->ret = (int64_t)ax;
+    r->nr = (uint64_t)signed_word(orig_ax);
+    r->ret = signed_word(ax);
     if (known && (cfg.calls[call.abi][call.nr].selected & CALL_FORKS) && r->ret > 0
         && cfg.tasks.enabled && cfg.tasks.follow) {
         pthread_mutex_lock(&lock);
@@ -967,7 +1038,7 @@ static void on_handler(unsigned int vcpu, void *udata)
     }
     struct vcpu_state *v = vcpu_state(vcpu);
     const struct handler_config *h = &cfg.handler;
-    uint64_t regs = read_reg(v, R_RDI), return_address = 0, field[PR_FIELDS];
+    uint64_t regs = read_reg(v, REG_DI), return_address = 0, field[PR_FIELDS];
     uint8_t frame[512];
     bool unused = false;
     int mechanism = MECH_NONE, abi = ABI_X86_64;
@@ -1016,7 +1087,7 @@ static void on_switch(unsigned int vcpu, void *udata)
 {
     (void)udata;
     struct vcpu_state *v = vcpu_state(vcpu);
-    uint64_t next = read_reg(v, R_RSI);
+    uint64_t next = read_reg(v, REG_SI);
     pthread_mutex_lock(&lock);
     struct pending *p = pending_slot(next, false);
     bool in_flight = p && p->live;
@@ -1142,20 +1213,20 @@ static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu)
 {
     (void)id;
     (void)vcpu;
-    if (reg_handles[R_RAX]) {
+    if (reg_handles[R_CR3]) {
         return; /* register handles are the same for every vCPU */
     }
     GArray *registers = qemu_plugin_get_registers();
     qemu_plugin_reg_descriptor *d = (qemu_plugin_reg_descriptor *)registers->data;
     for (unsigned i = 0; i < registers->len; i++) {
         for (int k = 0; k < R_COUNT; k++) {
-            if (strcmp(d[i].name, register_names[k]) == 0) {
+            if (register_names[k] && strcmp(d[i].name, register_names[k]) == 0) {
                 reg_handles[k] = d[i].handle;
             }
         }
     }
     for (int k = 0; k < R_COUNT; k++) {
-        if (!reg_handles[k]) {
+        if (register_names[k] && !reg_handles[k]) {
             char line[128];
             snprintf(line, sizeof(line), "xenhpt_capture: QEMU offers no register %s\n",
                      register_names[k]);
@@ -1206,8 +1277,10 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             return -1;
         }
     }
-    if (!info->system_emulation || strcmp(info->target_name, "x86_64") != 0) {
-        fprintf(stderr, "xenhpt_capture: needs qemu-system-x86_64\n");
+    if (info->system_emulation && strcmp(info->target_name, "i386") == 0) {
+        register_names = names_i386; /* a 32-bit guest: what its kernel is, the tracer says */
+    } else if (!info->system_emulation || strcmp(info->target_name, "x86_64") != 0) {
+        fprintf(stderr, "xenhpt_capture: needs qemu-system-x86_64 or qemu-system-i386\n");
         return -1;
     }
     if (!shm_path || ring_bytes < (1u << 20) || (ring_bytes & (ring_bytes - 1))) {
