@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from xenhpt.errors import LabError
+from xenhpt.lab.apt import PrivateApt
 from xenhpt.lab.elf_needs import read_needs
 from xenhpt.lab.userland32 import program_files
 
@@ -124,3 +125,25 @@ def test_a_missing_library_or_a_link_out_of_the_tree_is_a_lab_error(tmp_path: Pa
     (tmp_path / "lib/ld-linux.so.2").write_bytes(elf(32))
     with pytest.raises(LabError, match="libc.so.6"):
         program_files(tmp_path, "usr/bin/strace")
+
+
+def test_the_package_closure_is_one_releases_and_leaves_virtual_names_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, ...]] = []
+    # apt-cache depends --recurse as bookworm answers for strace:i386 (a virtual name added).
+    answer = ("strace:i386\n  Depends: libc6:i386\nlibc6:i386\n  Depends: libgcc-s1:i386\n"
+              "  Depends: <debconf-2.0>\nlibgcc-s1:i386\n  Depends: gcc-12-base:i386\n"
+              "  Depends: libc6:i386\ngcc-12-base:i386\n<debconf-2.0>\n")
+
+    def run(tool: str, *args: str, cwd: Path | None = None) -> str:
+        asked.append((tool, *args))
+        return answer
+
+    apt = PrivateApt(tmp_path, ("bookworm", "trixie"), ("i386",))
+    monkeypatch.setattr(apt, "_run", run)
+    assert apt.closure("strace:i386", "bookworm") == [
+        "strace:i386", "libc6:i386", "libgcc-s1:i386", "gcc-12-base:i386"]
+    # Several suites in one list: without a preferred release apt would take trixie's libc6.
+    assert "APT::Default-Release=bookworm" in asked[0]
+    apt.download(["strace:i386"], tmp_path / "debs", release="bookworm")
+    assert "APT::Default-Release=bookworm" in asked[1] and asked[1][-1] == "strace:i386"
