@@ -676,3 +676,33 @@ def test_a_flag_set_prints_zero_as_each_caller_asks_whatever_came_first() -> Non
     assert flags.format(0, "") == ""
     assert flags.format(0) == "0"
     assert flags.format(0, "") == ""
+
+
+def test_i386_set_thread_area_prints_its_user_desc_and_the_entry_taken(
+        mem: GuestMemory) -> None:
+    # strace 6.1 (i386) in the lab guest: busybox's TLS set-up.
+    # set_thread_area({entry_number=-1, base_addr=0x9946380, limit=0x0fffff, seg_32bit=1,
+    #   contents=0, read_exec_only=0, limit_in_pages=1, seg_not_present=0, useable=1})
+    #   = 0 (entry_number=6)
+    desc = mem.put(0xBFDA_0AF0, struct.pack("<iIII", -1, 0x9946380, 0xFFFFF, 0x51))
+    decoder = Decoder(32)
+    template = SyscallTable.load("i386").by_name("set_thread_area")
+    assert template is not None
+    state = decoder.entry(template, [desc], mem.read)
+    mem.put(desc, struct.pack("<I", 6))  # the kernel writes back the entry it took
+    done = decoder.exit(state, 0, mem.read)
+    assert done.text == (
+        "set_thread_area({entry_number=-1, base_addr=0x9946380, limit=0x0fffff, seg_32bit=1, "
+        "contents=0, read_exec_only=0, limit_in_pages=1, seg_not_present=0, useable=1})")
+    assert done.ret_text == "0 (entry_number=6)"
+
+
+def test_set_thread_area_unreadable_or_failed_prints_as_strace(mem: GuestMemory) -> None:
+    assert call(mem, "set_thread_area", [0xBFDA_0AF0], 0, abi="i386") == (
+        "set_thread_area(0xbfda0af0)", "0")
+    desc = mem.put(0x2000, struct.pack("<IIII", 12, 0, 0, 0x2C))
+    # An explicit entry, a zero base and limit (C's "%#08x" of 0), contents=2, not present.
+    assert call(mem, "set_thread_area", [desc], -22, abi="i386") == (
+        "set_thread_area({entry_number=12, base_addr=00000000, limit=00000000, seg_32bit=0, "
+        "contents=2, read_exec_only=1, limit_in_pages=0, seg_not_present=1, useable=0})",
+        "-1 EINVAL (Invalid argument)")

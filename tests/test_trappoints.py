@@ -17,6 +17,7 @@ from xenhpt.tracer.trappoints import (
     handler_symbols,
     selected_handlers,
     stub_of_return,
+    user_stack_pointer,
 )
 
 # Laid out as in a 6.1 kernel's .entry.text: 64-bit syscall first, then the compat stubs.
@@ -69,6 +70,33 @@ def test_an_i386_kernel_is_trapped_at_its_own_stubs_with_the_exit_argument_in_ea
     assert any(p.role == "exit" for p in points.values())
     assert first_argument(kernel) == "rax"  # type: ignore[arg-type]
     assert first_argument(_SymbolsOnly({}, 8)) == "rdi"  # type: ignore[arg-type]
+
+
+def test_the_callers_stack_pointer_is_found_where_each_stub_has_it() -> None:
+    """A sigreturn's frame is read at the caller's stack pointer: at `int 0x80` the CPU
+    has switched to the kernel stack (the user's esp is the interrupt frame's fourth
+    word), at SYSENTER the vDSO's copy in ebp; only `syscall` leaves it in rsp."""
+    kernel_stack = 0xC1A0_3F00
+    frame = {kernel_stack + 4 * i: word for i, word in
+             enumerate((0xB7F0_0549, 0x73, 0x246, 0xBFDA_0144, 0x7B))}  # ip cs flags sp ss
+    registers = {"rsp": kernel_stack, "rbp": 0xBFDA_0200, "rax": 119}
+    stubs = {p.symbol: p for p in full_plan(_SymbolsOnly(I386_SYMBOLS, 4)).values()  # type: ignore[arg-type]
+             if p.role == "entry-stub"}
+    assert user_stack_pointer(stubs["entry_INT80_32"], registers, frame.__getitem__, 4) \
+        == 0xBFDA_0144
+    assert user_stack_pointer(stubs["entry_SYSENTER_32"], registers, frame.__getitem__, 4) \
+        == 0xBFDA_0200
+    # A 64-bit kernel: its interrupt frame has 8-byte words; `syscall` keeps the user's rsp.
+    compat = {p.symbol: p for p in full_plan(_SymbolsOnly(  # type: ignore[arg-type]
+        {"entry_SYSCALL_64": 0x10, "entry_SYSCALL_compat": 0x20, "asm_int80_emulation": 0x30,
+         "syscall_exit_to_user_mode": 0x40}, 8)).values() if p.role == "entry-stub"}
+    frame64 = {0xFFFF_C900_0000_1F00 + 24: 0xFFDD_1234}
+    assert user_stack_pointer(compat["asm_int80_emulation"], {"rsp": 0xFFFF_C900_0000_1F00},
+                              frame64.__getitem__, 8) == 0xFFDD_1234
+    assert user_stack_pointer(compat["entry_SYSCALL_64"], {"rsp": 0x7FFE_0000_1000},
+                              frame64.__getitem__, 8) == 0x7FFE_0000_1000
+    assert user_stack_pointer(compat["entry_SYSCALL_compat"], {"rsp": 0xFFDD_2000},
+                              frame64.__getitem__, 8) == 0xFFDD_2000
 
 
 def test_a_64bit_kernel_without_its_syscall_stub_is_still_refused() -> None:

@@ -68,13 +68,29 @@ class PrivateApt:
         self._run("apt-get", "update")
         stamp.write_text(sources)
 
-    def download(self, names: list[str], into: Path) -> list[Path]:
-        """``apt-get download`` of ``names`` (``name`` or ``name/suite``) into ``into``."""
+    def download(self, names: list[str], into: Path, release: str | None = None) -> list[Path]:
+        """``apt-get download`` of ``names`` (``name`` or ``name/suite``) into ``into``;
+        ``release``: take each package's version from that suite (see :meth:`closure`)."""
         into.mkdir(parents=True, exist_ok=True)
         for old in into.glob("*.deb"):
             old.unlink()
-        self._run("apt-get", "download", *names, cwd=into)
+        self._run("apt-get", *_prefer(release), "download", *names, cwd=into)
         return sorted(into.glob("*.deb"))
+
+    def closure(self, name: str, release: str | None) -> list[str]:
+        """``name`` and every package it depends on, recursively, as ``release`` has them
+        (None: the newest of any suite); from the package lists' Depends and Pre-Depends,
+        virtual names left out.
+
+        With several suites in one list, apt resolves a dependency to its newest version
+        in any of them; preferring ``release`` keeps the set one release's own.
+        """
+        out = self._run("apt-cache", *_prefer(release), "depends", "--recurse",
+                        "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
+                        "--no-replaces", "--no-enhances", name)
+        # Each package of the closure heads a block of indented "Depends:" lines.
+        return [line.strip() for line in out.splitlines()
+                if line and not line[0].isspace() and not line.startswith("<")]
 
     def depends(self, name: str, pattern: str) -> str | None:
         """The first dependency of package ``name`` (``name/suite`` allowed) that matches
@@ -85,6 +101,10 @@ class PrivateApt:
             if re.fullmatch(pattern, match.group(1)):
                 return match.group(1)
         return None
+
+
+def _prefer(release: str | None) -> list[str]:
+    return ["-o", f"APT::Default-Release={release}"] if release else []
 
 
 def unpack(deb: Path, into: Path) -> None:

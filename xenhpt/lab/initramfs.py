@@ -1,8 +1,8 @@
 """Build the lab guest's initramfs: busybox-static, an /init, the exec agent, workloads.
 
-A 32-bit (i386) guest kernel gets a 32-bit userland: Debian's busybox-static:i386 (fetched
-and unpacked, never installed), every workload built with ``-m32``, and no strace (the
-host's is a 64-bit binary with 64-bit libraries).
+A 32-bit (i386) guest kernel gets a 32-bit userland: Debian's busybox-static:i386 and
+strace:i386 with its loader and libraries (fetched and unpacked, never installed: see
+``userland32.py``), and every workload built with ``-m32``.
 
 Written as an uncompressed newc cpio by Python itself (no cpio tool needed), because
 the kernel unpacks it faster than a gzip one under TCG.
@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import LabError
+from .userland32 import busybox_i386, strace_i386
 
 GUEST_FILES = Path(__file__).with_name("guest")
 GUEST_SOURCES = GUEST_FILES / "src"
@@ -58,29 +59,10 @@ class CpioWriter:
         return bytes(self._data)
 
 
-def _guest_inputs(busybox: Path, bits: int) -> list[Path]:
-    files = [busybox] + ([STRACE] if bits == 64 else [])
+def _guest_inputs(busybox: Path, strace: dict[str, Path]) -> list[Path]:
+    files = [busybox, *strace.values()]
     files += sorted(p for p in GUEST_FILES.iterdir() if p.is_file())
     return files + sorted(GUEST_SOURCES.glob("*.[ch]")) + _bench_files()
-
-
-def busybox_i386(out_dir: Path) -> Path:
-    """Debian's static i386 busybox, unpacked from its package into ``out_dir`` once."""
-    unpacked = out_dir / "busybox-i386" / "bin" / "busybox"
-    if unpacked.exists():
-        return unpacked
-    from .apt import unpack
-    from .kernel import kernel_apt
-
-    apt = kernel_apt("i386")
-    apt.update()
-    debs = apt.download(["busybox-static:i386/bookworm"], out_dir / "debs")
-    if not debs:
-        raise LabError("apt-get download busybox-static:i386 produced no .deb")
-    unpack(debs[0], out_dir / "busybox-i386")
-    if not unpacked.exists():
-        raise LabError(f"{debs[0].name} holds no /bin/busybox")
-    return unpacked
 
 
 def _bench_files() -> list[Path]:
@@ -114,17 +96,20 @@ def _shared_libraries(binary: Path) -> list[Path]:
     return [Path(p) for p in re.findall(r"(/\S+\.so[.\d]*)", done.stdout)]
 
 
-def build_initramfs(out_dir: Path, bits: int = 64) -> Path:
+def build_initramfs(out_dir: Path, bits: int = 64, suite: str | None = None) -> Path:
     """Build (or reuse) the initramfs; its name carries a hash of everything in it.
-    ``bits=32``: the userland of a 32-bit guest kernel (see the module doc)."""
+    ``bits=32``: the userland of a 32-bit guest kernel (see the module doc), from Debian's
+    ``suite`` (None: the newest the lab's package list has)."""
     if bits == 32:
-        busybox = busybox_i386(out_dir)
+        busybox = busybox_i386(out_dir, suite)
+        strace = strace_i386(out_dir, suite)
     elif BUSYBOX.exists():
         busybox = BUSYBOX
+        strace = _host_strace()
     else:
         raise LabError("/bin/busybox not found: install the Debian package busybox-static")
     digest = hashlib.sha256(b"" if bits == 64 else b"32-bit\0")
-    for path in _guest_inputs(busybox, bits):
+    for path in _guest_inputs(busybox, strace):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     out = out_dir / f"initramfs-{digest.hexdigest()[:12]}.cpio"
     if out.exists():
@@ -145,8 +130,7 @@ def build_initramfs(out_dir: Path, bits: int = 64) -> Path:
     for path in _bench_files():
         cpio.file(f"opt/xenhpt/bench/{path.name}", path.read_bytes(),
                   executable=path.suffix == ".sh")
-    if bits == 64:
-        _add_strace(cpio)
+    _add_files(cpio, strace)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("initramfs-*.cpio"):
         stale.unlink()
@@ -156,15 +140,23 @@ def build_initramfs(out_dir: Path, bits: int = 64) -> Path:
     return out
 
 
-def _add_strace(cpio: CpioWriter) -> None:
-    """The host's strace and the shared libraries it needs (64-bit guests only)."""
+def _host_strace() -> dict[str, Path]:
+    """The host's strace and the shared libraries it needs (for a 64-bit guest): guest
+    path → host file."""
     if not STRACE.exists():
         raise LabError("/usr/bin/strace not found: install the Debian package strace")
-    cpio.file("usr/bin/strace", STRACE.read_bytes(), executable=True)
-    made = set()
-    for library in _shared_libraries(STRACE):
-        for parent in reversed(library.parents[:-1]):
+    files = {"usr/bin/strace": STRACE}
+    files.update((str(library).lstrip("/"), library.resolve())
+                 for library in _shared_libraries(STRACE))
+    return files
+
+
+def _add_files(cpio: CpioWriter, files: dict[str, Path]) -> None:
+    """Each file at its guest path (relative), after the directories above it."""
+    made = {"usr", "usr/bin"}  # made with the skeleton in build_initramfs
+    for guest_path, host_file in files.items():
+        for parent in reversed(Path(guest_path).parents[:-1]):
             if str(parent) not in made:
-                cpio.directory(str(parent).lstrip("/"))
+                cpio.directory(str(parent))
                 made.add(str(parent))
-        cpio.file(str(library).lstrip("/"), library.resolve().read_bytes(), executable=True)
+        cpio.file(guest_path, host_file.read_bytes(), executable=True)

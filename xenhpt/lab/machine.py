@@ -123,8 +123,10 @@ def prepare(kernel_package: str | None = None) -> Prepared:
 
             isf = debug_profile(kernel)
         write_profile(isf, profile)
+    # A 32-bit userland comes from the release the kernel package names (".../bookworm").
+    suite = (kernel_package or "").partition("/")[2] or None
     initramfs = (build_initramfs(cache_dir() / "initramfs") if kernel.bits == 64
-                 else build_initramfs(cache_dir() / "initramfs-i386", bits=32))
+                 else build_initramfs(cache_dir() / "initramfs-i386", bits=32, suite=suite))
     return Prepared(kernel, initramfs, profile)
 
 

@@ -3,7 +3,8 @@
 strace has a decoder per call; we need one only where the generic per-kind printing is not
 enough: ``open``/``openat`` show ``mode`` only with ``O_CREAT``/``O_TMPFILE``; ``clone`` and
 ``clone3`` print labelled fields chosen by the flags and fill in the parent's TID at exit;
-``fcntl`` reads its third argument according to the command and prints some results as flags.
+``fcntl`` reads its third argument according to the command and prints some results as flags;
+``set_thread_area`` prints its ``struct user_desc`` and, at exit, the entry the kernel took.
 
 Hooks run after the generic printing: ``ENTRY_HOOKS[name](d, st, read)``,
 ``EXIT_HOOKS[name](d, st, ret, read)``, and ``RETURN_HOOKS[name](d, st, ret, read)`` which
@@ -275,6 +276,25 @@ def _prctl_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
         st.replace_texts([option, d.c.signal(signed(st.args[1], 32))], [])
 
 
+# --- set_thread_area ------------------------------------------------------------------------
+
+def _thread_area_entry(d: AbiContext, st: EntryState, read: ReadFn) -> None:
+    """The struct user_desc it installs (its address if unreadable, as strace)."""
+    if not st.args:  # (x86-64's table has no prototype for it)
+        return
+    desc = read_struct(read, st.args[0], structs.USER_DESC)
+    if desc is not None:
+        st.texts[0] = structs.format_user_desc(*desc, d.word_size)
+
+
+def _thread_area_return(d: AbiContext, st: EntryState, ret: int, read: ReadFn) -> str | None:
+    """``0 (entry_number=6)``: the TLS entry the kernel took, written back into the struct."""
+    number = read_bytes(read, st.args[0], 4) if st.args else None
+    if number is None:
+        return None
+    return f"{ret} (entry_number={int.from_bytes(number, 'little')})"
+
+
 # --- rt_sigreturn ---------------------------------------------------------------------------
 
 def sigreturn_mask(d: AbiContext, name: str, read: ReadFn, stack_pointer: int) -> str | None:
@@ -318,12 +338,13 @@ ENTRY_HOOKS: dict[str, EntryHook] = {
     "open": _open_entry, "openat": _open_entry, "mknod": _mknod_entry,
     "mknodat": _mknod_entry, "clone": _clone_entry,
     "clone3": _clone3_entry, "fcntl": _fcntl_entry, "fcntl64": _fcntl_entry,
-    "mremap": _mremap_entry,
+    "mremap": _mremap_entry, "set_thread_area": _thread_area_entry,
 }
 EXIT_HOOKS: dict[str, ExitHook] = {"clone3": _clone3_exit, "wait4": _wait4_exit}
 RETURN_HOOKS: dict[str, ReturnHook] = {
     "fcntl": _fcntl_return, "fcntl64": _fcntl_return, "poll": _poll_return,
     "ppoll": _poll_return, "ppoll_time64": _poll_return,
+    "set_thread_area": _thread_area_return,
 }
 
 # i386 mmap (old_mmap) passes its six arguments in a block; printed like mmap's.
@@ -362,6 +383,12 @@ def _sigreturn_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead
     return (MemoryRead(ENTRY, STACK, 0, _SIGRETURN_BYTES),)
 
 
+def _thread_area_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
+    if not template.args:
+        return ()
+    return (MemoryRead(ENTRY, FIXED, 0, structs.USER_DESC.size), MemoryRead(EXIT, FIXED, 0, 4))
+
+
 def _socketcall_reads(template: Template, limits: ReadLimits) -> tuple[MemoryRead, ...]:
     """The block that holds the real call's arguments (at most six words)."""
     return (MemoryRead(ENTRY, FIXED, 1, 6 * limits.word_size),)
@@ -380,6 +407,7 @@ CALL_READS: dict[str, CallReads] = {
     "prctl": _task_name_reads, "ioctl": _ioctl_reads, "clone": _clone_reads,
     "rt_sigreturn": _sigreturn_reads, "sigreturn": _sigreturn_reads,
     "ppoll": _ppoll_reads, "ppoll_time64": _ppoll_reads, "socketcall": _socketcall_reads,
+    "set_thread_area": _thread_area_reads,
 }
 
 # Kinds whose decoding lives in this file (clone3's struct, i386 mmap's argument block).

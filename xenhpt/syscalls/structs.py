@@ -256,3 +256,33 @@ def format_clone_args(c: Constants, fields: dict[str, int]) -> str:
         parts.append(f"set_tid={pointer(fields['set_tid'])}")
         parts.append(f"set_tid_size={fields['set_tid_size']}")
     return "{" + ", ".join(parts) + "}"
+
+
+# struct user_desc (set_thread_area): entry_number, base_addr, limit, then one word of bit
+# fields (name, first bit, width); the x86-64 struct adds lm after useable.
+USER_DESC = struct.Struct("<4I")
+USER_DESC_BITS = (("seg_32bit", 0, 1), ("contents", 1, 2), ("read_exec_only", 3, 1),
+                  ("limit_in_pages", 4, 1), ("seg_not_present", 5, 1), ("useable", 6, 1))
+USER_DESC_LM = ("lm", 7, 1)
+# "Take any free TLS entry": the kernel writes the one it took back into entry_number.
+USER_DESC_ANY_ENTRY = 0xFFFF_FFFF
+
+
+def user_desc_entry(number: int) -> str:
+    """An entry number as strace prints it: ``-1`` (any free entry) or unsigned."""
+    return "-1" if number == USER_DESC_ANY_ENTRY else str(number)
+
+
+def _hex_u32(value: int) -> str:
+    # C's "%#08x": eight characters with the 0x, and no 0x at all for zero.
+    return f"{value:#08x}" if value else "00000000"
+
+
+def format_user_desc(entry_number: int, base_addr: int, limit: int, bits: int,
+                     word_size: int) -> str:
+    """``{entry_number=-1, base_addr=0x9946380, limit=0x0fffff, seg_32bit=1, ...}``."""
+    fields = [f"entry_number={user_desc_entry(entry_number)}",
+              f"base_addr={_hex_u32(base_addr)}", f"limit={_hex_u32(limit)}"]
+    layout = USER_DESC_BITS + ((USER_DESC_LM,) if word_size == 8 else ())
+    fields += [f"{name}={bits >> shift & ((1 << width) - 1)}" for name, shift, width in layout]
+    return "{" + ", ".join(fields) + "}"

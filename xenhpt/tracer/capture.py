@@ -30,6 +30,7 @@ from .trappoints import (
     first_argument,
     selected_handlers,
     stub_of_return,
+    user_stack_pointer,
 )
 
 MASK32 = 0xFFFF_FFFF
@@ -175,9 +176,14 @@ class BreakpointCapture:
             else:
                 nr = registers["rax"]
                 args = tuple(registers[name] for name in point.arg_registers)
+            try:
+                user_sp: int | None = user_stack_pointer(
+                    point, registers, self.kernel.pointer, self.kernel.pointer_size)
+            except MemoryReadError:
+                user_sp = None
             self.engine.feed(TrapRecord("entry", now, vcpu, identity, point.abi,
                                          point.mechanism, nr, args, read=read,
-                                         stack_pointer=registers["rsp"], reads_live=True))
+                                         stack_pointer=user_sp, reads_live=True))
         elif point.role == "exit":
             regs = registers[self._argument]
             try:

@@ -34,6 +34,7 @@ the stub the CPU arrived at (:func:`mechanism_of_stub_return`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import ProfileError
@@ -50,6 +51,12 @@ ARGS_COMPAT_SYSCALL = ("rbx", "rbp", "rdx", "rsi", "rdi", "[rsp]")
 # kernels alike), so the vDSO keeps the user's esp in ebp: the kernel takes it as the user
 # stack pointer (pt_regs->sp "stashed in bp") and arg 6, the pushed ebp, from [ebp].
 ARGS_SYSENTER = ("rbx", "rcx", "rdx", "rsi", "rdi", "[rbp]")
+# Where the caller's stack pointer is at each stub (a sigreturn's frame is read there):
+# `syscall` keeps the user's; SYSENTER loads the kernel's, the vDSO having copied the
+# user's into ebp; `int 0x80` switches to the kernel stack, where the CPU's interrupt frame
+# (ip, cs, flags, sp, ss: words of the kernel's size) holds it as its fourth word.
+USER_SP_REGISTER, USER_SP_IN_EBP, USER_SP_IN_FRAME = "rsp", "rbp", "frame"
+INTERRUPT_FRAME_SP = 3
 # The same arguments once the kernel saved them in pt_regs.
 PT_REGS_X86_64 = ("di", "si", "dx", "r10", "r8", "r9")
 PT_REGS_I386 = ("bx", "cx", "dx", "si", "di", "bp")
@@ -64,17 +71,18 @@ class TrapPoint:
     arg_registers: tuple[str, ...] = ()
     nr: int | None = None  # a syscall-function point serves one call
     symbol: str = ""
+    user_stack: str = USER_SP_REGISTER  # at an entry stub: USER_SP_*
 
 
 _ENTRY_STUBS = (
-    ("entry_SYSCALL_64", "syscall", "x86_64", ARGS_X86_64),
-    ("entry_SYSCALL_compat", "syscall", "i386", ARGS_COMPAT_SYSCALL),
-    ("entry_SYSENTER_compat", "sysenter", "i386", ARGS_SYSENTER),
-    ("entry_INT80_compat", "int80", "i386", ARGS_INT80),
-    ("asm_int80_emulation", "int80", "i386", ARGS_INT80),
+    ("entry_SYSCALL_64", "syscall", "x86_64", ARGS_X86_64, USER_SP_REGISTER),
+    ("entry_SYSCALL_compat", "syscall", "i386", ARGS_COMPAT_SYSCALL, USER_SP_REGISTER),
+    ("entry_SYSENTER_compat", "sysenter", "i386", ARGS_SYSENTER, USER_SP_IN_EBP),
+    ("entry_INT80_compat", "int80", "i386", ARGS_INT80, USER_SP_IN_FRAME),
+    ("asm_int80_emulation", "int80", "i386", ARGS_INT80, USER_SP_IN_FRAME),
     # An i386 kernel's own stubs: the user's 32-bit registers, as above.
-    ("entry_SYSENTER_32", "sysenter", "i386", ARGS_SYSENTER),
-    ("entry_INT80_32", "int80", "i386", ARGS_INT80),
+    ("entry_SYSENTER_32", "sysenter", "i386", ARGS_SYSENTER, USER_SP_IN_EBP),
+    ("entry_INT80_32", "int80", "i386", ARGS_INT80, USER_SP_IN_FRAME),
 )
 # A return address this far past a stub's start is not in that stub (the stubs are a few
 # hundred bytes; the guard keeps an unrelated address from being attributed).
@@ -102,6 +110,17 @@ def first_argument(kernel: Kernel) -> str:
     return "rdi" if kernel.pointer_size == 8 else "rax"
 
 
+def user_stack_pointer(point: TrapPoint, registers: dict[str, int],
+                       kernel_word: Callable[[int], int], word_size: int) -> int:
+    """The caller's stack pointer at the entry stub ``point``, from the stopped vCPU's
+    ``registers``; ``kernel_word(address)`` reads a kernel word (the interrupt frame)."""
+    if point.user_stack == USER_SP_IN_FRAME:
+        sp = kernel_word(registers["rsp"] + INTERRUPT_FRAME_SP * word_size)
+    else:
+        sp = registers[point.user_stack]
+    return sp & 0xFFFF_FFFF if point.abi == "i386" else sp
+
+
 def _exec_refresh(kernel: Kernel, points: dict[int, TrapPoint]) -> None:
     if kernel.has_symbol(EXEC_REFRESH):
         address = kernel.symbol(EXEC_REFRESH)
@@ -122,7 +141,7 @@ def identity_points(kernel: Kernel) -> tuple[int, ...]:
 def entry_stubs(kernel: Kernel) -> list[tuple[int, str, str]]:
     """(address, mechanism, ABI) of every entry stub this kernel has, by address."""
     return sorted((kernel.symbol(symbol), mechanism, abi)
-                  for symbol, mechanism, abi, _ in _ENTRY_STUBS if kernel.has_symbol(symbol))
+                  for symbol, mechanism, abi, _, _ in _ENTRY_STUBS if kernel.has_symbol(symbol))
 
 
 def entry_arguments(kernel: Kernel) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -131,7 +150,7 @@ def entry_arguments(kernel: Kernel) -> dict[tuple[str, str], tuple[str, ...]]:
     The registers at an entry stub are the user's, as at the instruction that entered it
     (SYSENTER replaces esp, which its row does not read), so the capture plugin, which
     reads them at the instruction, takes the same table."""
-    return {(mechanism, abi): registers for symbol, mechanism, abi, registers in _ENTRY_STUBS
+    return {(mechanism, abi): registers for symbol, mechanism, abi, registers, _ in _ENTRY_STUBS
             if kernel.has_symbol(symbol)}
 
 
@@ -153,11 +172,11 @@ def stub_of_return(stubs: list[tuple[int, str, str]], return_address: int
 def full_plan(kernel: Kernel) -> dict[int, TrapPoint]:
     """Every entry stub the kernel has, plus the common exit."""
     points: dict[int, TrapPoint] = {}
-    for symbol, mechanism, abi, registers in _ENTRY_STUBS:
+    for symbol, mechanism, abi, registers, user_stack in _ENTRY_STUBS:
         if kernel.has_symbol(symbol):
             address = kernel.symbol(symbol)
             points[address] = TrapPoint(address, "entry-stub", abi, mechanism, registers,
-                                        symbol=symbol)
+                                        symbol=symbol, user_stack=user_stack)
     if kernel.pointer_size == 8 and not any(p.abi == "x86_64" for p in points.values()):
         raise ProfileError("profile has no entry_SYSCALL_64: cannot trap system calls")
     if not points:
