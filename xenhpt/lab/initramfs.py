@@ -92,6 +92,8 @@ def _compile_programs(out_dir: Path, bits: int = 64) -> dict[str, bytes]:
 
 def _shared_libraries(binary: Path) -> list[Path]:
     """The dynamic loader and libraries ``binary`` needs (from ldd, as on the host)."""
+    if shutil.which("ldd") is None:
+        raise LabError("ldd not found: install the Debian package libc-bin")
     done = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
     return [Path(p) for p in re.findall(r"(/\S+\.so[.\d]*)", done.stdout)]
 

@@ -161,11 +161,18 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
             raise LabError(f"the lab is already running (QEMU pid {old.pid}); "
                            "'xenhpt lab down' first")
         _cleanup(directory)
+    qemu: str | None = None
+    if capture == "gdbstub":
+        # Looked for before anything is built (the initramfs needs gcc and ldd): a machine
+        # without QEMU is told so first, in one line. (The kernel is cached once fetched.)
+        wanted = QEMU if ensure_kernel(kernel_package).bits == 64 else QEMU_32
+        qemu = shutil.which(wanted)
+        if qemu is None:
+            raise LabError(f"{wanted} not found: install the Debian package qemu-system-x86")
     prepared = prepare(kernel_package)
     kernel, initramfs = prepared.kernel, prepared.initramfs
     plugin_args: list[str] = []
     capture_file = ""
-    qemu: str | None
     if capture in ("plugin", "qemu10"):
         from .qemu10 import ensure_plugin, ensure_qemu10
 
@@ -177,11 +184,6 @@ def up(smp: int = 1, memory_mib: int = 512, kaslr: bool = False, accel: str = "t
                                       f"ring={ring_mib << 20}"]
         for firmware in qemu10.firmware:
             plugin_args += ["-L", str(firmware)]
-    else:
-        wanted = QEMU if kernel.bits == 64 else QEMU_32
-        qemu = shutil.which(wanted)
-        if qemu is None:
-            raise LabError(f"{wanted} not found: install the Debian package qemu-system-x86")
     directory.mkdir(parents=True, exist_ok=True)
     console = directory / "console.log"
     exec_socket = directory / "exec.sock"
