@@ -83,7 +83,7 @@ class CurrentTask:
                 bases.append(k.pointer(self.percpu_offsets + k.pointer_size * vcpu))
             except MemoryReadError:
                 pass
-        mask = (1 << (8 * k.pointer_size)) - 1
+        mask = k.word_max
         for base in bases:
             try:
                 task = k.pointer((base + self.percpu_offset) & mask)

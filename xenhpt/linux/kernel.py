@@ -92,6 +92,7 @@ class Kernel:
         self.dtb = layout.dtb
         self.pointer_size = pointer_size(profile)
         self._pointer_format = "<Q" if self.pointer_size == 8 else "<I"
+        self.word_max = (1 << 8 * self.pointer_size) - 1  # ULONG_MAX: addresses wrap here
         self.kernel_start = self._kernel_start()
         # Reads go through the target's translations (dropped whenever a live guest runs),
         # in the paging mode locate() found; Linux's KPTI rule tells a backend that places
@@ -181,7 +182,7 @@ class Kernel:
 
     def is_kernel_address(self, value: int) -> bool:
         """Whether ``value`` lies in the kernel's half of the address space."""
-        return value >= self.kernel_start and value < 1 << (8 * self.pointer_size)
+        return self.kernel_start <= value <= self.word_max
 
     def _kernel_start(self) -> int:
         if self.pointer_size == 8:

@@ -58,9 +58,8 @@ class MapleTreeReader:
         p = kernel.profile
         self.root_offset = p.offset("maple_tree", "ma_root")
         self.node_size = p.size("maple_node")
-        # Pivots, slots and the parent are unsigned longs and pointers: the kernel's word.
-        self.word = "<Q" if kernel.pointer_size == 8 else "<I"
-        self.index_max = (1 << 8 * kernel.pointer_size) - 1  # ULONG_MAX
+        # Pivots and slots are unsigned longs and pointers: the kernel's word.
+        self.word = "Q" if kernel.pointer_size == 8 else "I"
         self.layout = {}
         for kind, struct_name in ((RANGE_64, "maple_range_64"), (LEAF_64, "maple_range_64"),
                                   (ARANGE_64, "maple_arange_64")):
@@ -83,7 +82,7 @@ class MapleTreeReader:
             yield 0, 0, root  # a single entry at index 0, held in the root itself
             return
         budget = [limit]
-        yield from self._node(root, tree & ~NODE_ALIGN_MASK, 0, self.index_max, 1, set(),
+        yield from self._node(root, tree & ~NODE_ALIGN_MASK, 0, self.kernel.word_max, 1, set(),
                               walk, budget)
 
     def _node(self, entry: int, parent: int, low: int, high: int, depth: int,
@@ -109,14 +108,13 @@ class MapleTreeReader:
             walk.problems.append(f"maple node {address:#x} unreadable; its range "
                                  f"{low:#x}-{high:#x} skipped")
             return
-        if struct.unpack_from(self.word, raw, 0)[0] & ~NODE_ALIGN_MASK != parent:
+        if self.kernel.pointer_at(raw, 0) & ~NODE_ALIGN_MASK != parent:
             walk.problems.append(f"maple node {address:#x} does not point back at its "
                                  f"parent {parent:#x}; skipped")
             return
         pivot_at, pivots, slot_at, slots = self.layout[kind]
-        word = self.word[1]
-        pivot = struct.unpack_from(f"<{pivots}{word}", raw, pivot_at)
-        slot = struct.unpack_from(f"<{slots}{word}", raw, slot_at)
+        pivot = struct.unpack_from(f"<{pivots}{self.word}", raw, pivot_at)
+        slot = struct.unpack_from(f"<{slots}{self.word}", raw, slot_at)
         first = low
         for i in range(slots):
             last = pivot[i] if i < pivots else high

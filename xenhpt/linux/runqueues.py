@@ -51,7 +51,7 @@ def runqueue_task_addresses(reader: TaskReader, walk: Walk) -> set[int]:
     for cpu in range(cpus):
         try:
             base = k.pointer(k.symbol("__per_cpu_offset") + k.pointer_size * cpu)
-            rq = (rq_offset + base) & (1 << 8 * k.pointer_size) - 1
+            rq = (rq_offset + base) & k.word_max
             if rq_cpu is not None and k.u32(rq + rq_cpu) != cpu:
                 walk.problems.append(f"runqueue: rq of CPU {cpu} names another CPU; skipped")
                 continue

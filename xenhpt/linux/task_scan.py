@@ -21,14 +21,13 @@ read is not found; nothing here raises for hostile bytes.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 
 from ..errors import MemoryReadError
 from .tasks import COMM_LEN, MAX_TASKS, Task, TaskReader, Walk
 
 CHUNK = 1 << 20  # physical memory read at a time
-WINDOW = 1 << 16  # the span over which a self pointer's top six bytes take ≤ 2 values
+WINDOW = 1 << 16  # the span over which a self pointer's bytes above the low two take ≤ 2 values
 DEFAULT_PAGE_OFFSET = 0xFFFF_8880_0000_0000  # the direct map without KASLR (4-level)
 PID_MAX_LIMIT = 1 << 22
 TASK_DEAD = 0x80
@@ -59,9 +58,7 @@ def scan_for_tasks(reader: TaskReader, walk: Walk,
     base = page_offset(reader)
     target = k.target
     size = target.physical_size
-    word = k.pointer_size
-    mask = (1 << 8 * word) - 1
-    pointer = "<Q" if word == 8 else "<I"
+    word, mask = k.pointer_size, k.word_max
     candidates: list[int] = []
     for start in range(0, size, CHUNK):
         if progress is not None:
@@ -79,7 +76,7 @@ def scan_for_tasks(reader: TaskReader, walk: Walk,
                 while at != -1:
                     q = at - 2
                     if q % word == 0:
-                        value = struct.unpack_from(pointer, data, q)[0]
+                        value = k.pointer_at(data, q)
                         if value == (base + start + q - leader_at) & mask:
                             candidates.append(value)  # the task's virtual address
                     at = data.find(needle, at + 1, window + WINDOW + word - 2)
