@@ -86,7 +86,8 @@ struct builder {
 };
 
 struct vcpu_state {
-    GByteArray *buf;   /* register and memory reads land here */
+    GByteArray *buf;   /* memory reads land here */
+    GByteArray *regs_buf; /* and register reads here (read_reg) */
     uint8_t *scratch;  /* one record is built here before it goes to the ring */
     /* An entry whose caller could not be read at the instruction (KPTI: the user page
      * tables do not map the per-CPU area) waits in scratch for the kernel's first C code
@@ -151,16 +152,24 @@ static uint64_t now_ns(clockid_t clock)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Register values are appended to regs_buf and taken from its end: emptying the array
+ * for every read (a dozen per call) costs more than the read, so it is emptied once in a
+ * while. */
+#define REGS_BUF_LIMIT 4096u
+
 static uint64_t read_reg(struct vcpu_state *v, int which)
 {
     uint64_t value = 0;
     if (!reg_handles[which]) {
         return 0;
     }
-    g_byte_array_set_size(v->buf, 0);
-    int n = qemu_plugin_read_register(reg_handles[which], v->buf);
-    if (n > 0) {
-        memcpy(&value, v->buf->data, n < 8 ? (size_t)n : 8);
+    if (v->regs_buf->len > REGS_BUF_LIMIT) {
+        g_byte_array_set_size(v->regs_buf, 0);
+    }
+    unsigned int before = v->regs_buf->len;
+    int n = qemu_plugin_read_register(reg_handles[which], v->regs_buf);
+    if (n > 0 && v->regs_buf->len >= before + (unsigned int)n) {
+        memcpy(&value, v->regs_buf->data + before, n < 8 ? (size_t)n : 8);
     }
     return value;
 }
@@ -383,7 +392,7 @@ static bool tracer_alive(void)
 {
     uint64_t beat = __atomic_load_n(&hdr->heartbeat_ns, __ATOMIC_RELAXED);
     uint64_t limit = (uint64_t)cfg.heartbeat_timeout_ms * 1000000u;
-    uint64_t now = now_ns(CLOCK_MONOTONIC);
+    uint64_t now = now_ns(CLOCK_MONOTONIC_COARSE); /* (to the tick: limit is seconds) */
     if (limit == 0 || now - beat < limit) {
         return true;
     }
@@ -414,6 +423,7 @@ static struct vcpu_state *vcpu_state(unsigned vcpu)
     struct vcpu_state *v = &vcpus[vcpu < max_vcpus ? vcpu : 0];
     if (!v->buf) {
         v->buf = g_byte_array_new();
+        v->regs_buf = g_byte_array_new();
         v->scratch = calloc(1, SCRATCH_SIZE);
     }
     return v;
@@ -453,34 +463,68 @@ static uint64_t current_task(struct vcpu_state *v, bool user_mode)
     return task;
 }
 
-/* Who the task is. pid and tgid are neighbours in task_struct (one read when they are). */
+/*
+ * Several fields of one kernel object: one guest read when they lie within
+ * FIELD_SPAN_MAX bytes of each other, else one read each. Every guest read is a page walk
+ * through QEMU's debug path, the biggest part of the capture's cost per call.
+ */
+#define FIELD_SPAN_MAX 1024u
+struct field {
+    uint32_t offset, size; /* size <= 16 */
+    void *out;
+};
+
+static bool read_fields(struct vcpu_state *v, uint64_t object, struct field *fields, int n)
+{
+    uint8_t span[FIELD_SPAN_MAX];
+    bool unused = false;
+    uint32_t low = UINT32_MAX, high = 0;
+    for (int i = 0; i < n; i++) {
+        low = fields[i].offset < low ? fields[i].offset : low;
+        high = fields[i].offset + fields[i].size > high ? fields[i].offset + fields[i].size
+                                                        : high;
+    }
+    if (high - low <= FIELD_SPAN_MAX) {
+        if (read_guest(v, object + low, span, high - low, false, &unused) != high - low) {
+            return false;
+        }
+        for (int i = 0; i < n; i++) {
+            memcpy(fields[i].out, span + fields[i].offset - low, fields[i].size);
+        }
+        return true;
+    }
+    for (int i = 0; i < n; i++) {
+        if (read_guest(v, object + fields[i].offset, fields[i].out, fields[i].size, false,
+                       &unused) != fields[i].size) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Who the task is: pid, tgid and real_parent are neighbours in task_struct, comm a few
+ * hundred bytes on (one read), then the parent's tgid. */
 static void read_identity(struct vcpu_state *v, uint64_t task, struct record *r)
 {
-    uint64_t parent = 0, word = 0;
-    bool unused = false;
+    uint64_t parent = 0, parent_tgid = 0;
+    struct field identity[] = {
+        {cfg.task_pid, 4, &r->tid},
+        {cfg.task_tgid, 4, &r->pid},
+        {cfg.task_comm, 16, r->comm},
+        {cfg.task_real_parent, cfg.kernel.word_size, &parent},
+    };
     r->task = task;
     r->flags |= FLAG_TASK_UNKNOWN;
-    if (!task || !read_u64(v, task + cfg.task_pid, &word)) {
+    if (!task || !read_fields(v, task, identity, 4)) {
+        r->pid = r->tid = -1;
+        memset(r->comm, 0, sizeof(r->comm));
         return;
     }
-    r->tid = (int32_t)word;
-    if (cfg.task_tgid == cfg.task_pid + 4) {
-        r->pid = (int32_t)(word >> 32);
-    } else if (read_u64(v, task + cfg.task_tgid, &word)) {
-        r->pid = (int32_t)word;
-    } else {
-        return;
-    }
-    if (read_guest(v, task + cfg.task_comm, (uint8_t *)r->comm, 16, false, &unused) != 16) {
-        return;
-    }
-    if (read_word(v, task + cfg.task_real_parent, &parent)
-        && read_u64(v, parent + cfg.task_tgid, &word)) {
-        r->ppid = (int32_t)word;
+    if (read_u64(v, (parent & word_mask()) + cfg.task_tgid, &parent_tgid)) {
+        r->ppid = (int32_t)parent_tgid;
     }
     r->flags &= ~FLAG_TASK_UNKNOWN;
 }
-
 
 static void add_region(struct builder *b, uint64_t addr, uint64_t len, bool cstring)
 {
@@ -921,8 +965,10 @@ static void on_exit_point(unsigned int vcpu, void *udata)
     if (!found) {
         return; /* not a call we captured: unselected, a fork child's first return, ... */
     }
-    uint64_t regs = read_reg(v, cfg.kernel.first_argument), orig_ax = 0, ax = 0;
-    if (!read_word(v, regs + cfg.regs_orig_ax, &orig_ax) || !read_word(v, regs + cfg.regs_ax, &ax)) {
+    uint64_t regs = read_reg(v, cfg.kernel.first_argument) & word_mask(), orig_ax = 0, ax = 0;
+    struct field result[] = {{cfg.regs_orig_ax, cfg.kernel.word_size, &orig_ax},
+                             {cfg.regs_ax, cfg.kernel.word_size, &ax}};
+    if (!read_fields(v, regs, result, 2)) {
         return;
     }
     struct builder b;
@@ -1291,6 +1337,17 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     int fd = open(shm_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || ftruncate(fd, (off_t)total) != 0) {
         fprintf(stderr, "xenhpt_capture: cannot create %s: %s\n", shm_path, strerror(errno));
+        return -1;
+    }
+    /* Reserve every page now. A sparse ring on a tmpfs that fills up later would kill
+     * QEMU, and the guest with it, with SIGBUS at the first record written to a page it
+     * cannot get; and the first pass over a sparse ring pays a page fault per 4 KiB. */
+    int reserved = posix_fallocate(fd, 0, (off_t)total);
+    if (reserved != 0) {
+        fprintf(stderr, "xenhpt_capture: cannot reserve the %llu MiB of %s: %s\n",
+                (unsigned long long)(total >> 20), shm_path, strerror(reserved));
+        close(fd);
+        unlink(shm_path);
         return -1;
     }
     uint8_t *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
