@@ -41,13 +41,14 @@ from .kernel import Kernel
 
 
 class KnownCall(NamedTuple):
-    """What xenhpt's syscall table of one ABI says of one number."""
+    """What xenhpt's syscall table of one ABI says of one number: the call's name, its
+    function in an x86-64 kernel (``__x64_sys_read``; for the i386 ABI the compat layer's,
+    ``__ia32_compat_sys_ia32_mmap`` for mmap), and its function in a kernel whose own ABI
+    it is (an i386 kernel's ``__ia32_sys_old_mmap``; None: the same as ``function``)."""
 
-    name: str  # "read"
-    function: str | None  # its function on an x86-64 kernel: __x64_sys_read, or for the
-    # i386 ABI the compat layer's (__ia32_compat_sys_open, else __ia32_sys_read)
-    native: str | None = None  # its function on a kernel whose own ABI it is (i386's
-    # sys_old_mmap for mmap where the compat layer has compat_sys_ia32_mmap); None: function
+    name: str
+    function: str | None
+    native: str | None = None
 
 
 # ABI ("x86_64", "i386") -> syscall number -> KnownCall (or its first two fields)
