@@ -7,7 +7,8 @@ The kernels are bookworm's ``linux-image-686-pae`` (PAE paging, 3 levels) and
 ships when the test runs; each profile comes from the -dbg package (no BTF on i386), which
 the first boot fetches (≈ 750 MB each, cached). Each is booted once per capture: the
 system's QEMU traced through its gdbstub, and QEMU 10's qemu-system-i386 with the capture
-plugin. Slow: marked ``matrix`` (``make matrix``).
+plugin; ``check-syscalls`` reads its 32-bit dispatch (live and from a snapshot). Slow:
+marked ``matrix`` (``make matrix``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from xenhpt.lab import machine
+from xenhpt.linux.kernel import Kernel
+from xenhpt.vmi.snapshot.target import open_snapshot
 
 from . import test_trace as checks
-from .conftest import current_lab, guest, run_xenhpt
+from .conftest import current_lab, guest, kallsyms, run_xenhpt
 from .test_processes import _proc_name, guest_ps, ps_json
 from .test_trace import Trace, counts, in_guest, records
 
@@ -178,3 +183,82 @@ def test_calls_agree_with_strace(i386_lab: machine.LabState) -> None:
     # names: the i386 ABI names its calls its own way (mmap2, fcntl64, sendfile64, statx
     # or fstatat64...), and which of them busybox makes depends on its libc's release.
     checks.test_calls_agree_with_strace_inside_the_guest(i386_lab, names=None)
+
+
+def _hooked_copy(raw: Path, copy: Path) -> dict:
+    """A copy of a snapshot with three hooks written as a rootkit would: sys_call_table's
+    read (3) and the int 0x80 gate lead to sys_getpid, and entry_SYSENTER_32 starts with
+    ``mov eax, imm32; jmp eax`` to an address outside the kernel text."""
+    shutil.copyfile(raw, copy)
+    module = 0xF800_1000
+    with open_snapshot(copy) as target:
+        kernel = Kernel.open(target)
+        getpid = kernel.symbol("__ia32_sys_getpid")
+        gate = kernel.read(kernel.symbol("idt_table") + 0x80 * 8, 8)
+        writes = {
+            kernel.physical(kernel.symbol("sys_call_table") + 3 * 4): struct.pack("<I", getpid),
+            kernel.physical(kernel.symbol("idt_table") + 0x80 * 8):
+                struct.pack("<H", getpid & 0xFFFF) + gate[2:6] + struct.pack("<H", getpid >> 16),
+            kernel.physical(kernel.symbol("entry_SYSENTER_32")):
+                b"\xb8" + struct.pack("<I", module) + b"\xff\xe0"}
+    with open(copy, "r+b") as f:
+        for offset, data in writes.items():
+            f.seek(offset)
+            f.write(data)
+    return {"raw": copy, "getpid": getpid, "module": module}
+
+
+def _check_syscalls(target: str) -> list[dict]:
+    done = run_xenhpt("check-syscalls", target, "--all", "--json", check=False)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_check_syscalls_is_clean_live_and_on_a_snapshot(i386_lab: machine.LabState,
+                                                        tmp_path: Path) -> None:
+    """The i386 dispatch read from outside: sys_call_table in 4-byte entries of the i386
+    ABI (``__ia32_sys_*``, no ia32_sys_call_table), 8-byte IDT gates with int 0x80 at
+    ``entry_INT80_32``, the 32-bit entry code. On the clean guest every finding is ok; the
+    MSRs alone are not checked (the gdbstub and a memory image have none), saying why. A
+    copy of the snapshot with a table entry, the int 0x80 gate and an entry's first
+    instruction rewritten has exactly those three findings."""
+    live = _check_syscalls("lab")
+    raw = machine.snapshot(tmp_path / "i386.raw")
+    try:
+        saved = _check_syscalls(str(raw))
+        hooked = _hooked_copy(raw, tmp_path / "hooked.raw")
+        try:
+            done = run_xenhpt("check-syscalls", str(hooked["raw"]), "--json", check=False)
+        finally:
+            hooked["raw"].unlink(missing_ok=True)
+    finally:
+        raw.unlink(missing_ok=True)
+    assert done.returncode == 3, done.stderr
+    found = [json.loads(line) for line in done.stdout.splitlines()]
+    getpid, module = hooked["getpid"], hooked["module"]
+    assert [(f["check"], f["index"], f["name"], int(f["address"], 16), f["expected"],
+             f["verdict"]) for f in found] == [
+        ("sys_call_table", 3, "read", getpid, "__ia32_sys_read", "wrong function"),
+        ("entry code", -1, "entry_SYSENTER_32", module, "entry_SYSENTER_32", "inline hook"),
+        ("idt", 0x80, "vector 0x80", getpid, "entry_INT80_32", "wrong function")]
+    int80 = kallsyms("entry_INT80_32")
+    for findings in (live, saved):
+        assert [f for f in findings if f["verdict"] not in ("ok", "not checked")] == []
+        [skipped] = [f for f in findings if f["verdict"] == "not checked"]
+        assert skipped["check"] == "msr" and skipped["expected"]
+        table = [f for f in findings if f["check"] == "sys_call_table"]
+        assert len(table) > 400 and [f["index"] for f in table] == list(range(len(table)))
+        assert (table[3]["name"], table[3]["points_at"]) == ("read", "__ia32_sys_read")
+        assert not [f for f in findings if f["check"] == "ia32_sys_call_table"]
+        [gate] = [f for f in findings if f["check"] == "idt" and f["index"] == 0x80]
+        assert (gate["points_at"], int(gate["address"], 16)) == ("entry_INT80_32", int80)
+        assert {"entry_INT80_32", "entry_SYSENTER_32", "do_int80_syscall_32"} <= \
+            {f["name"] for f in findings if f["check"] == "entry code"}
+        assert all(int(f["address"], 16) < 1 << 32 for f in findings)
+    without_msrs = [[f for f in findings if f["check"] != "msr"] for findings in (live, saved)]
+    assert without_msrs[0] == without_msrs[1]  # the snapshot is the live guest
+    assert "gdbstub" in next(f for f in live if f["check"] == "msr")["expected"]
+    text = run_xenhpt("check-syscalls", "lab").stdout
+    assert "sys_call_table: " in text and "ia32_sys_call_table" not in text
+    assert text.endswith("clean: nothing leads outside the kernel text or to the wrong "
+                         "function\n"), text

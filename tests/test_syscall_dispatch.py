@@ -170,3 +170,9 @@ def test_a_target_without_msrs_says_so_in_one_line_and_is_not_suspicious(guest: 
     [skipped] = [f for f in findings if f.check == "msr"]
     assert not skipped.suspicious
     assert "msr: not checked: this synthetic guest has no MSRs" in findings_text(findings)
+
+
+def test_x86_64_kernel_dispatches_through_x64_sys_call(guest: dict) -> None:
+    from xenhpt.linux.syscall_dispatch import dispatch_switch
+
+    assert dispatch_switch(kernel(guest["memory"], guest["isf"])) == "x64_sys_call"

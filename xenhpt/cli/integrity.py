@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from ..linux.syscall_dispatch import (
+    KnownCall,
     KnownCalls,
     check_syscall_dispatch,
-    dispatches_through_switch,
+    dispatch_switch,
 )
 from ..output import syscall_dispatch as render
 from ..syscalls.table import ABIS, SyscallTable
@@ -21,7 +22,8 @@ EXIT_SUSPICIOUS = 3
 
 def known_calls() -> KnownCalls:
     """Each ABI's syscall names and kernel functions, from xenhpt's generated tables."""
-    return {abi: {t.nr: (t.name, t.entry) for t in SyscallTable.load(abi)} for abi in ABIS}
+    return {abi: {t.nr: KnownCall(t.name, t.entry, t.entry_native)
+                  for t in SyscallTable.load(abi)} for abi in ABIS}
 
 
 @click.command(name="check-syscalls")
@@ -32,11 +34,12 @@ def known_calls() -> KnownCalls:
 @profile_option
 def check_syscalls(target: str, show_all: bool, as_json: bool,
                    profile_path: Path | None) -> None:
-    """Check the system-call dispatch of TARGET against its profile: the 64-bit and 32-bit
-    syscall tables, the first instruction of the entry and dispatch code (x64_sys_call on
-    kernels that dispatch through it), every IDT gate and the int 0x80 one, and, where the
-    backend reports them, the entry MSRs. Anything that leads outside the kernel text or
-    to the wrong function is listed; the exit status is 3 if anything is.
+    """Check the system-call dispatch of TARGET against its profile: the syscall tables
+    (64-bit and 32-bit on x86-64, the one table on i386), the first instruction of the
+    entry and dispatch code (x64_sys_call or ia32_sys_call on kernels that dispatch
+    through it), every IDT gate and the int 0x80 one, and, where the backend reports them,
+    the entry MSRs. Anything that leads outside the kernel text or to the wrong function is
+    listed; the exit status is 3 if anything is.
 
     TARGET is lab, qemu:HOST:PORT, xen:NAME|DOMID or a snapshot file (.raw, .elf, ...).
 
@@ -48,8 +51,9 @@ def check_syscalls(target: str, show_all: bool, as_json: bool,
     with kernel_of(target, profile_path) as kernel:
         findings = check_syscall_dispatch(kernel, known_calls())
         notes = []
-        if dispatches_through_switch(kernel):
-            notes.append("this kernel calls the syscall functions from x64_sys_call's switch; "
+        switch = dispatch_switch(kernel)
+        if switch:
+            notes.append(f"this kernel calls the syscall functions from {switch}'s switch; "
                          "sys_call_table is checked but does not steer dispatch")
     if as_json:
         click.echo(render.findings_json(findings, show_all), nl=False)

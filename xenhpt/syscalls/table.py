@@ -39,6 +39,9 @@ class Template:
     args: tuple[ArgSpec, ...]
     classes: frozenset[str]
     ret: str = "int"
+    # i386 only: the handler on an i386 kernel, where ``entry`` is a 64-bit kernel's
+    # compat one (sys_old_mmap for mmap, whose compat handler is compat_sys_ia32_mmap)
+    entry_native: str | None = None
 
     def arg_index(self, name: str) -> int | None:
         """Position of the argument called ``name`` (as in the kernel prototype), if any."""
@@ -77,7 +80,8 @@ def _templates(abi: str, entries: list[dict[str, object]], number_key: str = "nr
         assert isinstance(nr, int)
         out.append(Template(str(entry["name"]), nr, abi,
                             str(entry["entry"]) if entry.get("entry") else None, args,
-                            frozenset(str(c) for c in classes), str(entry.get("ret", "int"))))
+                            frozenset(str(c) for c in classes), str(entry.get("ret", "int")),
+                            str(entry["entry_native"]) if entry.get("entry_native") else None))
     return out
 
 
