@@ -115,6 +115,12 @@ def test_an_i386_kernel_selects_its_native_handler_where_the_table_names_the_com
     points = selected_handlers(kernel, {"i386": {295, 4}})  # type: ignore[arg-type]
     assert {p.symbol for p in points.values()} == {"__ia32_sys_openat", "__ia32_sys_write"}
     assert handler_addresses(kernel, {"i386": {295}}) == {0xC12D_F9E0}  # type: ignore[arg-type]
+    # Where the native handler is not the compat one's name with the other prefix (mmap
+    # is old_mmap; fcntl, whose compat handler is fcntl64, is fcntl), the table says which.
+    native = _SymbolsOnly({**I386_SYMBOLS, "__ia32_sys_old_mmap": 0xC120_0000,
+                           "__ia32_sys_fcntl": 0xC121_0000, "sys_ni_syscall": 0xC100_0000}, 4)
+    assert handler_symbols(native, {"i386": {90, 55}}) == {  # type: ignore[arg-type]
+        ("i386", 90): "__ia32_sys_old_mmap", ("i386", 55): "__ia32_sys_fcntl"}
     compat = _SymbolsOnly({"__ia32_compat_sys_openat": 1, "__ia32_sys_openat": 2}, 8)
     assert {p.symbol for p in selected_handlers(
         compat, {"i386": {295}}).values()} == {"__ia32_compat_sys_openat"}  # type: ignore[arg-type]

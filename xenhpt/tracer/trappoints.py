@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from ..errors import ProfileError
 from ..linux.kernel import Kernel
-from ..syscalls.table import SyscallTable
+from ..syscalls.table import SyscallTable, Template
 from ..vmi.x86.fast_syscall import sysret_sites
 
 # Registers holding arguments 1..6 at an entry stub (i386 variants differ in args 2 and 6).
@@ -227,19 +227,15 @@ def exception_plan(kernel: Kernel) -> dict[int, TrapPoint]:
     return points
 
 
-COMPAT_PREFIX, NATIVE_I386_PREFIX = "__ia32_compat_sys_", "__ia32_sys_"
-
-
-def handler_symbol(kernel: Kernel, entry: str | None) -> str | None:
+def handler_symbol(kernel: Kernel, template: Template) -> str | None:
     """The symbol of a call's handler in this kernel. The i386 table names the handlers
-    of a 64-bit kernel's compat layer (``__ia32_compat_sys_openat``); an i386 kernel has
-    no compat layer, and the same call's handler there is ``__ia32_sys_openat``."""
-    if entry and entry.startswith(COMPAT_PREFIX) and not kernel.has_symbol(entry):
-        native = NATIVE_I386_PREFIX + entry.removeprefix(COMPAT_PREFIX)
-        if kernel.has_symbol(native):
-            return native
-    return entry
-
+    of a 64-bit kernel's compat layer (``__ia32_compat_sys_ia32_mmap``); an i386 kernel
+    has no compat layer and calls the table's native handler (``__ia32_sys_old_mmap``)."""
+    if template.entry and kernel.has_symbol(template.entry):
+        return template.entry
+    if template.entry_native and kernel.has_symbol(template.entry_native):
+        return template.entry_native
+    return None
 
 def selected_handlers(kernel: Kernel, numbers: dict[str, set[int]]
                       ) -> dict[int, TrapPoint] | None:
@@ -271,8 +267,8 @@ def handler_symbols(kernel: Kernel, numbers: dict[str, set[int]]
             template = table.by_number(nr)
             if template is None:
                 return None
-            entry = handler_symbol(kernel, template.entry)
-            if entry and kernel.has_symbol(entry):
+            entry = handler_symbol(kernel, template)
+            if entry:
                 found[(abi, nr)] = entry
             elif fallback is not None:
                 found[(abi, nr)] = fallback
