@@ -146,6 +146,21 @@ def test_random_write_is_decoded(i386_lab: machine.LabState, selective: bool) ->
     assert source and source[1] == ("records" if BOOTED["capture"] == "plugin" else "traps"), err
 
 
+def test_a_selected_call_is_trapped_at_the_i386_kernels_own_handler(
+        i386_lab: machine.LabState) -> None:
+    """The i386 table names a 64-bit kernel's compat handler first; an i386 kernel calls
+    another one for some calls (clone: __ia32_sys_clone, not __ia32_compat_sys_ia32_clone).
+    Selecting such a call must trap where it goes, not at sys_ni_syscall."""
+    trace = Trace("-e", "trace=clone", "--json", "--duration", "20")
+    result = in_guest("echo $$; sleep 0 & wait")
+    out, err = trace.finish()
+    shell = int(result.stdout.split()[0])
+    clones = [r for r in records(out) if r.get("type") == "syscall" and r["pid"] == shell]
+    assert clones, f"no clone of the shell {shell}: {err}"
+    assert all(r["name"] == "clone" and r["nr"] == 120 for r in clones), clones
+    assert clones[0]["ret"] > 0 and clones[0]["errno"] is None
+
+
 def test_maps_equals_the_guests_own_proc_maps(i386_lab: machine.LabState) -> None:
     """A process's mappings read from outside (its maple tree in 4-byte words, VMAs of
     4-byte fields, user space below the kernel's 3 GiB) are its /proc/PID/maps, line for
