@@ -28,6 +28,7 @@ from xenhpt.linux.kernel import Kernel
 from xenhpt.vmi.snapshot.target import open_snapshot
 
 from . import test_trace as checks
+from . import test_trace_plugin as plugin_checks
 from .conftest import current_lab, guest, kallsyms, run_xenhpt
 from .test_processes import _proc_name, guest_ps, ps_json
 from .test_trace import Trace, counts, in_guest, records
@@ -159,6 +160,19 @@ def test_a_selected_call_is_trapped_at_the_i386_kernels_own_handler(
     assert clones, f"no clone of the shell {shell}: {err}"
     assert all(r["name"] == "clone" and r["nr"] == 120 for r in clones), clones
     assert clones[0]["ret"] > 0 and clones[0]["errno"] is None
+
+
+@pytest.mark.parametrize("selection", [["-e", "trace=openat"], []], ids=["selective", "full"])
+def test_unselected_calls_never_enter_the_plugin(i386_lab: machine.LabState,
+                                                 selection: list[str]) -> None:
+    """The plugin's handler mode on the i386 kernel: a selective trace instruments the
+    selected calls' __ia32_sys_* handlers (pt_regs in eax, 4-byte fields), not the syscall
+    instructions, so the syscall loop's calls never enter the plugin (its count of the
+    instructions it was called for stays put) and the openat made afterwards is still
+    traced; a full trace is called for every instruction."""
+    if BOOTED["capture"] != "plugin":
+        pytest.skip("the plugin's own counter: breakpoints have none")
+    plugin_checks.test_unselected_calls_never_enter_the_plugin(i386_lab, selection)
 
 
 def test_maps_equals_the_guests_own_proc_maps(i386_lab: machine.LabState) -> None:

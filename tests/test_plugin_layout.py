@@ -41,7 +41,8 @@ LAYOUT = [
     ("call_spec", pc._CALL, 0, ["selected", "n_rules", "first_rule"]),
     ("handler_config", pc._HANDLER_HEAD, 0,
      ["enabled", "n_handlers", "n_stubs", "regs_size", "switch_address", "stub_span",
-      *(f"regs_field[{i}]" for i in range(len(pc.PT_REGS_FIELDS)))]),
+      "switch_next", "regs_sp", "regs_ip", "reserved",
+      *(f"regs_arguments[{a}][{i}]" for a in range(len(pc.ABI_NAMES)) for i in range(6))]),
     ("stub", pc._STUB, 0, ["start", "mechanism", "abi"]),
     ("task_filter", pc._TASK_FILTER, 0,
      ["enabled", "follow", "n_pids", "use_comm", "comm",
@@ -95,11 +96,9 @@ CONSTANTS = {
     "MAX_HANDLERS": pc.MAX_HANDLERS, "MAX_STUBS": pc.MAX_STUBS,
     "MAX_FILTER_PIDS": pc.MAX_FILTER_PIDS, "CALL_FORKS": pc.CALL_FORKS,
     "CALL_NO_RETURN": pc.CALL_NO_RETURN,
-    "PR_FIELDS": len(pc.PT_REGS_FIELDS),
     "MECHS": len(pc.MECHANISMS), "REG_GENERAL": len(pc.REGISTERS), "ARG_AT": pc.ARG_AT,
     **{f"REG_{c_register(name)}": i for i, name in enumerate(pc.REGISTERS)},
     **{f"PERCPU_{name.upper()}": i for i, name in enumerate(pc.PERCPU_REGISTERS)},
-    **{f"PR_{name.upper()}": i for i, name in enumerate(pc.PT_REGS_FIELDS)},
 }
 
 

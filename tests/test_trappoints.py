@@ -11,8 +11,10 @@ from xenhpt.tracer.trappoints import (
     ARGS_INT80,
     ARGS_SYSENTER,
     STUB_SPAN,
+    SWITCH_NEXT,
     first_argument,
     full_plan,
+    function_arguments,
     handler_addresses,
     handler_symbols,
     selected_handlers,
@@ -70,6 +72,13 @@ def test_an_i386_kernel_is_trapped_at_its_own_stubs_with_the_exit_argument_in_ea
     assert any(p.role == "exit" for p in points.values())
     assert first_argument(kernel) == "rax"  # type: ignore[arg-type]
     assert first_argument(_SymbolsOnly({}, 8)) == "rdi"  # type: ignore[arg-type]
+
+
+def test_switch_to_gets_next_in_rsi_on_x86_64_and_in_edx_on_an_i386_kernel() -> None:
+    # __switch_to(prev, next): SysV passes rdi, rsi; -mregparm=3 passes eax, edx, ecx.
+    assert function_arguments(_SymbolsOnly({}, 8))[SWITCH_NEXT] == "rsi"  # type: ignore[arg-type]
+    assert function_arguments(_SymbolsOnly({}, 4))[SWITCH_NEXT] == "rdx"  # type: ignore[arg-type]
+    assert function_arguments(_SymbolsOnly({}, 4))[:3] == ("rax", "rdx", "rcx")  # type: ignore[arg-type]
 
 
 def test_the_callers_stack_pointer_is_found_where_each_stub_has_it() -> None:

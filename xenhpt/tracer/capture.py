@@ -23,8 +23,7 @@ from .engine import SyscallEngine
 from .records import TaskIdentity, TrapRecord
 from .source import CaptureReport
 from .trappoints import (
-    PT_REGS_I386,
-    PT_REGS_X86_64,
+    PT_REGS_ARGUMENTS,
     TrapPoint,
     entry_stubs,
     first_argument,
@@ -227,7 +226,7 @@ class BreakpointCapture:
             stub = None
         if stub is not None:
             mechanism, abi = stub
-        arg_registers = PT_REGS_I386 if abi == "i386" else PT_REGS_X86_64
+        arg_registers = PT_REGS_ARGUMENTS[abi]
         try:
             nr = self._pt_regs_value(regs, "orig_ax")
             args = tuple(self._pt_regs_value(regs, name) for name in arg_registers)

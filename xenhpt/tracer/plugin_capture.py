@@ -36,7 +36,6 @@ from ..vmi.qemu.plugin_channel import (
     MAX_FILTER_PIDS,
     MAX_HANDLERS,
     MECHANISMS,
-    PT_REGS_FIELDS,
     WHEN_ENTRY,
     WHEN_EXIT,
     CaptureConfig,
@@ -56,11 +55,14 @@ from .spool import Spool
 from .trappoints import (
     EXEC_REFRESH,
     EXIT_FUNCTION,
+    PT_REGS_ARGUMENTS,
     STUB_SPAN,
     SWITCH_FUNCTION,
+    SWITCH_NEXT,
     entry_arguments,
     entry_stubs,
     first_argument,
+    function_arguments,
     handler_addresses,
     identity_points,
 )
@@ -154,23 +156,36 @@ def selective_handlers(kernel: Kernel, numbers: dict[str, set[int]] | None
                        ) -> HandlerConfig | None:
     """For a selection, the plugin's handler mode (calls outside it never enter the
     plugin); None — trap every instruction — for a full trace, or where this kernel lacks
-    what the handler mode needs (then the selection is applied at the instruction)."""
-    if numbers is None or kernel.pointer_size != 8:
-        return None  # (the plugin reads x86-64's pt_regs there: an i386 kernel's differs)
+    what the handler mode needs (then the selection is applied at the instruction).
+
+    The plugin reads each call from the ``pt_regs`` its handler gets (the C function's
+    first argument: rdi, or eax on an i386 kernel), in the kernel's words: which of its
+    fields holds which argument for each ABI is :data:`~.trappoints.PT_REGS_ARGUMENTS`,
+    their offsets this kernel's profile."""
+    if numbers is None:
+        return None
     profile = kernel.profile
     addresses = handler_addresses(kernel, numbers)
     stubs = entry_stubs(kernel)
+    abis = {abi for _, _, abi in stubs}
+    fields = {"orig_ax", "sp", "ip"}.union(*(PT_REGS_ARGUMENTS[abi] for abi in abis))
     if (addresses is None or len(addresses) > MAX_HANDLERS or not stubs
             or not kernel.has_symbol(SWITCH_FUNCTION) or not profile.has_struct("pt_regs")
-            or not all(profile.has_field("pt_regs", name) for name in PT_REGS_FIELDS)):
+            or not all(profile.has_field("pt_regs", name) for name in fields)):
         return None
+
+    def offset(name: str) -> int:
+        return profile.offset("pt_regs", name)
+
     return HandlerConfig(
         handlers=tuple(sorted(addresses)),
         stubs=tuple((start, MECHANISMS.index(mechanism), ABI_INDEX[abi])
                     for start, mechanism, abi in stubs),
         stub_span=STUB_SPAN, switch_address=kernel.symbol(SWITCH_FUNCTION),
-        regs_size=profile.size("pt_regs"),
-        regs_field={name: profile.offset("pt_regs", name) for name in PT_REGS_FIELDS})
+        switch_next=function_arguments(kernel)[SWITCH_NEXT],
+        regs_size=profile.size("pt_regs"), regs_sp=offset("sp"), regs_ip=offset("ip"),
+        regs_arguments={abi: tuple(offset(name) for name in PT_REGS_ARGUMENTS[abi])
+                        for abi in sorted(abis)})
 
 
 class Heartbeat:

@@ -25,11 +25,12 @@ registers (below). At ``syscall_exit_to_user_mode(regs)`` rdi points at ``pt_reg
 (an i386 kernel is built with ``-mregparm=3``: there eax does, see :func:`first_argument`).
 
 Selective tracing traps only ``__x64_sys_NAME`` / ``__ia32_sys_NAME`` of the chosen calls
-(rdi = ``pt_regs``), and the return address found on the stack there, armed only while
-such a call is in flight. Calls outside the selection cost no trap at all. The mechanism
-is still exact there: every entry stub builds ``pt_regs`` on the stack and calls its C
-entry function right away, so the word just below ``pt_regs`` is a return address into
-the stub the CPU arrived at (:func:`mechanism_of_stub_return`).
+(their first argument, rdi or eax, is ``pt_regs``; the arguments' fields there:
+:data:`PT_REGS_ARGUMENTS`), and the return address found on the stack there, armed only
+while such a call is in flight. Calls outside the selection cost no trap at all. The
+mechanism is still exact there: every entry stub builds ``pt_regs`` on the stack and calls
+its C entry function right away, so the word just below ``pt_regs`` is a return address
+into the stub the CPU arrived at (:func:`stub_of_return`).
 """
 
 from __future__ import annotations
@@ -57,9 +58,15 @@ ARGS_SYSENTER = ("rbx", "rcx", "rdx", "rsi", "rdi", "[rbp]")
 # (ip, cs, flags, sp, ss: words of the kernel's size) holds it as its fourth word.
 USER_SP_REGISTER, USER_SP_IN_EBP, USER_SP_IN_FRAME = "rsp", "rbp", "frame"
 INTERRUPT_FRAME_SP = 3
-# The same arguments once the kernel saved them in pt_regs.
+# The same arguments once the kernel saved them in pt_regs (the fields a selected call's
+# handler reads them from), by ABI. An x86-64 kernel's compat paths save the i386 ABI's
+# registers in the same fields as an i386 kernel does.
 PT_REGS_X86_64 = ("di", "si", "dx", "r10", "r8", "r9")
 PT_REGS_I386 = ("bx", "cx", "dx", "si", "di", "bp")
+PT_REGS_ARGUMENTS = {"x86_64": PT_REGS_X86_64, "i386": PT_REGS_I386}
+# A kernel C function's arguments, in order, by the kernel's word size: the x86-64 SysV
+# ABI; an i386 kernel is built with -mregparm=3 (eax, edx, ecx, then the stack).
+FUNCTION_ARGUMENTS = {8: ("rdi", "rsi", "rdx", "rcx", "r8", "r9"), 4: ("rax", "rdx", "rcx")}
 
 
 @dataclass(frozen=True)
@@ -88,9 +95,11 @@ _ENTRY_STUBS = (
 # hundred bytes; the guard keeps an unrelated address from being attributed).
 STUB_SPAN = 0x1000
 EXIT_FUNCTION = "syscall_exit_to_user_mode"
-# Where a task is switched in (x86-64: __switch_to(prev, next)): the capture plugin's
-# selective mode re-arms a vCPU's exit point there for the task coming in.
+# Where a task is switched in (__switch_to(prev, next), on x86-64 and i386 kernels): the
+# capture plugin's selective mode re-arms a vCPU's exit point there for the task coming
+# in, its argument number SWITCH_NEXT.
 SWITCH_FUNCTION = "__switch_to"
+SWITCH_NEXT = 1
 # What the tables dispatch a number this kernel does not implement to (per ABI).
 NOT_IMPLEMENTED = {"x86_64": ("__x64_sys_ni_syscall", "sys_ni_syscall"),
                    "i386": ("__ia32_sys_ni_syscall", "sys_ni_syscall")}
@@ -104,10 +113,16 @@ IDENTITY_FUNCTIONS = (("do_syscall_64",), ("do_fast_syscall_32",),
 EXEC_REFRESH = "bprm_execve"
 
 
+def function_arguments(kernel: Kernel) -> tuple[str, ...]:
+    """The registers holding a kernel C function's arguments, in order (those passed in
+    registers): :data:`FUNCTION_ARGUMENTS` for this kernel's word size."""
+    return FUNCTION_ARGUMENTS[kernel.pointer_size]
+
+
 def first_argument(kernel: Kernel) -> str:
     """The register holding a kernel C function's first argument: rdi on x86-64, eax on
     an i386 kernel (built with -mregparm=3: eax, edx, ecx)."""
-    return "rdi" if kernel.pointer_size == 8 else "rax"
+    return function_arguments(kernel)[0]
 
 
 def user_stack_pointer(point: TrapPoint, registers: dict[str, int],
@@ -282,7 +297,7 @@ def selective_plan(kernel: Kernel, entries: dict[tuple[str, int], str]) -> dict[
     points: dict[int, TrapPoint] = {}
     for (abi, nr), symbol in entries.items():
         address = kernel.symbol(symbol)
-        registers = PT_REGS_X86_64 if abi == "x86_64" else PT_REGS_I386
+        registers = PT_REGS_ARGUMENTS[abi]
         # One function can serve several numbers (aliases): the first wins; the number
         # is read from pt_regs->orig_ax at the trap anyway.
         points.setdefault(address, TrapPoint(address, "syscall-function", abi, None,

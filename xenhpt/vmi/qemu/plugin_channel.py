@@ -27,8 +27,10 @@ from pathlib import Path
 from ...errors import XenhptError
 
 MAGIC = b"XHPTCAP1"
-LAYOUT_VERSION = 2  # of the shared file (2: the configuration tells the kernel's architecture)
-RECORD_LAYOUTS = (1, 2)  # layouts whose records read alike: a capture saved under either decodes
+# Of the shared file (2: the configuration tells the kernel's architecture; 3: the handler
+# mode is told which pt_regs field is which argument, and i386 kernels have it too).
+LAYOUT_VERSION = 3
+RECORD_LAYOUTS = (1, 2, 3)  # layouts whose records read alike: a capture saved under any decodes
 MAX_NR = 1024
 MAX_RULES = 8192
 ABI_INDEX = {"x86_64": 0, "i386": 1}
@@ -58,8 +60,7 @@ _CALL = struct.Struct("<BBH")
 _RULE = struct.Struct("<BBBBIII")
 # struct handler_config, after the rule table: selective tracing at the handlers.
 MAX_HANDLERS, MAX_STUBS = 2048, 8
-PT_REGS_FIELDS = ("di", "si", "dx", "r10", "r8", "r9", "bx", "cx", "bp", "sp", "ip", "orig_ax")
-_HANDLER_HEAD = struct.Struct(f"<4IQQ{len(PT_REGS_FIELDS)}I")
+_HANDLER_HEAD = struct.Struct(f"<4IQQ4I{len(ABI_NAMES) * 6}I")  # .. reserved, regs_arguments
 _STUB = struct.Struct("<QII")
 # struct task_filter, after the handler configuration: -p / --comm / -f in the plugin.
 MAX_FILTER_PIDS = 64
@@ -173,8 +174,12 @@ class HandlerConfig:
     stubs: tuple[tuple[int, int, int], ...]  # (start, MECHANISMS index, ABI index), sorted
     stub_span: int  # a return address this far past a stub's start is not in it
     switch_address: int  # __switch_to(prev, next)
+    switch_next: str  # the register holding __switch_to's next there ("rsi", "rdx"...)
     regs_size: int  # sizeof(struct pt_regs)
-    regs_field: dict[str, int]  # offset in pt_regs of each of PT_REGS_FIELDS
+    regs_sp: int  # offsets in pt_regs of the caller's stack pointer and return address
+    regs_ip: int
+    # ABI -> offsets in pt_regs of arguments 1..6, for each ABI the stubs name.
+    regs_arguments: dict[str, tuple[int, ...]]
 
 
 @dataclass
@@ -345,15 +350,21 @@ class PluginChannel:
 
     def _pack_handlers(self, handlers: HandlerConfig | None, at: int) -> None:
         if handlers is None:
-            _HANDLER_HEAD.pack_into(self._map, at, 0, 0, 0, 0, 0, 0,
-                                    *([0] * len(PT_REGS_FIELDS)))
+            self._map[at:at + _HANDLER_HEAD.size] = bytes(_HANDLER_HEAD.size)
             return
         if len(handlers.handlers) > MAX_HANDLERS or len(handlers.stubs) > MAX_STUBS:
             raise ChannelError(f"the plugin takes {MAX_HANDLERS} handlers, {MAX_STUBS} stubs")
+        arguments = [0] * (len(ABI_NAMES) * 6)
+        for abi, offsets in handlers.regs_arguments.items():
+            if len(offsets) != 6:
+                raise ChannelError(f"{abi}: 6 argument offsets in pt_regs, not {len(offsets)}")
+            start = ABI_INDEX[abi] * 6
+            arguments[start:start + 6] = offsets
         addresses = sorted(set(handlers.handlers))
         _HANDLER_HEAD.pack_into(self._map, at, 1, len(addresses), len(handlers.stubs),
                                 handlers.regs_size, handlers.switch_address, handlers.stub_span,
-                                *(handlers.regs_field[name] for name in PT_REGS_FIELDS))
+                                REGISTERS.index(handlers.switch_next), handlers.regs_sp,
+                                handlers.regs_ip, 0, *arguments)
         stubs_at = at + _HANDLER_HEAD.size
         for i, stub in enumerate(sorted(handlers.stubs)):
             _STUB.pack_into(self._map, stubs_at + i * _STUB.size, *stub)

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define MAGIC "XHPTCAP1"
-#define LAYOUT_VERSION 2
+#define LAYOUT_VERSION 3
 #define HEADER_SIZE 4096
 #define CONFIG_SIZE (1u << 20)
 #define MAX_NR 1024
@@ -73,16 +73,16 @@ struct call_spec { uint8_t selected; uint8_t n_rules; uint16_t first_rule; };
 struct rule { uint8_t when, how, arg, len_arg; uint32_t max; uint32_t count; uint32_t reserved; };
 
 /*
- * Selective tracing at the selected calls' kernel handlers (__x64_sys_openat(regs), ...)
- * instead of at every syscall instruction: calls outside the selection never enter the
- * plugin. The handler reads the call from pt_regs; the entry stub the CPU arrived at (hence
- * the mechanism and ABI) is the one the return address just below pt_regs points into.
+ * Selective tracing at the selected calls' kernel handlers (__x64_sys_openat(regs),
+ * __ia32_sys_openat(regs), ...) instead of at every syscall instruction: calls outside the
+ * selection never enter the plugin. The handler reads the call from pt_regs (its first
+ * argument, kernel_view.first_argument; fields of the kernel's word size); the entry stub
+ * the CPU arrived at (hence the mechanism and ABI) is the one the return address just
+ * below pt_regs points into. Which pt_regs field holds which argument, and which register
+ * holds __switch_to's next, is the tracer's table (trappoints.py), not the plugin's.
  */
 #define MAX_HANDLERS 2048
 #define MAX_STUBS 8
-/* pt_regs fields the handler reads, by index into handler_config.regs_field. */
-enum { PR_DI, PR_SI, PR_DX, PR_R10, PR_R8, PR_R9, PR_BX, PR_CX, PR_BP, PR_SP, PR_IP,
-       PR_ORIG_AX, PR_FIELDS };
 struct stub { uint64_t start; uint32_t mechanism, abi; };
 struct handler_config {
     uint32_t enabled;            /* 0: instrument the instructions (full tracing) */
@@ -91,7 +91,11 @@ struct handler_config {
     uint32_t regs_size;          /* sizeof(struct pt_regs) */
     uint64_t switch_address;     /* __switch_to(prev, next): whose call is in flight */
     uint64_t stub_span;          /* a return address this far past a stub is not in it */
-    uint32_t regs_field[PR_FIELDS]; /* offsets in pt_regs (PR_FIELDS is even: no padding) */
+    uint32_t switch_next;        /* REG_*: the register holding __switch_to's next */
+    uint32_t regs_sp, regs_ip;   /* offsets in pt_regs (orig_ax: config.regs_orig_ax) */
+    uint32_t reserved;
+    /* Offsets in pt_regs of arguments 1..6, by ABI (an ABI no stub has: unused). */
+    uint32_t regs_arguments[ABIS][6];
     struct stub stubs[MAX_STUBS];
     uint64_t handlers[MAX_HANDLERS];
 };
@@ -123,7 +127,7 @@ enum { REG_NONE, REG_AX, REG_BX, REG_CX, REG_DX, REG_SI, REG_DI, REG_BP, REG_SP,
 enum { PERCPU_GS = 0, PERCPU_FS = 1 };
 struct kernel_view {
     uint32_t word_size;       /* 8 or 4: pointers and pt_regs fields */
-    uint32_t first_argument;  /* REG_*: the pt_regs pointer at the exit */
+    uint32_t first_argument;  /* REG_*: the pt_regs pointer at the exit and handlers */
     uint32_t percpu_register; /* PERCPU_GS: GS base (KERNEL_GS_BASE in user mode);
                                * PERCPU_FS: FS base while FS holds percpu_selector */
     uint32_t percpu_selector;

@@ -257,11 +257,51 @@ static void reinstall(qemu_plugin_id_t id)
     qemu_plugin_register_atexit_cb(id, on_exit_qemu, NULL);
 }
 
+static bool general_register(uint32_t reg)
+{
+    return reg != REG_NONE && reg < REG_GENERAL;
+}
+
+/* A kernel word at `offset` lies inside a struct of `size` bytes. */
+static bool word_within(uint32_t offset, uint32_t word, uint32_t size)
+{
+    return offset <= size && size - offset >= word;
+}
+
+/* The handler mode's part of a configuration: pt_regs fields inside pt_regs, stubs that
+ * name a mechanism and an ABI the tables have. */
+static bool handler_config_valid(const struct config *c)
+{
+    const struct handler_config *h = &c->handler;
+    uint32_t word = c->kernel.word_size;
+    if (h->n_handlers > MAX_HANDLERS || h->n_stubs > MAX_STUBS || h->regs_size == 0
+        || h->regs_size > 512 || !general_register(h->switch_next)
+        || !word_within(h->regs_sp, word, h->regs_size)
+        || !word_within(h->regs_ip, word, h->regs_size)
+        || !word_within(c->regs_orig_ax, word, h->regs_size)) {
+        return false;
+    }
+    for (int abi = 0; abi < ABIS; abi++) {
+        for (int i = 0; i < 6; i++) {
+            if (!word_within(h->regs_arguments[abi][i], word, h->regs_size)) {
+                return false;
+            }
+        }
+    }
+    for (uint32_t i = 0; i < h->n_stubs; i++) {
+        if (h->stubs[i].mechanism == MECH_NONE || h->stubs[i].mechanism >= MECHS
+            || h->stubs[i].abi >= ABIS) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool config_valid(const struct config *c)
 {
     const struct kernel_view *k = &c->kernel;
-    if ((k->word_size != 4 && k->word_size != 8) || k->first_argument == REG_NONE
-        || k->first_argument >= REG_GENERAL || k->percpu_register > PERCPU_FS) {
+    if ((k->word_size != 4 && k->word_size != 8) || !general_register(k->first_argument)
+        || k->percpu_register > PERCPU_FS) {
         return false;
     }
     for (int m = 0; m < MECHS; m++) {
@@ -288,18 +328,7 @@ static bool config_valid(const struct config *c)
     if (c->tasks.enabled && c->tasks.n_pids > MAX_FILTER_PIDS) {
         return false;
     }
-    const struct handler_config *h = &c->handler;
-    /* (the handler mode reads x86-64's pt_regs: 8-byte fields, the pointer in rdi) */
-    if (h->enabled && (h->n_handlers > MAX_HANDLERS || h->n_stubs > MAX_STUBS
-                       || h->regs_size == 0 || h->regs_size > 512 || k->word_size != 8)) {
-        return false;
-    }
-    for (int i = 0; h->enabled && i < PR_FIELDS; i++) {
-        if (h->regs_field[i] + 8 > h->regs_size) {
-            return false;
-        }
-    }
-    return true;
+    return !c->handler.enabled || handler_config_valid(c);
 }
 
 static bool handler_mode(void)
@@ -1068,12 +1097,23 @@ static bool stub_of_return(uint64_t return_address, int *mechanism, int *abi)
     return found;
 }
 
+/* A pt_regs field of the kernel's width, in a copy of pt_regs (offsets checked by
+ * handler_config_valid). */
+static uint64_t regs_word(const uint8_t *frame, uint32_t offset)
+{
+    uint64_t word = 0;
+    memcpy(&word, frame + offset, cfg.kernel.word_size);
+    return word;
+}
+
 /*
  * A selected call's handler, __x64_sys_NAME(const struct pt_regs *regs) or __ia32_sys_NAME:
  * the call as the kernel saved it (number in orig_ax, arguments as the ABI passes them,
  * the 32-bit fast paths' sixth argument already fetched from the user stack), the caller
  * on kernel page tables (KPTI or not). The record is the one the instruction would have
- * made; its exit is armed on this vCPU until the call returns.
+ * made; its exit is armed on this vCPU until the call returns. Where pt_regs is (the C
+ * function's first argument) and which of its fields is which argument come with the
+ * configuration: x86-64 and i386 kernels differ in both.
  */
 static void on_handler(unsigned int vcpu, void *udata)
 {
@@ -1084,19 +1124,16 @@ static void on_handler(unsigned int vcpu, void *udata)
     }
     struct vcpu_state *v = vcpu_state(vcpu);
     const struct handler_config *h = &cfg.handler;
-    uint64_t regs = read_reg(v, REG_DI), return_address = 0, field[PR_FIELDS];
+    uint64_t regs = read_reg(v, cfg.kernel.first_argument) & word_mask(), return_address = 0;
     uint8_t frame[512];
     bool unused = false;
     int mechanism = MECH_NONE, abi = ABI_X86_64;
     if (read_guest(v, regs, frame, h->regs_size, false, &unused) != h->regs_size
-        || !read_u64(v, regs - 8, &return_address)
+        || !read_word(v, regs - cfg.kernel.word_size, &return_address)
         || !stub_of_return(return_address, &mechanism, &abi)) {
         return; /* not called from a system-call entry (or pt_regs unreadable) */
     }
-    for (int i = 0; i < PR_FIELDS; i++) {
-        memcpy(&field[i], frame + h->regs_field[i], 8);
-    }
-    uint64_t nr = field[PR_ORIG_AX];
+    uint64_t nr = regs_word(frame, cfg.regs_orig_ax);
     if (abi == ABI_I386) {
         nr &= 0xffffffffu;
     }
@@ -1108,16 +1145,11 @@ static void on_handler(unsigned int vcpu, void *udata)
     struct record *r = start_record(v, &b, TYPE_ENTRY, vcpu, abi);
     r->mechanism = (uint8_t)mechanism;
     r->nr = nr;
-    r->pc = field[PR_IP]; /* where the call returns to: its instruction ends there */
-    r->sp = field[PR_SP];
+    r->pc = regs_word(frame, h->regs_ip) & b.mask; /* where the call returns to */
+    r->sp = regs_word(frame, h->regs_sp) & b.mask;
     r->cr3 = read_reg(v, R_CR3);
-    static const int regs64[6] = {PR_DI, PR_SI, PR_DX, PR_R10, PR_R8, PR_R9};
-    static const int regs32[6] = {PR_BX, PR_CX, PR_DX, PR_SI, PR_DI, PR_BP};
     for (int i = 0; i < 6; i++) {
-        r->args[i] = abi == ABI_X86_64 ? field[regs64[i]] : field[regs32[i]] & 0xffffffffu;
-    }
-    if (abi == ABI_I386) {
-        r->sp &= 0xffffffffu;
+        r->args[i] = regs_word(frame, h->regs_arguments[abi][i]) & b.mask;
     }
     uint32_t missing = 0;
     if (!name_and_copy(&b, current_task(v, false), known, &missing)) {
@@ -1133,7 +1165,7 @@ static void on_switch(unsigned int vcpu, void *udata)
 {
     (void)udata;
     struct vcpu_state *v = vcpu_state(vcpu);
-    uint64_t next = read_reg(v, REG_SI);
+    uint64_t next = read_reg(v, cfg.handler.switch_next) & word_mask();
     pthread_mutex_lock(&lock);
     struct pending *p = pending_slot(next, false);
     bool in_flight = p && p->live;
