@@ -249,3 +249,38 @@ def test_an_x86_64_kernels_selected_handler_reads_pt_regs_in_rdi_and_next_in_rsi
     host.reg("rdx", task)
     assert host.run(symbols["__switch_to"]) == "ran"
     assert host.armed()[1] == 0
+
+
+def test_the_caller_is_the_last_switchs_next_until_capture_is_armed_again(
+        start, tmp_path: Path) -> None:
+    """A vCPU's caller is the task the last __switch_to switched to (two guest reads fewer
+    per record than the per-CPU current task). A switch the plugin did not follow must
+    never name a caller: when capture is armed again, the per-CPU word is read again."""
+    symbols = {**X86_64_SYMBOLS, **X86_64_HANDLERS}
+    isf = write_isf(tmp_path / "x86_64.json", {**STRUCTS, "pt_regs": (168, PT_REGS_X86_64)},
+                    symbols)
+    config = build_config(kernel(SparseMemory(), isf), {"x86_64": {1}, "i386": {4}}, 32)
+    config.heartbeat_timeout_ms = 0
+    assert config.switch_address == symbols["__switch_to"] and config.switch_next == "rsi"
+    host = start("x86_64")
+    host.configure(config)
+    regs, task, other, percpu = (0xFFFF_C900_0001_3F58, 0xFFFF_8880_0400_0000,
+                                 0xFFFF_8880_0400_2000, 0xFFFF_8880_0F00_0000)
+    offsets = {name: offset for name, (offset, _) in PT_REGS_X86_64.items()}
+    host.mem(regs - 8, (symbols["asm_int80_emulation"] + 0x40).to_bytes(8, "little"))
+    host.mem(regs, _pack(offsets, {"bx": 1, "cx": 0x0804_A000, "dx": 0, "orig_ax": 4},
+                         168, 8))
+    host.mem(task, _task(config, 8, 321, b"sh", task))
+    host.mem(other, _task(config, 8, 654, b"other", other))
+    host.mem(percpu + config.current_offset, task.to_bytes(8, "little"))
+    host.reg("gs_base", percpu)
+    host.reg("rdi", regs)
+    host.reg("rsi", other)
+    assert host.run(symbols["__switch_to"]) == "ran"
+    assert host.run(symbols["__ia32_sys_write"]) == "ran"
+    (entry,) = host.channel.read()
+    assert (entry.pid, entry.comm, entry.task) == (654, b"other", other)
+    host.configure(config)  # armed again: switches may have gone by unseen
+    assert host.run(symbols["__ia32_sys_write"]) == "ran"
+    (entry,) = host.channel.read()
+    assert (entry.pid, entry.comm, entry.task) == (321, b"sh", task)

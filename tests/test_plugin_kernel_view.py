@@ -64,8 +64,8 @@ def test_a_selective_trace_on_an_i386_kernel_reads_its_pt_regs_at_the_handlers(
     assert set(handlers.handlers) == {I386_SYMBOLS["__ia32_sys_write"],
                                       I386_SYMBOLS["__ia32_sys_openat"]}
     assert config.kernel.first_argument == "rax"  # where the handler finds pt_regs
-    assert handlers.switch_address == I386_SYMBOLS["__switch_to"]
-    assert handlers.switch_next == "rdx"
+    assert config.switch_address == I386_SYMBOLS["__switch_to"]
+    assert config.switch_next == "rdx"
     assert (handlers.regs_size, handlers.regs_sp, handlers.regs_ip) == (68, 60, 48)
     assert config.regs_orig_ax == 44
     assert handlers.regs_arguments == {"i386": (0, 4, 8, 12, 16, 20)}  # no x86_64 ABI here
@@ -141,7 +141,7 @@ def test_a_selective_trace_on_an_x86_64_kernel_reads_both_abis_and_next_in_rsi(
     handlers = config.handlers
     assert handlers is not None
     assert set(handlers.handlers) == {symbols["__x64_sys_write"], symbols["__ia32_sys_write"]}
-    assert config.kernel.first_argument == "rdi" and handlers.switch_next == "rsi"
+    assert config.kernel.first_argument == "rdi" and config.switch_next == "rsi"
     assert (handlers.regs_size, handlers.regs_sp, handlers.regs_ip) == (168, 152, 128)
     assert handlers.regs_arguments == {"x86_64": (112, 104, 96, 56, 72, 64),  # di si dx r10 r8 r9
                                        "i386": (40, 88, 96, 104, 112, 32)}  # bx cx dx si di bp
@@ -155,17 +155,18 @@ def test_the_handler_mode_is_packed_where_the_plugin_reads_it(tmp_path: Path) ->
                          percpu_register="fs", arguments={("int80", "i386"): ARGS_INT80})
     handlers = pc.HandlerConfig(
         handlers=(0xC12E_2710,), stubs=((0xC193_229C, pc.MECHANISMS.index("int80"), 1),),
-        stub_span=0x1000, switch_address=0xC102_59D0, switch_next="rdx", regs_size=68,
-        regs_sp=60, regs_ip=48, regs_arguments={"i386": (0, 4, 8, 12, 16, 20)})
+        stub_span=0x1000, regs_size=68, regs_sp=60, regs_ip=48,
+        regs_arguments={"i386": (0, 4, 8, 12, 16, 20)})
     config = pc.CaptureConfig(1, 2, 3, 4, 5, 6, 7, 8, user32_cs=0x23, kernel=view,
-                              handlers=handlers)
+                              handlers=handlers, switch_address=0xC102_59D0, switch_next="rdx")
     channel._publish = lambda timeout: None  # type: ignore[method-assign]  # no plugin
     channel.configure(config)
     at = (channel.config_offset + pc._CONFIG_HEAD.size
           + len(pc.ABI_NAMES) * pc.MAX_NR * pc._CALL.size + pc.MAX_RULES * pc._RULE.size)
     fields = pc._HANDLER_HEAD.unpack_from(channel._map, at)
-    assert fields[:10] == (1, 1, 1, 68, 0xC102_59D0, 0x1000, pc.REGISTERS.index("rdx"), 60,
-                           48, 0)
+    assert fields[:10] == (1, 1, 1, 68, 0, 0x1000, 0, 60, 48, 0)
+    head = pc._CONFIG_HEAD.unpack_from(channel._map, channel.config_offset)
+    assert head[-5:-2] == (0xC102_59D0, pc.REGISTERS.index("rdx"), 0)  # the context switch
     arguments = fields[10:]
     assert arguments[pc.ABI_INDEX["i386"] * 6:][:6] == (0, 4, 8, 12, 16, 20)
     assert not any(arguments[pc.ABI_INDEX["x86_64"] * 6:][:6])  # an ABI no stub has

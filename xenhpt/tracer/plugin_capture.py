@@ -111,6 +111,9 @@ def build_config(kernel: Kernel, numbers: dict[str, set[int]] | None,
         identity_addresses=identity_points(kernel),
         handlers=selective_handlers(kernel, numbers),
         task_filter=plugin_task_filter(call_filter), kernel=kernel_view(kernel, current))
+    if kernel.has_symbol(SWITCH_FUNCTION):  # (the handler mode is refused without it)
+        config.switch_address = kernel.symbol(SWITCH_FUNCTION)
+        config.switch_next = function_arguments(kernel)[SWITCH_NEXT]
     for abi, index in ABI_INDEX.items():
         table = SyscallTable.load(abi)
         wanted = numbers[abi] if numbers is not None else None
@@ -181,9 +184,8 @@ def selective_handlers(kernel: Kernel, numbers: dict[str, set[int]] | None
         handlers=tuple(sorted(addresses)),
         stubs=tuple((start, MECHANISMS.index(mechanism), ABI_INDEX[abi])
                     for start, mechanism, abi in stubs),
-        stub_span=STUB_SPAN, switch_address=kernel.symbol(SWITCH_FUNCTION),
-        switch_next=function_arguments(kernel)[SWITCH_NEXT],
-        regs_size=profile.size("pt_regs"), regs_sp=offset("sp"), regs_ip=offset("ip"),
+        stub_span=STUB_SPAN, regs_size=profile.size("pt_regs"), regs_sp=offset("sp"),
+        regs_ip=offset("ip"),
         regs_arguments={abi: tuple(offset(name) for name in PT_REGS_ARGUMENTS[abi])
                         for abi in sorted(abis)})
 

@@ -55,7 +55,7 @@ _COUNTERS = struct.Struct("<9Q")  # head .. truncated, at _HEAD
 _APPLIED_GEN = _HEAD + 3 * 8
 _TAIL, _CONFIG_GEN, _HEARTBEAT, _OWNER = 256, 264, 272, 280
 IDENTITY_POINTS = 3
-_CONFIG_HEAD = struct.Struct("<IIQQ4I4IQ3Q4III")  # struct config up to calls (112 bytes)
+_CONFIG_HEAD = struct.Struct("<IIQQ4I4IQ3QQIIII")  # struct config up to calls (112 bytes)
 _CALL = struct.Struct("<BBH")
 _RULE = struct.Struct("<BBBBIII")
 # struct handler_config, after the rule table: selective tracing at the handlers.
@@ -148,6 +148,10 @@ class CaptureConfig:
     # whose caller was unreadable at the instruction (KPTI) is named (at most 3).
     identity_addresses: tuple[int, ...] = ()
     handlers: HandlerConfig | None = None  # selective: trap the handlers, not instructions
+    # __switch_to(prev, next) and the register holding next ("rsi", "rdx"...): what each
+    # vCPU runs, followed there (full and selective tracing; the handler mode needs it).
+    switch_address: int = 0
+    switch_next: str | None = None
     task_filter: TaskFilter | None = None  # -p / --comm / -f applied in the plugin
     # Calls that make a child (fork, clone...): with -f, the child is followed.
     forks: set[tuple[int, int]] = field(default_factory=set)
@@ -173,8 +177,6 @@ class HandlerConfig:
     handlers: tuple[int, ...]  # handler entry addresses
     stubs: tuple[tuple[int, int, int], ...]  # (start, MECHANISMS index, ABI index), sorted
     stub_span: int  # a return address this far past a stub's start is not in it
-    switch_address: int  # __switch_to(prev, next)
-    switch_next: str  # the register holding __switch_to's next there ("rsi", "rdx"...)
     regs_size: int  # sizeof(struct pt_regs)
     regs_sp: int  # offsets in pt_regs of the caller's stack pointer and return address
     regs_ip: int
@@ -312,8 +314,9 @@ class PluginChannel:
             self._map, base, int(config.enabled), config.max_record, config.exit_address,
             config.current_offset, config.task_pid, config.task_tgid, config.task_comm,
             config.task_real_parent, config.regs_orig_ax, config.regs_ax, config.user32_cs,
-            int(config.unknown_selected), config.refresh_address, *identity, *([0] * 4),
-            n_rules, config.heartbeat_timeout_ms)
+            int(config.unknown_selected), config.refresh_address, *identity,
+            config.switch_address, REGISTERS.index(config.switch_next), 0, n_rules,
+            config.heartbeat_timeout_ms)
         handlers_at = rules_at + MAX_RULES * _RULE.size
         self._pack_handlers(config.handlers, handlers_at)
         tasks_at = handlers_at + _HANDLER_CONFIG_SIZE
@@ -362,8 +365,7 @@ class PluginChannel:
             arguments[start:start + 6] = offsets
         addresses = sorted(set(handlers.handlers))
         _HANDLER_HEAD.pack_into(self._map, at, 1, len(addresses), len(handlers.stubs),
-                                handlers.regs_size, handlers.switch_address, handlers.stub_span,
-                                REGISTERS.index(handlers.switch_next), handlers.regs_sp,
+                                handlers.regs_size, 0, handlers.stub_span, 0, handlers.regs_sp,
                                 handlers.regs_ip, 0, *arguments)
         stubs_at = at + _HANDLER_HEAD.size
         for i, stub in enumerate(sorted(handlers.stubs)):

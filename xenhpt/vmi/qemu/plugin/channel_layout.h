@@ -89,9 +89,9 @@ struct handler_config {
     uint32_t n_handlers;         /* entries of handlers[], sorted */
     uint32_t n_stubs;            /* entries of stubs[] */
     uint32_t regs_size;          /* sizeof(struct pt_regs) */
-    uint64_t switch_address;     /* __switch_to(prev, next): whose call is in flight */
+    uint64_t unused0;            /* (layout 3's switch_address: now config.switch_address) */
     uint64_t stub_span;          /* a return address this far past a stub is not in it */
-    uint32_t switch_next;        /* REG_*: the register holding __switch_to's next */
+    uint32_t unused1;            /* (layout 3's switch_next: now config.switch_next) */
     uint32_t regs_sp, regs_ip;   /* offsets in pt_regs (orig_ax: config.regs_orig_ax) */
     uint32_t reserved;
     /* Offsets in pt_regs of arguments 1..6, by ABI (an ABI no stub has: unused). */
@@ -148,7 +148,11 @@ struct config {
     uint32_t regs_orig_ax, regs_ax, user32_cs, unknown_selected;
     uint64_t refresh_address;    /* bprm_execve, or 0: see on_refresh_point */
     uint64_t identity_address[IDENTITY_POINTS]; /* see on_identity_point; 0 = unused */
-    uint32_t reserved[4];
+    /* __switch_to(prev, next), or 0: each vCPU's running task is `next` from there on
+     * (full and selective tracing), and the register holding it (REG_*). */
+    uint64_t switch_address;
+    uint32_t switch_next;
+    uint32_t reserved;
     uint32_t n_rules;
     uint32_t heartbeat_timeout_ms;
     struct call_spec calls[ABIS][MAX_NR];

@@ -93,6 +93,9 @@ struct vcpu_state {
      * tables do not map the per-CPU area) waits in scratch for the kernel's first C code
      * of the call, where it is named (on_identity_point). */
     bool deferred;
+    /* The task this vCPU runs, as the last context switch named it (0: not known, read the
+     * per-CPU current task): two guest reads fewer per record. */
+    uint64_t running;
     struct builder deferred_builder;
     uint32_t deferred_missing;
 };
@@ -275,7 +278,7 @@ static bool handler_config_valid(const struct config *c)
     const struct handler_config *h = &c->handler;
     uint32_t word = c->kernel.word_size;
     if (h->n_handlers > MAX_HANDLERS || h->n_stubs > MAX_STUBS || h->regs_size == 0
-        || h->regs_size > 512 || !general_register(h->switch_next)
+        || h->regs_size > 512 || !c->switch_address
         || !word_within(h->regs_sp, word, h->regs_size)
         || !word_within(h->regs_ip, word, h->regs_size)
         || !word_within(c->regs_orig_ax, word, h->regs_size)) {
@@ -328,6 +331,9 @@ static bool config_valid(const struct config *c)
     if (c->tasks.enabled && c->tasks.n_pids > MAX_FILTER_PIDS) {
         return false;
     }
+    if (c->switch_address && !general_register(c->switch_next)) {
+        return false;
+    }
     return !c->handler.enabled || handler_config_valid(c);
 }
 
@@ -337,14 +343,18 @@ static bool handler_mode(void)
 }
 
 /* Arm each vCPU's points for the configuration in effect. A selective trace arms its exit
- * per vCPU only while a selected call is in flight there (on_handler, on_switch). */
+ * per vCPU only while a selected call is in flight there (on_handler, on_switch). The
+ * context switch runs whenever capture does: what each vCPU runs is known from it (the
+ * running task, forgotten first: switches were not followed while it was disarmed). */
 static void arm_all(void)
 {
     bool full = cfg.enabled && !cfg.handler.enabled;
+    bool switches = cfg.enabled && (cfg.handler.enabled || cfg.switch_address);
     for (unsigned i = 0; i < max_vcpus; i++) {
+        __atomic_store_n(&vcpus[i].running, 0, __ATOMIC_RELAXED);
         qemu_plugin_u64_set(arm_insn, i, full);
         qemu_plugin_u64_set(arm_exit, i, full);
-        qemu_plugin_u64_set(arm_handler, i, handler_mode());
+        qemu_plugin_u64_set(arm_handler, i, switches);
     }
 }
 
@@ -362,7 +372,7 @@ static bool same_handlers(const struct config *c)
     uint32_t n = c->handler.enabled ? c->handler.n_handlers : 0;
     return n == n_handlers_now
            && memcmp(c->handler.handlers, handlers_now, n * sizeof(uint64_t)) == 0
-           && (c->handler.enabled ? c->handler.switch_address : 0) == switch_now;
+           && c->switch_address == switch_now;
 }
 
 /*
@@ -405,7 +415,7 @@ static void check_config(bool can_flush)
         }
         n_handlers_now = cfg.handler.enabled ? cfg.handler.n_handlers : 0;
         memcpy(handlers_now, cfg.handler.handlers, n_handlers_now * sizeof(uint64_t));
-        switch_now = cfg.handler.enabled ? cfg.handler.switch_address : 0;
+        switch_now = cfg.switch_address;
         arm_all();
         __atomic_store_n(&hdr->applied_gen, gen, __ATOMIC_RELEASE);
         if (flush) {
@@ -481,10 +491,14 @@ static bool percpu_base(struct vcpu_state *v, bool user_mode, uint64_t *base)
     return k->percpu_offsets && read_word(v, k->percpu_offsets + cpu * k->word_size, base);
 }
 
-/* The task running on this vCPU: the per-CPU current task. */
+/* The task running on this vCPU: the one the last context switch named, else the
+ * per-CPU current task (which only __switch_to changes once the CPU is up). */
 static uint64_t current_task(struct vcpu_state *v, bool user_mode)
 {
-    uint64_t base = 0, task = 0;
+    uint64_t base = 0, task = __atomic_load_n(&v->running, __ATOMIC_RELAXED);
+    if (task) {
+        return task;
+    }
     if (!percpu_base(v, user_mode, &base)
         || !read_word(v, base + cfg.current_offset, &task) || !kernel_address(task)) {
         return 0;
@@ -1159,13 +1173,18 @@ static void on_handler(unsigned int vcpu, void *udata)
     qemu_plugin_u64_set(arm_exit, vcpu, 1);
 }
 
-/* __switch_to(prev, next): from here on this vCPU runs `next`; its exit (and exec
- * refresh) points matter only if it has a selected call in flight. */
+/* __switch_to(prev, next): from here on this vCPU runs `next` (current_task answers from
+ * it); in selective tracing its exit (and exec refresh) points matter only if `next` has
+ * a selected call in flight. */
 static void on_switch(unsigned int vcpu, void *udata)
 {
     (void)udata;
     struct vcpu_state *v = vcpu_state(vcpu);
-    uint64_t next = read_reg(v, cfg.handler.switch_next) & word_mask();
+    uint64_t next = read_reg(v, cfg.switch_next) & word_mask();
+    __atomic_store_n(&v->running, kernel_address(next) ? next : 0, __ATOMIC_RELAXED);
+    if (!handler_mode()) {
+        return; /* full tracing: every exit is armed already */
+    }
     pthread_mutex_lock(&lock);
     struct pending *p = pending_slot(next, false);
     bool in_flight = p && p->live;
