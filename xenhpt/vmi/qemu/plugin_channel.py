@@ -29,8 +29,8 @@ from ...errors import XenhptError
 MAGIC = b"XHPTCAP1"
 # Of the shared file (2: the configuration tells the kernel's architecture; 3: the handler
 # mode is told which pt_regs field is which argument, and i386 kernels have it too).
-LAYOUT_VERSION = 3
-RECORD_LAYOUTS = (1, 2, 3)  # layouts whose records read alike: a capture saved under any decodes
+LAYOUT_VERSION = 4
+RECORD_LAYOUTS = (1, 2, 3, 4)  # layouts whose records read alike: a capture saved under any decodes
 MAX_NR = 1024
 MAX_RULES = 8192
 ABI_INDEX = {"x86_64": 0, "i386": 1}

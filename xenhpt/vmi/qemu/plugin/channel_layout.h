@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define MAGIC "XHPTCAP1"
-#define LAYOUT_VERSION 3
+#define LAYOUT_VERSION 4
 #define HEADER_SIZE 4096
 #define CONFIG_SIZE (1u << 20)
 #define MAX_NR 1024
