@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -116,3 +117,15 @@ def kallsyms(name: str) -> int:
         if symbol == name:
             return int(address, 16)
     raise AssertionError(f"{name} not in /proc/kallsyms")
+
+
+def gcc_or_skip(purpose: str) -> str:
+    """gcc's path. Without it the test skips here and fails in CI, whose machine the
+    project's own setup provides with it (tools/setup.sh)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        reason = f"gcc not found: it compiles {purpose} (tools/setup.sh installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return gcc

@@ -9,8 +9,6 @@ x86-64 one (rdi, 8-byte fields, next in rsi). Needs gcc, as ``test_plugin_layout
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import struct
 import subprocess
 import threading
@@ -22,6 +20,7 @@ import pytest
 from xenhpt.tracer.plugin_capture import build_config
 from xenhpt.vmi.qemu import plugin_channel as pc
 
+from .conftest import gcc_or_skip
 from .synthetic_kernel import SparseMemory, kernel, write_isf
 from .test_i386_snapshot import STRUCTS
 from .test_plugin_kernel_view import (
@@ -39,12 +38,7 @@ X86_64_HANDLERS = {"__switch_to": 0xFFFF_FFFF_8102_B9C0,
 
 @pytest.fixture(scope="module")
 def host_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        reason = "gcc not found: it compiles the plugin (tools/setup.sh installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    gcc = gcc_or_skip("the plugin")
     program = tmp_path_factory.mktemp("host") / "plugin_host"
     subprocess.run([gcc, "-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread",
                     "-I", str(PLUGIN_DIR), "-o", str(program),

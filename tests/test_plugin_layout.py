@@ -9,9 +9,7 @@ what the Python formats and constants give. No VM: only gcc.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -19,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from xenhpt.vmi.qemu import plugin_channel as pc
+
+from .conftest import gcc_or_skip
 
 PLUGIN_DIR = Path(pc.__file__).resolve().parent / "plugin"
 
@@ -149,12 +149,7 @@ def c_program() -> str:
 
 @pytest.fixture(scope="module")
 def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, ...] | str]:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        reason = "gcc not found: it compiles channel_layout.h (tools/setup.sh installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    gcc = gcc_or_skip("channel_layout.h")
     work = tmp_path_factory.mktemp("layout")
     source, program = work / "layout.c", work / "layout"
     source.write_text(c_program())
