@@ -349,7 +349,7 @@ static bool handler_mode(void)
 static void arm_all(void)
 {
     bool full = cfg.enabled && !cfg.handler.enabled;
-    bool switches = cfg.enabled && (cfg.handler.enabled || cfg.switch_address);
+    bool switches = cfg.enabled && cfg.switch_address; /* (the handler mode requires it) */
     for (unsigned i = 0; i < max_vcpus; i++) {
         __atomic_store_n(&vcpus[i].running, 0, __ATOMIC_RELAXED);
         qemu_plugin_u64_set(arm_insn, i, full);
