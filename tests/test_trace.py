@@ -402,9 +402,11 @@ def test_dash_p_covers_every_thread_of_the_process(lab: machine.LabState) -> Non
 
 
 def test_ps_threads_lists_each_thread_with_its_process(lab: machine.LabState) -> None:
+    # (cat, not `wc -l < FILE`: until the background job has created the file, that
+    # redirection fails, `[` fails with it, and the loop ended before the program began)
     pid = int(in_guest("/opt/xenhpt/bin/threads 0 30 > /tmp/threads2.out 2>&1 & "
-                       "while [ $(wc -l < /tmp/threads2.out) -lt 3 ]; do sleep 0.1; done; "
-                       "head -1 /tmp/threads2.out").stdout)
+                       "while [ $(cat /tmp/threads2.out 2>/dev/null | wc -l) -lt 3 ]; "
+                       "do sleep 0.1; done; head -1 /tmp/threads2.out").stdout)
     out = run_xenhpt("ps", "lab", "--threads", "--json").stdout
     rows = [json.loads(line) for line in out.splitlines()]
     mine = [r for r in rows if r["pid"] == pid]
