@@ -95,9 +95,9 @@ _ENTRY_STUBS = (
 # hundred bytes; the guard keeps an unrelated address from being attributed).
 STUB_SPAN = 0x1000
 EXIT_FUNCTION = "syscall_exit_to_user_mode"
-# Where a task is switched in (__switch_to(prev, next), on x86-64 and i386 kernels): the
-# capture plugin's selective mode re-arms a vCPU's exit point there for the task coming
-# in, its argument number SWITCH_NEXT.
+# Where a task is switched in (__switch_to(prev, next), on x86-64 and i386 kernels), its
+# argument number SWITCH_NEXT: the capture plugin takes each vCPU's caller from there, and
+# its selective mode re-arms a vCPU's exit point there for the task coming in.
 SWITCH_FUNCTION = "__switch_to"
 SWITCH_NEXT = 1
 # What the tables dispatch a number this kernel does not implement to (per ABI).
@@ -251,6 +251,7 @@ def handler_symbol(kernel: Kernel, template: Template) -> str | None:
     if template.entry_native and kernel.has_symbol(template.entry_native):
         return template.entry_native
     return None
+
 
 def selected_handlers(kernel: Kernel, numbers: dict[str, set[int]]
                       ) -> dict[int, TrapPoint] | None:
