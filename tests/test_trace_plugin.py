@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from xenhpt.lab import machine
+from xenhpt.lab.qmp import Qmp
 from xenhpt.vmi.qemu.plugin_channel import PluginChannel
 
 from . import test_trace as checks
@@ -156,6 +157,31 @@ def test_dash_p_filters_in_the_plugin(plugin_lab: machine.LabState) -> None:
     assert loops > 1000 and written < loops // 100, (loops, written)
     mine = [r for r in checks.records(out) if r.get("pid") == int(shell)]
     assert mine, "the -p process's own calls were not traced"
+
+
+def test_a_pause_somebody_else_makes_stays_one(plugin_lab: machine.LabState) -> None:
+    """QEMU tells the tracer's gdbstub connection of every stop. A pause made through the
+    monitor (an operator freezing the guest, say for a memory dump) must stay one while
+    the tracer runs, and when it ends; the guest's calls are traced again on resume.
+    (The tracer used to resume the VM within a second.)"""
+    trace = checks.Trace("-e", "trace=openat", "--json")
+    with Qmp("127.0.0.1", plugin_lab.qmp_port) as monitor:
+        try:
+            monitor.execute("stop")
+            time.sleep(2)
+            assert monitor.execute("query-status")["status"] == "paused"
+            monitor.execute("cont")
+            guest("cat /etc/inittab > /dev/null")
+            monitor.execute("stop")
+            time.sleep(1)
+            out, _ = trace.interrupt()
+            assert monitor.execute("query-status")["status"] == "paused"
+        finally:
+            monitor.execute("cont")
+            if trace.process.poll() is None:  # (a failed check: no tracer left behind)
+                trace.interrupt()
+    assert any(r.get("name") == "openat" and "/etc/inittab" in json.dumps(r)
+               for r in checks.records(out)), out[-2000:]
 
 
 def test_a_running_trace_is_steered(plugin_lab: machine.LabState, tmp_path: Path) -> None:

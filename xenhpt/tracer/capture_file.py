@@ -38,7 +38,7 @@ from ..vmi.qemu.plugin_channel import (
     PluginChannel,
     parse_records,
 )
-from ..vmi.target import Target
+from ..vmi.qemu.target import QemuTarget
 from .engine import CallFilter, SyscallEngine
 from .plugin_capture import PluginCapture, build_config
 from .plugin_records import RecordFeeder
@@ -69,7 +69,7 @@ class SavingCapture(PluginCapture):
     spooling = False  # the file is written here, at ring speed, with nothing to decode
 
     def __init__(self, channel: PluginChannel, kernel: Kernel, engine: SyscallEngine,
-                 target: Target, string_limit: int, numbers: dict[str, set[int]] | None,
+                 target: QemuTarget, string_limit: int, numbers: dict[str, set[int]] | None,
                  tasks: list[Task], out: BinaryIO) -> None:
         super().__init__(channel, kernel, engine, target,
                          build_config(kernel, numbers, string_limit, engine.filter), string_limit)

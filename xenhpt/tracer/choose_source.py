@@ -14,6 +14,7 @@ from ..errors import BadUsage
 from ..linux.kernel import Kernel
 from ..linux.tasks import Task
 from ..vmi.qemu.plugin_channel import PluginChannel
+from ..vmi.qemu.target import QemuTarget
 from ..vmi.target import Target
 from .capture import BreakpointCapture
 from .capture_file import SavingCapture, file_header
@@ -58,6 +59,8 @@ def choose_source(target: Target, kernel: Kernel, engine: SyscallEngine,
     ``exception``: make ``syscall`` fault instead of breaking at its entry stub."""
     if exception:
         return ExceptionCapture(target, kernel, engine)
+    if plugin_file is not None and not isinstance(target, QemuTarget):
+        raise BadUsage("the capture plugin runs in QEMU: this target is not a QEMU guest")
     if save_to is not None and plugin_file is not None:
         return SavingCapture(PluginChannel(plugin_file), kernel, engine, target, string_limit,
                              numbers, tasks or [], save_to)

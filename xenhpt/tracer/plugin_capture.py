@@ -47,7 +47,7 @@ from ..vmi.qemu.plugin_channel import (
     TaskFilter,
     parse_records,
 )
-from ..vmi.target import Target
+from ..vmi.qemu.target import QemuTarget
 from .engine import EXEC_CALLS, FORK_CALLS, NO_RETURN, CallFilter, SyscallEngine
 from .plugin_records import RecordFeeder
 from .source import STOP_GRACE_SECONDS, CaptureReport
@@ -235,7 +235,7 @@ class PluginCapture:
     spooling = True
 
     def __init__(self, channel: PluginChannel, kernel: Kernel, engine: SyscallEngine,
-                 target: Target, config: CaptureConfig, string_limit: int = 32,
+                 target: QemuTarget, config: CaptureConfig, string_limit: int = 32,
                  file_header: bytes = b"") -> None:
         self.channel = channel
         self.kernel = kernel
@@ -294,8 +294,9 @@ class PluginCapture:
         while not should_stop():
             if not self.drain_batch():
                 # Waiting on the gdbstub both paces us and notices a guest that died
-                # (TargetGone); nothing stops the guest while it runs with no breakpoint.
-                self.target.wait_for_trap(timeout=poll)
+                # (TargetGone). Nothing of ours stops the guest: a stop is somebody's
+                # pause, and stays one (the plugin captures again when it runs).
+                self.target.watch(timeout=poll)
 
     def drain_batch(self, limit: int = 512 << 10) -> int:
         """Hand about ``limit`` bytes of spooled records to the engine; how many records."""

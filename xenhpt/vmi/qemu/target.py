@@ -120,6 +120,7 @@ class QemuTarget(PagedMemory):
         # A breakpoint hit found while stepping over another one, not yet reported.
         self._pending: Trap | None = None
         self._closed = False
+        self._paused_by_other = False  # a stop not ours was seen (see watch)
         if ram_file is not None:
             self._memory: MappedRam | GdbPhysicalMemory = MappedRam(ram_file)
         else:
@@ -387,6 +388,18 @@ class QemuTarget(PagedMemory):
             return None
         return self._note_stop(reply)
 
+    def watch(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` for news of the guest, resuming nothing (a capture with no
+        breakpoint: the plugin). QEMU tells a gdb client of every stop, ours or not: one
+        that is not ours is somebody's pause (QMP ``stop``, ``virsh suspend``), and
+        undoing it would run a guest its operator froze, say for a memory dump. True if
+        the guest was paused; TargetGone if it ended."""
+        reply = self._wait_stop(timeout)
+        if reply is None:
+            return False
+        self._paused_by_other = True  # (close() must not detach: that resumes the VM)
+        return True
+
     # -- breakpoints -----------------------------------------------------------------------
 
     def insert_breakpoint(self, address: int) -> None:
@@ -420,6 +433,8 @@ class QemuTarget(PagedMemory):
             return
         self._closed = True
         try:
+            if self._paused_by_other and not self._breakpoints:
+                return  # closing the connection leaves the VM as it is; "D" would resume it
             self.pause()
             for address in list(self._breakpoints):
                 self.remote.checked(f"z0,{address:x},1")
