@@ -201,6 +201,32 @@ def test_the_ratio_pairs_each_run_with_its_own_labs_baseline_of_the_same_repetit
     assert summary["untraced"]["unit"] == "loops/s"
 
 
+def test_in_a_grouped_run_each_ratio_pairs_the_runs_made_back_to_back() -> None:
+    # One repetition, two groups: the host was twice as fast during the second. Paired by
+    # repetition, the traced runs would meet whichever baseline came last.
+    runs = [_run("syscall", "untraced", 0, wall=1000, guest=1000),
+            _run("syscall", "traced", 0, wall=500, guest=500),
+            _run("syscall", "untraced", 0, wall=2000, guest=2000),
+            _run("syscall", "traced", 0, wall=1000, guest=1000)]
+    for group, run in zip((0, 0, 1, 1), runs, strict=True):
+        run.group = group
+    summary = stats.summarise(runs, BASELINES, UNITS)["syscall"]
+    assert summary["traced"]["ratio"] == {"median": 2.0, "min": 2.0, "max": 2.0}
+    assert summary["untraced"]["ratio"]["median"] == 1.0
+
+
+def test_every_condition_runs_back_to_back_with_the_baselines_of_its_ratios() -> None:
+    import bench  # (after stats: tools/ is on the path)
+
+    groups = bench.run_groups(["untraced", "xenhpt-full", "qemu10-untraced",
+                               "plugin-untraced", "xenhpt-plugin-full"])
+    assert sorted(map(sorted, groups)) == [
+        ["plugin-untraced", "qemu10-untraced"],  # the idle plugin, against QEMU 10
+        ["plugin-untraced", "qemu10-untraced", "xenhpt-plugin-full"],
+        ["untraced", "xenhpt-full"]]
+    assert bench.run_groups(["qemu10-untraced"]) == [["qemu10-untraced"]]
+
+
 def test_tracer_rates_and_drops_are_summed_over_the_traced_runs() -> None:
     runs = [
         _run("shell", "untraced", 0, wall=60, guest=60),
@@ -268,7 +294,20 @@ def test_quick_benchmark_prints_the_table_and_json(tmp_path: Path) -> None:
             row = next(line for line in done.stdout.splitlines()
                        if line.startswith(f"| {workload} | {condition} |"))
             assert "—" not in row.split("|")[3], row  # a score was measured
-    assert len(document["runs"]) == 4 * len(conditions)
+    # Each traced run has its lab's baseline run in its group (the runs made back to back).
+    groups: dict[int, set[str]] = {}
+    for run in document["runs"]:
+        groups.setdefault(run["group"], set()).add(run["condition"])
+    for members in groups.values():
+        if members & {"xenhpt-plugin-full", "xenhpt-plugin-selective", "xenhpt-plugin-save"}:
+            assert {"plugin-untraced", "qemu10-untraced"} <= members, members
+        elif members & {"xenhpt-full", "xenhpt-selective", "strace-full", "strace-selective"}:
+            assert "untraced" in members, members
+    assert len(groups) == 4 * 8  # 4 workloads x (4 gdbstub + idle + 3 plugin conditions)
+    # The plugin labs' runs took turns, and are scored by the guest's clock.
+    assert all(run["interleaved"] == (run["condition"] not in {
+        "untraced", "xenhpt-full", "xenhpt-selective", "strace-full", "strace-selective"})
+        for run in document["runs"])
     assert document["pipeline"]["text"]["us_per_record"] > 0
     # The saved syscall storm was decoded, and said how fast.
     assert [d["records"] > 0 and d["records_per_s"] > 0 for d in document["saved_decodes"]] \

@@ -1,24 +1,26 @@
 #!/usr/bin/env python3
 """Overhead benchmark: the papers' workloads, untraced vs traced vs strace, in one boot.
 
-    .venv/bin/python tools/bench.py            # 5 repetitions of 5 s runs (~15 min)
-    .venv/bin/python tools/bench.py --quick    # 2 repetitions of 2 s runs (~3-5 min)
+    .venv/bin/python tools/bench.py            # 5 repetitions of 5 s runs (~40 min)
+    .venv/bin/python tools/bench.py --quick    # 2 repetitions of 2 s runs (~10 min)
     .venv/bin/python tools/bench.py --quick --json results.json --cprofile tracer.prof
 
 Workloads (built into the lab guest from xenhpt/lab/guest/src/bench_*.c, each printing its
 own score by the guest's clock): ``syscall`` (UnixBench syscall mix), ``shell`` (tst.sh
 runs/min), ``arithmetic`` (integer loop, no calls), ``spawn`` (fork + exec + wait).
-Conditions, interleaved in every repetition (their order rotates): untraced; xenhpt full
-(``xenhpt trace lab -o /dev/null``); xenhpt selective (``-e trace=%file,%process``);
-``strace -f`` inside the guest; ``strace -f --seccomp-bpf`` with the same selection — on the
-gdbstub lab (system QEMU 7.2) — and, on a second lab booted beside it (QEMU 10 with the
-capture plugin, ``lab up --capture plugin``): plugin-untraced (the plugin loaded, capture
-off: that lab's baseline), xenhpt-plugin-full and xenhpt-plugin-selective, whose records
-dropped on a full ring are counted too, and xenhpt-plugin-save (full, ``--save`` to a file
-in /var/tmp: the records saved at ring speed; each saved syscall storm is then decoded by
-``xenhpt decode`` and timed, records/s); and on a third lab, QEMU 10 *without* the plugin
-(``lab up --capture qemu10``): qemu10-untraced, against which every plugin condition's
-ratio is also given (the honest baseline for a user who would not load the plugin).
+Conditions, each run with its baselines (run_groups): back to back, or where they are on
+QEMU 10 labs, taking turns of --slice seconds on one host CPU (Turns); these groups in an
+order that rotates every repetition. On the gdbstub lab (system QEMU 7.2): untraced;
+xenhpt full (``xenhpt trace lab -o /dev/null``); xenhpt selective (``-e
+trace=%file,%process``); ``strace -f`` inside the guest; ``strace -f --seccomp-bpf`` with
+the same selection. On QEMU 10 with the capture plugin (``lab up --capture plugin``):
+plugin-untraced (the plugin loaded, capture off: the baseline, on a lab of its own so that
+it can take turns), xenhpt-plugin-full and xenhpt-plugin-selective, whose records dropped
+on a full ring are counted too, and xenhpt-plugin-save (full, ``--save`` to a file in
+/var/tmp: the records saved at ring speed; each saved syscall storm is then decoded by
+``xenhpt decode`` and timed, records/s). On QEMU 10 *without* the plugin (``lab up
+--capture qemu10``): qemu10-untraced, against which every plugin condition's ratio is
+also given (the honest baseline for a user who would not load the plugin).
 Last, the plugin storm: the syscall loop fully traced with the default ring, the trace
 left to end by itself, every record decoded (dropped must be 0).
 
@@ -26,8 +28,11 @@ Scores are rates, measured twice: by the guest's clock (what the workload prints
 the host's wall clock between markers the workload writes on the console. While a debugger
 holds the VM stopped, QEMU stops the guest's clock, so the guest's own score hides most of
 the cost of a trap: the **overhead ratio = untraced / condition** is computed from the
-wall-clock scores (the guest-clock ratio is shown beside it), per repetition, then
-median, min and max. Tracer-side: traps/s and host CPU of the tracer process per trap.
+wall-clock scores (the guest-clock ratio is shown beside it), each run against the
+baseline run of its group, then median, min and max. Runs that took turns are scored by
+the guest's clock (it stands still while the VM waits; the plugin never stops it).
+Tracer-side: traps/s (over the tracer's wall time, other labs' turns included) and host
+CPU of the tracer process per trap.
 Pipeline: a full trace of the shell workload is recorded (``--record``) and replayed
 through decode → pair → tree → output with no guest: µs per trap record.
 
@@ -56,8 +61,10 @@ from pathlib import Path
 
 from bench_stats import Run, ratio, summarise, table, tracer_counts, wall_rate
 
+from xenhpt.errors import LabError
 from xenhpt.lab import machine
 from xenhpt.lab.kernel import ensure_kernel
+from xenhpt.lab.qmp import Qmp
 from xenhpt.linux.kernel import Kernel
 from xenhpt.output.stream import StreamSink
 from xenhpt.tracer.recording import load_recording, replay
@@ -100,7 +107,8 @@ CONDITIONS = {  # name -> (lab, xenhpt trace arguments or None, in-guest prefix)
     "strace-full": ("gdbstub", None, "strace -f -o /dev/null "),
     "strace-selective": ("gdbstub", None, f"strace -f --seccomp-bpf -e {SELECTION} -o /dev/null "),
     # The plugin lab: QEMU 10 with the capture plugin loaded (idle when untraced).
-    "plugin-untraced": ("plugin", None, ""),
+    # (on a lab of its own, so that it can take turns with the traced conditions: Turns)
+    "plugin-untraced": ("plugin-idle", None, ""),
     "xenhpt-plugin-full": ("plugin", [], ""),
     "xenhpt-plugin-selective": ("plugin", ["-e", SELECTION], ""),
     # Full, saving the ring's records to a file for a later `xenhpt decode` (lossless).
@@ -109,9 +117,11 @@ CONDITIONS = {  # name -> (lab, xenhpt trace arguments or None, in-guest prefix)
     "qemu10-untraced": ("qemu10", None, ""),
 }
 BASELINE = {"gdbstub": "untraced", "plugin": "plugin-untraced",
-            "qemu10": "qemu10-untraced"}  # ratios are per lab
-# The plugin lab's conditions are also compared with QEMU 10 without the plugin.
-PLAIN_BASELINE = {"plugin": "qemu10-untraced"}
+            "plugin-idle": "plugin-untraced", "qemu10": "qemu10-untraced"}
+# The plugin labs' conditions are also compared with QEMU 10 without the plugin.
+PLAIN_BASELINE = {"plugin": "qemu10-untraced", "plugin-idle": "qemu10-untraced"}
+CAPTURE = {"gdbstub": "gdbstub", "plugin": "plugin", "plugin-idle": "plugin",
+           "qemu10": "qemu10"}  # each lab's `lab up --capture`
 KEPT = re.compile(r"the whole capture is kept in (\S+) ")
 PAPER = {"syscall": "13.8 / 100.4 / 60.6", "shell": "1.90 / 2.61 / 2.20", "arithmetic": "≈ 1.00",
          "spawn": "—", "syscall32-int80": "13.8 (int)", "syscall32-sysenter": "100.4 (sysenter)",
@@ -223,39 +233,157 @@ class Tracer:
         return counts[0], seconds, cpu, counts[1]
 
 
+def run_groups(conditions: list[str]) -> list[list[str]]:
+    """The runs made back to back: each condition with the baselines its ratios need.
+
+    This host's speed changes by up to 2x (other tenants), for seconds at a time: a ratio
+    of runs made minutes apart measures that, one of adjacent runs less so, one of runs
+    taking turns (Turns) the condition. A baseline has a group of its own only if it is
+    measured against another (the idle plugin against QEMU 10 without it) or nothing
+    else runs on its lab.
+    """
+    groups = []
+    for condition in conditions:
+        lab = CONDITIONS[condition][0]
+        partners = [b for b in (BASELINE[lab], PLAIN_BASELINE.get(lab))
+                    if b is not None and b != condition and b in conditions]
+        needed = bool(partners) or not any(
+            condition in (BASELINE[CONDITIONS[c][0]], PLAIN_BASELINE.get(CONDITIONS[c][0]))
+            for c in conditions if c != condition)
+        if needed:
+            groups.append([*partners, condition])
+    return groups
+
+
+class Started:
+    """A run whose tracer (if any) is armed: the workload is next."""
+
+    def __init__(self, directory: Path, workload: str, condition: str, repetition: int,
+                 duration: float) -> None:
+        self.directory, self.workload, self.condition = directory, workload, condition
+        self.repetition, self.duration = repetition, duration
+        program, _ = WORKLOADS[workload]
+        _, trace_args, prefix = CONDITIONS[condition]
+        self.tag = f"{workload}.{condition}.{repetition}.{time.monotonic_ns()}"
+        self.command = (f"XENHPT_BENCH_MARK=/dev/ttyS0 XENHPT_BENCH_TAG={self.tag} "
+                        f"{prefix}{program} {duration}")
+        self.saved = None
+        if trace_args is not None and SAVE_PLACEHOLDER in trace_args:
+            self.saved = Path(tempfile.mkstemp(prefix="xenhpt-bench-", suffix=".xcap",
+                                               dir=SAVE_DIR)[1])
+            trace_args = [str(self.saved) if a == SAVE_PLACEHOLDER else a for a in trace_args]
+        self.tracer = Tracer(directory, trace_args) if trace_args is not None else None
+        self.result: machine.ExecResult | BaseException | None = None
+
+    def execute(self) -> None:
+        """The workload, in the guest (kept in ``result``: this may run in a thread)."""
+        try:
+            self.result = machine.exec_in_guest(self.command,
+                                                timeout=600 + 200 * self.duration,
+                                                directory=self.directory)
+        except BaseException as exc:  # noqa: BLE001 (handed to finish)
+            self.result = exc
+
+    def finish(self, marks: ConsoleMarks | None) -> Run:
+        """Stop the tracer, read the score; by the console markers, or with no ``marks``
+        (the run took turns with others) by the guest's clock, which stood still while
+        its VM waited for its turn."""
+        try:
+            traced = self.tracer.stop() if self.tracer is not None else None
+            if self.saved is not None and traced is not None and self.workload == "syscall":
+                SAVED_DECODES.append(decode_saved(self.saved, traced[0]))
+        finally:
+            if self.saved is not None:
+                self.saved.unlink(missing_ok=True)
+        result = self.result
+        if isinstance(result, BaseException):
+            raise result
+        match = SCORE.search(result.stdout) if result is not None else None
+        if result is None or result.status != 0 or not match:
+            raise RuntimeError(f"{self.command} failed: {result}")
+        count, guest_seconds, guest_score = int(match[2]), float(match[3]), float(match[4])
+        if marks is None:
+            wall, wall_score = guest_seconds, guest_score
+        else:
+            time.sleep(0.05)  # let the watcher see the end marker
+            wall = marks.interval(self.tag)
+            wall_score = wall_rate(count, wall,
+                                   per_minute=WORKLOADS[self.workload][1] == "runs/min")
+        run = Run(self.workload, self.condition, self.repetition, count, guest_seconds,
+                  guest_score, wall, wall_score, interleaved=marks is None)
+        if traced is not None:
+            run.traps, run.trace_seconds, run.tracer_cpu, run.dropped = traced
+        return run
+
+
 def run_once(directory: Path, marks: ConsoleMarks, workload: str, condition: str,
              repetition: int, duration: float) -> Run:
-    program, _ = WORKLOADS[workload]
-    _, trace_args, prefix = CONDITIONS[condition]
-    tag = f"{workload}.{condition}.{repetition}.{time.monotonic_ns()}"
-    command = (f"XENHPT_BENCH_MARK=/dev/ttyS0 XENHPT_BENCH_TAG={tag} "
-               f"{prefix}{program} {duration}")
-    saved = None
-    if trace_args is not None and SAVE_PLACEHOLDER in trace_args:
-        saved = Path(tempfile.mkstemp(prefix="xenhpt-bench-", suffix=".xcap", dir=SAVE_DIR)[1])
-        trace_args = [str(saved) if a == SAVE_PLACEHOLDER else a for a in trace_args]
-    tracer = Tracer(directory, trace_args) if trace_args is not None else None
-    try:
-        result = machine.exec_in_guest(command, timeout=600 + 200 * duration,
-                                       directory=directory)
-    finally:
-        traced = tracer.stop() if tracer is not None else None
-        if saved is not None:
-            if traced is not None and workload == "syscall":
-                SAVED_DECODES.append(decode_saved(saved, traced[0]))
-            saved.unlink(missing_ok=True)
-    match = SCORE.search(result.stdout)
-    if result.status != 0 or not match:
-        raise RuntimeError(f"{command} failed ({result.status}): {result.stdout}"
-                           f"{result.stderr}")
-    count, guest_seconds, guest_score = int(match[2]), float(match[3]), float(match[4])
-    time.sleep(0.05)  # let the watcher see the end marker
-    wall = marks.interval(tag)
-    run = Run(workload, condition, repetition, count, guest_seconds, guest_score, wall,
-              wall_rate(count, wall, per_minute=WORKLOADS[workload][1] == "runs/min"))
-    if traced is not None:
-        run.traps, run.trace_seconds, run.tracer_cpu, run.dropped = traced
-    return run
+    started = Started(directory, workload, condition, repetition, duration)
+    started.execute()
+    return started.finish(marks)
+
+
+# The labs whose runs take turns (see Turns): QEMU 10, with the plugin or without.
+TAKING_TURNS = ("plugin", "plugin-idle", "qemu10")
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(thread.name), cpus)
+        except ProcessLookupError:
+            pass  # (a thread that just ended)
+
+
+class Turns:
+    """Labs run one at a time, in turns of ``slice_s`` seconds, every QEMU thread pinned to
+    one host CPU (the tracers and this process on the others); a VM waiting for its turn
+    is stopped (QMP), and its clock with it.
+
+    This host's speed changes by up to 2x within a second (other tenants; both CPUs, not
+    always together): runs made one after another, or at once on two CPUs, measure that.
+    Runs that take turns on one CPU share it, and their scores by their own clocks compare
+    the conditions (the idle plugin against QEMU 10: ratios 0.98-1.05, against 0.30-1.28
+    back to back).
+    """
+
+    def __init__(self, states: dict[str, machine.LabState], slice_s: float) -> None:
+        self.states, self.slice_s = states, slice_s
+        self.cpu = max(os.sched_getaffinity(0))
+
+    def run(self, runs: dict[str, Started]) -> None:
+        """Execute every run's workload, its lab taking turns with the others'."""
+        everywhere = os.sched_getaffinity(0)
+        others = everywhere - {self.cpu} or {self.cpu}
+        for kind, run in runs.items():  # (threads made since the last group too)
+            _pin(self.states[kind].pid, {self.cpu})
+            if run.tracer is not None:  # the tracers work beside, as they would
+                _pin(run.tracer.process.pid, others)
+        # Nor may this process take the VMs' CPU: whichever VM it ran beside would lose
+        # (measured: up to 1.2x, either way round).
+        _pin(os.getpid(), others)
+        monitors = {kind: Qmp("127.0.0.1", self.states[kind].qmp_port) for kind in runs}
+        try:
+            for kind in runs:
+                monitors[kind].execute("stop")
+            threads = {kind: threading.Thread(target=run.execute, daemon=True)
+                       for kind, run in runs.items()}
+            for thread in threads.values():
+                thread.start()
+            while any(thread.is_alive() for thread in threads.values()):
+                for kind, thread in threads.items():
+                    if thread.is_alive():
+                        monitors[kind].execute("cont")
+                        time.sleep(self.slice_s)
+                        monitors[kind].execute("stop")
+        finally:
+            for kind, monitor in monitors.items():  # never leave a guest stopped
+                try:
+                    monitor.execute("cont")
+                    monitor.close()
+                except (OSError, LabError) as exc:
+                    print(f"bench: could not resume the {kind} lab: {exc}", file=sys.stderr)
+            _pin(os.getpid(), everywhere)
 
 
 # Decoding speed of the saved syscall storms (`xenhpt decode` of each file, timed).
@@ -443,6 +571,9 @@ def main() -> None:
     parser.add_argument("--cprofile", type=Path, metavar="FILE",
                         help="also profile the live tracer (full trace, syscall loop) to FILE")
     parser.add_argument("--lab-dir", type=Path, help="use the lab already running there")
+    parser.add_argument("--slice", type=float, default=0.05, metavar="SECONDS",
+                        help="the plugin and QEMU 10 labs' runs take turns of this long on "
+                        "one host CPU, their VMs stopped between (0: one after another)")
     parser.add_argument("--no-storm", action="store_true",
                         help="skip the plugin syscall storm with a ring that holds all of it")
     options = parser.parse_args()
@@ -465,17 +596,17 @@ def main() -> None:
     for name in workloads + conditions:
         if name not in WORKLOADS and name not in CONDITIONS:
             parser.error(f"unknown workload or condition {name!r}")
-    kinds = list(dict.fromkeys(CONDITIONS[c][0] for c in conditions))
-    for kind in kinds:
+    for kind in list(dict.fromkeys(CONDITIONS[c][0] for c in conditions)):
         if BASELINE[kind] not in conditions:
             conditions.insert(0, BASELINE[kind])
+    kinds = list(dict.fromkeys(CONDITIONS[c][0] for c in conditions))
     own_lab = options.lab_dir is None
     directory = options.lab_dir or Path(tempfile.mkdtemp(prefix="xenhpt-bench-"))
     # The plugin conditions run on a second lab (QEMU 10 + the capture plugin), up at the
     # same time so that its runs interleave with the others'.
     directories = {"gdbstub": directory,
                    **{kind: directory.with_name(f"{directory.name}-{kind}")
-                      for kind in ("plugin", "qemu10")}}
+                      for kind in ("plugin", "plugin-idle", "qemu10")}}
     started = time.monotonic()
     load_start = os.getloadavg()
     states: dict[str, machine.LabState] = {}
@@ -484,32 +615,53 @@ def main() -> None:
     try:
         for kind in kinds:
             if own_lab or kind != "gdbstub":
-                states[kind] = machine.up(directory=directories[kind], capture=kind,
+                states[kind] = machine.up(directory=directories[kind], capture=CAPTURE[kind],
                                           kernel_package=options.kernel)
             else:
                 states[kind] = machine.LabState.load(directory)
         state = states.get("gdbstub") or states["plugin"]
         marks_by_lab = {kind: ConsoleMarks(Path(s.console_log)) for kind, s in states.items()}
+        turns = Turns(states, options.slice) if options.slice > 0 else None
         for marks in marks_by_lab.values():
             marks.__enter__()
         try:
+            group = 0
             for repetition in range(reps):
                 for index, workload in enumerate(workloads):
-                    shift = (repetition + index) % len(conditions)
-                    for condition in conditions[shift:] + conditions[:shift]:
-                        kind = CONDITIONS[condition][0]
-                        run = run_once(directories[kind], marks_by_lab[kind], workload,
-                                       condition, repetition, duration)
-                        runs.append(run)
-                        print(f"[{time.monotonic() - started:6.0f} s] rep {repetition} "
-                              f"{workload:10} {condition:17} {run.wall_score:12.2f} "
-                              f"{WORKLOADS[workload][1]} (wall; guest clock "
-                              f"{run.guest_score:.2f})", file=sys.stderr, flush=True)
+                    order = run_groups(conditions)
+                    shift = (repetition + index) % len(order)
+                    for members in order[shift:] + order[:shift]:
+                        turn = group % len(members)  # who goes first rotates too
+                        members = members[turn:] + members[:turn]
+                        labs = [CONDITIONS[c][0] for c in members]
+                        if (turns and len(members) > 1 and len(set(labs)) == len(labs)
+                                and set(labs) <= set(TAKING_TURNS)):
+                            started_runs = {lab: Started(directories[lab], workload, c,
+                                                         repetition, duration)
+                                            for lab, c in zip(labs, members, strict=True)}
+                            turns.run(started_runs)
+                            done = [r.finish(None) for r in started_runs.values()]
+                        else:
+                            done = [run_once(directories[lab], marks_by_lab[lab], workload,
+                                             c, repetition, duration)
+                                    for lab, c in zip(labs, members, strict=True)]
+                        for run in done:
+                            condition = run.condition
+                            run.group = group
+                            runs.append(run)
+                            clock = ("guest clock, took turns" if run.interleaved else
+                                     f"wall; guest clock {run.guest_score:.2f}")
+                            print(f"[{time.monotonic() - started:6.0f} s] rep {repetition} "
+                                  f"group {group:3} {workload:10} {condition:23} "
+                                  f"{run.wall_score:12.2f} {WORKLOADS[workload][1]} "
+                                  f"({clock})", file=sys.stderr, flush=True)
+                        group += 1
         finally:
             for marks in marks_by_lab.values():
                 marks.__exit__()
         if "plugin" in states and not options.no_storm:
-            machine.down(directories["plugin"])  # one plugin lab at a time: memory
+            machine.down(directories["plugin"])  # no other plugin lab beside it: memory
+            machine.down(directories["plugin-idle"])
             results["plugin_storm"] = plugin_storm(duration)
         if "gdbstub" in states:
             results["pipeline"] = record_and_replay(directory, min(duration, 2.0))

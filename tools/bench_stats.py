@@ -2,8 +2,9 @@
 
 Pure functions on measured numbers, no guest: the rate a run scored by the host's clock, the
 tracer's counts read off its ``-v`` report, and the per-workload, per-condition summary
-(overhead ratio = baseline score / condition score, paired by repetition; median, min and
-max; traps/s, tracer CPU per trap, dropped records).
+(overhead ratio = baseline score / condition score, each run paired with the baseline run
+of its own group, the runs made back to back with it; median, min and max; traps/s, tracer
+CPU per trap, dropped records).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class Run:
     dropped: int | None = None  # plugin records lost to a full ring
     trace_seconds: float | None = None  # tracer armed → stopped
     tracer_cpu: float | None = None  # host CPU s of the tracer while armed
+    # Runs of one group ran back to back: a ratio pairs a run with its group's baseline run.
+    # (This host's speed drifts by up to 2x over tens of seconds; adjacent runs share it.)
+    group: int = -1  # -1: the repetition is the group
+    # The group's runs took turns on one host CPU (bench.Turns): scores by the guest's clock.
+    interleaved: bool = False
 
 
 def wall_rate(count: int, seconds: float, per_minute: bool = False) -> float:
@@ -59,21 +65,25 @@ def ratio(base: float, score: float) -> float:
     return base / score if score > 0 else float("inf")
 
 
+def _group(run: Run) -> int:
+    return run.repetition if run.group < 0 else run.group
+
+
 def summarise(runs: list[Run], baselines: Mapping[str, str], units: Mapping[str, str],
               plain: Mapping[str, str] | None = None
               ) -> dict[str, dict[str, dict[str, object]]]:
     """``summary[workload][condition]``: scores, ratios against ``baselines[condition]`` (the
-    untraced condition of the same lab, same repetition), and the tracer-side numbers;
+    untraced condition of the same lab, same group), and the tracer-side numbers;
     ``plain[condition]``, if given, is a second baseline from another lab (QEMU without
     the plugin) and gives ``plain_ratio``."""
-    by: dict[tuple[str, str, int], Run] = {(r.workload, r.condition, r.repetition): r
+    by: dict[tuple[str, str, int], Run] = {(r.workload, r.condition, _group(r)): r
                                            for r in runs}
     summary: dict[str, dict[str, dict[str, object]]] = {}
     for workload in dict.fromkeys(r.workload for r in runs):
         summary[workload] = {}
         for condition in dict.fromkeys(r.condition for r in runs):
             mine = [r for r in runs if r.workload == workload and r.condition == condition]
-            bases = [by.get((workload, baselines[condition], r.repetition)) for r in mine]
+            bases = [by.get((workload, baselines[condition], _group(r))) for r in mine]
             entry: dict[str, object] = {
                 "unit": units[workload],
                 "wall_score": spread([r.wall_score for r in mine]),
@@ -84,7 +94,7 @@ def summarise(runs: list[Run], baselines: Mapping[str, str], units: Mapping[str,
                                        for b, r in zip(bases, mine, strict=True) if b]),
             }
             if plain and condition in plain:
-                others = [by.get((workload, plain[condition], r.repetition)) for r in mine]
+                others = [by.get((workload, plain[condition], _group(r))) for r in mine]
                 entry["plain_ratio"] = spread([ratio(b.wall_score, r.wall_score)
                                                for b, r in zip(others, mine, strict=True) if b])
             traced = [r for r in mine if r.traps is not None]
